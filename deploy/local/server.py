@@ -1,0 +1,182 @@
+"""The local stack process: moto server plus the pipeline's own local services.
+
+One WSGI server on 127.0.0.1 serves every AWS API the pipeline uses:
+
+* moto handles Kinesis, DynamoDB (+Streams), S3, SNS, SQS, IAM, STS, Lambda (registry),
+  Glue, CloudWatch Logs and EventBridge;
+* components registered in :func:`default_components` run beside it in the same process
+  (so they can read moto's in-memory state) and may claim requests, e.g. the Athena
+  endpoint claims ``X-Amz-Target: AmazonAthena.*``; the Lambda runtime polls event
+  source mappings in background threads.
+
+Run it through ``python -m deploy.local up`` (background) or, in the foreground,
+``python -m deploy.local.server --port 4566``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, Protocol
+
+log = logging.getLogger(__name__)
+
+HEALTH_PATH = "/_stp/health"
+WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+
+class Component(Protocol):
+    """A service living in the local stack process beside moto."""
+
+    name: str
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def health(self) -> dict[str, Any]: ...
+
+    def handles(self, environ: dict[str, Any]) -> bool: ...
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]: ...
+
+
+class Dispatcher:
+    """Route a request to the first component that claims it, else to moto."""
+
+    def __init__(self, moto_app: WSGIApp, components: list[Component], health: Callable[[], dict[str, Any]]):
+        self.moto_app = moto_app
+        self.components = components
+        self.health = health
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if environ.get("PATH_INFO") == HEALTH_PATH:
+            body = json.dumps(self.health()).encode()
+            start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+            return [body]
+        for component in self.components:
+            if component.handles(environ):
+                return component(environ, start_response)
+        return self.moto_app(environ, start_response)
+
+
+def default_components(stack: LocalStack) -> list[Component]:
+    """The pipeline's own local services, in start order."""
+    components: list[Component] = []
+    try:
+        from deploy.local.athena import AthenaComponent
+    except ModuleNotFoundError as err:  # pragma: no cover - present once the Athena endpoint lands
+        if err.name != "deploy.local.athena":
+            raise
+    else:
+        components.append(AthenaComponent(stack))
+    try:
+        from deploy.local.lambda_runtime import LambdaRuntime
+    except ModuleNotFoundError as err:  # pragma: no cover - present once the runtime lands
+        if err.name != "deploy.local.lambda_runtime":
+            raise
+    else:
+        components.append(LambdaRuntime(stack))
+    return components
+
+
+class LocalStack:
+    """moto server and the pipeline's components behind one loopback endpoint."""
+
+    def __init__(
+        self,
+        port: int = 4566,
+        state_dir: str | Path = ".local",
+        *,
+        host: str = "127.0.0.1",
+        region: str = "us-east-1",
+        components: Callable[[LocalStack], list[Component]] = default_components,
+    ) -> None:
+        if not ipaddress.ip_address(host).is_loopback:
+            raise ValueError(f"the local stack binds to loopback only, not {host!r}")
+        self.host = host
+        self.port = port
+        self.region = region
+        self.state_dir = Path(state_dir)
+        self.started_at = 0.0
+        self._components_factory = components
+        self.components: list[Component] = []
+        self._server: Any = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self) -> None:
+        from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+        from werkzeug.serving import make_server
+
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        moto_app = DomainDispatcherApplication(create_backend_app)
+        self.components = self._components_factory(self)
+        app = Dispatcher(moto_app, self.components, self.health)
+        self._server = make_server(self.host, self.port, app, threaded=True)
+        self.port = self._server.server_address[1]  # resolves port 0 to the chosen one
+        self._thread = threading.Thread(target=self._server.serve_forever, name="local-stack-http", daemon=True)
+        self._thread.start()
+        self.started_at = time.time()
+        for component in self.components:
+            component.start()
+        log.info("local stack listening on %s with %s", self.endpoint, [c.name for c in self.components])
+
+    def stop(self) -> None:
+        for component in reversed(self.components):
+            try:
+                component.stop()
+            except Exception:  # keep stopping the others
+                log.exception("stopping %s failed", component.name)
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        log.info("local stack stopped")
+
+    def health(self) -> dict[str, Any]:
+        return {
+            "status": "ok",
+            "pid": os.getpid(),
+            "endpoint": self.endpoint,
+            "region": self.region,
+            "uptime_seconds": round(time.time() - self.started_at, 1),
+            "components": {c.name: c.health() for c in self.components},
+        }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m deploy.local.server", description=__doc__)
+    parser.add_argument("--port", type=int, default=4566)
+    parser.add_argument("--state-dir", default=".local")
+    parser.add_argument("--region", default="us-east-1")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    stack = LocalStack(args.port, args.state_dir, region=args.region)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    stack.start()
+    try:
+        while not stop.wait(0.5):
+            pass
+    finally:
+        stack.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,75 @@
+"""The one factory for AWS clients, bound to the settings' region and endpoint.
+
+Every helper takes an optional ``settings`` (and often an optional client); when omitted,
+settings come from :func:`helpers.config.load_settings`. Clients use botocore's
+``standard`` retry mode, so throttling and transient errors are retried by botocore.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from typing import Any
+
+from helpers.config import Settings, load_settings
+
+__all__ = ["client", "resource", "session", "LOCAL_CREDENTIALS", "account_id"]
+
+# The local stack accepts any credentials; these well-known dummies keep real keys out of it.
+LOCAL_CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+RETRY_CONFIG = {"mode": "standard", "max_attempts": 8}
+CONNECT_TIMEOUT_SECONDS = 5
+READ_TIMEOUT_SECONDS = 60
+
+_lock = threading.Lock()
+
+
+def session(settings: Settings | None = None) -> Any:
+    """A boto3 session for the target: dummy keys locally, profile/default chain on AWS."""
+    import boto3
+
+    s = settings or load_settings()
+    if s.is_local:
+        return boto3.session.Session(region_name=s.region, **LOCAL_CREDENTIALS)
+    return boto3.session.Session(region_name=s.region, profile_name=s.profile)
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_client(settings: Settings, service: str) -> Any:
+    return _new_client(settings, service)
+
+
+def _new_client(settings: Settings, service: str) -> Any:
+    from botocore.config import Config
+
+    config = Config(
+        region_name=settings.region,
+        retries=dict(RETRY_CONFIG),  # type: ignore[arg-type]
+        connect_timeout=CONNECT_TIMEOUT_SECONDS,
+        read_timeout=READ_TIMEOUT_SECONDS,
+        max_pool_connections=32,
+    )
+    with _lock:  # boto3 session creation is not thread-safe
+        return session(settings).client(service, endpoint_url=settings.resolved_endpoint, config=config)
+
+
+def client(service: str, settings: Settings | None = None, *, cached: bool = True) -> Any:
+    """A boto3 client for ``service`` bound to the settings' region and endpoint."""
+    s = settings or load_settings()
+    return _cached_client(s, service) if cached else _new_client(s, service)
+
+
+def resource(service: str, settings: Settings | None = None) -> Any:
+    """A boto3 resource (used sparingly; clients are the default)."""
+    from botocore.config import Config
+
+    s = settings or load_settings()
+    with _lock:
+        return session(s).resource(
+            service, endpoint_url=s.resolved_endpoint, config=Config(retries=dict(RETRY_CONFIG))  # type: ignore[arg-type]
+        )
+
+
+def account_id(settings: Settings | None = None) -> str:
+    """The account the credentials belong to (the local stack answers 123456789012)."""
+    return str(client("sts", settings).get_caller_identity()["Account"])
