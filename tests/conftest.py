@@ -1,0 +1,53 @@
+"""Shared fixtures: settings for tests and one local stack per test session.
+
+The stack runs as a separate process (exactly as ``python -m deploy.local up`` starts it),
+on a free loopback port with its state in a temporary folder, so a developer's own stack on
+the default port is never touched.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from helpers.config import Settings, load_settings
+
+# Tests never read a developer's STP_* environment or real AWS credentials.
+for _key in list(os.environ):
+    if _key.startswith("STP_") or _key.startswith("AWS_"):
+        del os.environ[_key]
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def stack_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """Local settings pointing at the session's stack (port and state folder of its own)."""
+    state = tmp_path_factory.mktemp("local-state")
+    return load_settings(local_port=_free_port(), state_dir=str(state))
+
+
+@pytest.fixture(scope="session")
+def local_stack(stack_settings: Settings) -> Iterator[Settings]:
+    """A running local stack for the whole session; stopped (process group and all) at the end."""
+    from deploy.local import down, up
+
+    up(stack_settings)
+    try:
+        yield stack_settings
+    finally:
+        down(stack_settings)
+
+
+@pytest.fixture(scope="session")
+def project_root() -> Path:
+    return Path(__file__).resolve().parent.parent
