@@ -1,0 +1,124 @@
+"""Vectorised SMA crossover analysis for the notebooks (pandas/numpy; never imported by Lambda code).
+
+The same exact integer-units rule as :mod:`helpers.indicators` (read its docstring), computed on
+whole frames with numpy int64 prefix sums — no Python loop per bar — so the signals found here
+equal, bar for bar, the alerts the trend Lambda publishes.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from helpers.indicators import BUY, LONG_WINDOW, SELL, SHORT_WINDOW, UNITS_PER_PRICE
+
+__all__ = ["BACKTEST_NOTE", "SMA_LONG", "SMA_SHORT", "backtest", "signals_frame", "sma_frame"]
+
+SMA_SHORT = f"sma{SHORT_WINDOW}"
+SMA_LONG = f"sma{LONG_WINDOW}"
+BACKTEST_NOTE = (
+    "Illustrative only: long-only, enter at the BUY bar's price, exit at the SELL bar's price, "
+    "open position marked at the last price; no costs, slippage, dividends or taxes."
+)
+_REQUIRED = ("symbol", "timestamp", "price")
+
+
+def _ordered(df: pd.DataFrame) -> pd.DataFrame:
+    missing = [c for c in _REQUIRED if c not in df.columns]
+    if missing:
+        raise ValueError(f"frame lacks column(s) {missing}; expected at least {list(_REQUIRED)}")
+    # One bar per (symbol, timestamp), the last one given wins — as in helpers.indicators.
+    out = df.drop_duplicates(["symbol", "timestamp"], keep="last")
+    return out.sort_values(["symbol", "timestamp"], kind="stable").reset_index(drop=True)
+
+
+def _window_sums(csum: np.ndarray, n: int) -> np.ndarray:
+    """Sum of the last ``n`` values at each row (int64, exact; wraparound cancels in the difference)."""
+    rows = np.arange(len(csum) - 1)
+    return csum[rows + 1] - csum[np.maximum(rows + 1 - n, 0)]
+
+
+def sma_frame(df: pd.DataFrame) -> pd.DataFrame:
+    """Bars sorted by symbol and timestamp with ``sma5``, ``sma20`` and ``state`` added.
+
+    ``state`` is a nullable Int8 (-1, 0, +1; <NA> before the 20th bar of a symbol), the SMAs are
+    float means of the integer micro-units (NaN before the 20th bar).
+    """
+    out = _ordered(df)
+    prices = out["price"].to_numpy(dtype="float64")
+    if not np.isfinite(prices).all():
+        raise ValueError("prices must be finite numbers; quotes are validated upstream")
+    units = np.rint(prices * UNITS_PER_PRICE).astype(np.int64)
+    csum = np.concatenate(([0], np.cumsum(units, dtype=np.int64)))
+    sum_short, sum_long = _window_sums(csum, SHORT_WINDOW), _window_sums(csum, LONG_WINDOW)
+    ready = out.groupby("symbol", sort=False).cumcount().to_numpy() >= LONG_WINDOW - 1
+    common = math.gcd(SHORT_WINDOW, LONG_WINDOW)
+    diff = (LONG_WINDOW // common) * sum_short - (SHORT_WINDOW // common) * sum_long
+    out[SMA_SHORT] = np.where(ready, sum_short / (SHORT_WINDOW * UNITS_PER_PRICE), np.nan)
+    out[SMA_LONG] = np.where(ready, sum_long / (LONG_WINDOW * UNITS_PER_PRICE), np.nan)
+    out["state"] = pd.arrays.IntegerArray(np.sign(diff).astype(np.int8), ~ready)
+    return out
+
+
+def _signal_codes(frame: pd.DataFrame) -> np.ndarray:
+    """+1 at BUY bars, -1 at SELL bars, 0 elsewhere, for an :func:`sma_frame` result."""
+    state = frame["state"].fillna(0).to_numpy(dtype=np.int8)
+    by_symbol = frame["symbol"].to_numpy()
+    nonzero = pd.Series(np.where(state != 0, state, np.nan))
+    before = nonzero.groupby(by_symbol, sort=False).ffill().groupby(by_symbol, sort=False).shift(1)
+    previous = before.fillna(0).to_numpy()
+    return np.where((state != 0) & (previous == -state), state, 0).astype(np.int8)
+
+
+def signals_frame(df: pd.DataFrame) -> pd.DataFrame:
+    """Every BUY/SELL signal: columns symbol, timestamp, signal, price, sma5, sma20."""
+    frame = sma_frame(df)
+    codes = _signal_codes(frame)
+    hits = frame.loc[codes != 0, ["symbol", "timestamp", "price", SMA_SHORT, SMA_LONG]]
+    hits.insert(2, "signal", np.where(codes[codes != 0] > 0, BUY, SELL))
+    return hits.reset_index(drop=True)
+
+
+def backtest(df: pd.DataFrame) -> pd.DataFrame:
+    """Per symbol, an ILLUSTRATIVE long-only crossover strategy against buy-and-hold.
+
+    Enter at the BUY bar's price, exit at the SELL bar's price, flat otherwise; a position still
+    open at the end is marked at the last price. Buy-and-hold runs from the first to the last bar
+    of the same series. No costs (see ``BACKTEST_NOTE``, also in the result's ``attrs``).
+    Columns: symbol, start, end, bars, trades, open_at_end, strategy_return, buy_and_hold_return.
+    """
+    frame = sma_frame(df)
+    codes = _signal_codes(frame)
+    by_symbol = frame["symbol"].to_numpy()
+    # Position held after each bar: 1 from a BUY bar, 0 from a SELL bar, carried forward.
+    marks = pd.Series(np.where(codes > 0, 1.0, np.where(codes < 0, 0.0, np.nan)))
+    position = marks.groupby(by_symbol, sort=False).ffill().fillna(0.0)
+    held_before = position.groupby(by_symbol, sort=False).shift(1).fillna(0.0).to_numpy()
+    prices = frame["price"].astype("float64")
+    ratio = (prices / prices.groupby(by_symbol, sort=False).shift(1)).fillna(1.0).to_numpy()
+    work = pd.DataFrame(
+        {
+            "symbol": by_symbol,
+            "timestamp": frame["timestamp"],
+            "price": prices,
+            "growth": np.where(held_before > 0, ratio, 1.0),
+            "buy": codes > 0,
+            "position": position.to_numpy(),
+        }
+    )
+    groups = work.groupby("symbol", sort=True)
+    result = pd.DataFrame(
+        {
+            "start": groups["timestamp"].first(),
+            "end": groups["timestamp"].last(),
+            "bars": groups.size(),
+            "trades": groups["buy"].sum().astype("int64"),
+            "open_at_end": groups["position"].last() > 0,
+            "strategy_return": groups["growth"].prod() - 1.0,
+            "buy_and_hold_return": groups["price"].last() / groups["price"].first() - 1.0,
+        }
+    ).reset_index()
+    result.attrs["note"] = BACKTEST_NOTE
+    return result
