@@ -198,7 +198,10 @@ def _bucket(s: Settings, name: str, report: Report, expire_days: int | None) -> 
             "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}, "BucketKeyEnabled": True}]
         },
     )
-    s3.put_bucket_policy(Bucket=name, Policy=json.dumps(tls_only_policy(name)))
+    if not s.is_local:
+        # The local stack speaks plain HTTP on loopback, where a TLS-only policy would deny
+        # every request (moto enforces bucket-policy denies), so it is applied on AWS only.
+        s3.put_bucket_policy(Bucket=name, Policy=json.dumps(tls_only_policy(name)))
     if expire_days:
         s3.put_bucket_lifecycle_configuration(
             Bucket=name,

@@ -19,6 +19,7 @@ deploy time, so the same module works inside Lambda (stdlib only).
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import ipaddress
 import json
 import os
@@ -260,7 +261,7 @@ def _validate(s: Settings) -> None:
         raise ConfigError("target", s.target, "unknown target", "use 'local' or 'aws'")
     regions = known_regions()
     if s.region not in regions:
-        close = sorted(r for r in regions if r.split("-")[0] == s.region.split("-")[0])[:5]
+        close = difflib.get_close_matches(s.region.lower(), sorted(regions), n=3, cutoff=0.6)
         hint = f"did you mean one of {close}?" if close else "e.g. 'us-east-1'"
         raise ConfigError("region", s.region, "is not a known AWS region offering Athena", hint)
     _pattern("stream_name", s.stream_name, _STREAM, "1-128 of letters, digits, '_', '-', '.'")

@@ -1,0 +1,60 @@
+# Stock Trend Pipeline — the two commands are `make demo` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+.PHONY: help install demo test test-fast bench lint format typecheck stack-up stack-down stack-status lock clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
+
+$(STAMP): requirements.lock pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required, found " + sys.version.split()[0]'
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(PY) -c 'import pathlib, site; pathlib.Path(site.getsitepackages()[0], "stock_trend.pth").write_text("$(CURDIR)\n")'
+	@touch $(STAMP)
+
+install: $(STAMP)  ## create .venv and install the locked dependencies
+
+demo: install  ## run every notebook against the local stack; outputs in reports/
+	$(PY) -m deploy.workbook --output reports
+
+test: install  ## the whole test suite, notebooks included
+	$(PY) -m pytest
+
+test-fast: install  ## unit tests only
+	$(PY) -m pytest tests/unit -m "not integration"
+
+bench: install  ## processor vs per-record baseline; writes reports/bench.json
+	$(PY) -m tests.bench.processor_bench
+
+lint: install  ## ruff lint and format check (notebooks included)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+format: install  ## apply ruff formatting
+	$(PY) -m ruff format .
+	$(PY) -m ruff check --fix .
+
+typecheck: install  ## mypy on helpers/ and lambda_src/
+	$(PY) -m mypy
+
+stack-up: install  ## start the local stack in the background
+	$(PY) -m deploy.local up
+stack-down: install  ## stop the local stack
+	$(PY) -m deploy.local down
+stack-status: install  ## health of the local stack
+	$(PY) -m deploy.local status
+
+lock: install  ## re-resolve requirements.lock from pyproject.toml's direct dependencies
+	rm -rf .lockvenv && $(PYTHON) -m venv .lockvenv
+	.lockvenv/bin/pip install --quiet . '.[dev]'
+	{ head -2 requirements.lock; .lockvenv/bin/pip freeze --exclude-editable | grep -v '^stock-trend-pipeline'; } > requirements.lock.new
+	mv requirements.lock.new requirements.lock && rm -rf .lockvenv
+
+clean:  ## remove .venv, reports/ and local state
+	-$(PY) -m deploy.local down 2>/dev/null
+	rm -rf $(VENV) reports .local .pytest_cache .mypy_cache .ruff_cache
