@@ -83,6 +83,7 @@ def run_workbook(
     parameters: Mapping[str, Any] | None = None,
     output_dir: str | Path | None = None,
     stop_stack: bool = True,
+    notebooks_dir: Path = NOTEBOOKS_DIR,
 ) -> list[NotebookRun]:
     """Execute the notebooks; returns one :class:`NotebookRun` per notebook."""
     import papermill
@@ -104,7 +105,7 @@ def run_workbook(
     failed = False
     params = {"TARGET": s.target, "REPORTS_DIR": str(out), **(parameters or {})}
     try:
-        for path in discover(only):
+        for path in discover(only, notebooks_dir):
             if failed and not path.name.startswith(TEARDOWN_PREFIX):
                 runs.append(NotebookRun(path.stem, "skipped", 0.0))
                 continue
