@@ -380,7 +380,8 @@ def teardown(settings: Settings | None = None) -> Report:
     except ImportError:  # pragma: no cover - present once the Lambda deploy lands
         pass
     else:
-        remove_functions(s)
+        for kind, result in remove_functions(s).items():
+            report.add("lambda function", result["name"], result["function"])
     _delete_roles(s, report)
     _delete_workgroup(s, report)
     _delete_glue(s, report)
