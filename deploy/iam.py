@@ -11,7 +11,7 @@ from typing import Any
 
 from helpers.config import Settings
 
-__all__ = ["Arns", "trust_policy", "processor_policy", "trend_policy", "role_policies", "POLICY_NAME"]
+__all__ = ["POLICY_NAME", "Arns", "processor_policy", "role_policies", "trend_policy", "trust_policy"]
 
 POLICY_NAME = "least-privilege"
 

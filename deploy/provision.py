@@ -20,7 +20,7 @@ from deploy.iam import POLICY_NAME, Arns, role_policies, trust_policy
 from helpers import aws
 from helpers.config import Settings, load_settings
 
-__all__ = ["provision", "teardown", "Report", "ResourceResult"]
+__all__ = ["Report", "ResourceResult", "provision", "teardown"]
 
 log = logging.getLogger(__name__)
 
@@ -103,10 +103,12 @@ def _stream(s: Settings, report: Report) -> None:
             raise
         kinesis.create_stream(StreamName=s.stream_name, StreamModeDetails={"StreamMode": "ON_DEMAND"})
         _wait(
-            lambda: kinesis.describe_stream_summary(StreamName=s.stream_name)["StreamDescriptionSummary"][
-                "StreamStatus"
-            ]
-            == "ACTIVE",
+            lambda: (
+                kinesis.describe_stream_summary(StreamName=s.stream_name)["StreamDescriptionSummary"][
+                    "StreamStatus"
+                ]
+                == "ACTIVE"
+            ),
             f"Kinesis stream {s.stream_name}",
         )
         summary = kinesis.describe_stream_summary(StreamName=s.stream_name)["StreamDescriptionSummary"]
@@ -195,7 +197,9 @@ def _bucket(s: Settings, name: str, report: Report, expire_days: int | None) -> 
     s3.put_bucket_encryption(
         Bucket=name,
         ServerSideEncryptionConfiguration={
-            "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}, "BucketKeyEnabled": True}]
+            "Rules": [
+                {"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}, "BucketKeyEnabled": True}
+            ]
         },
     )
     if not s.is_local:
@@ -245,7 +249,10 @@ def _queue(s: Settings, name: str, report: Report, policy: dict[str, Any] | None
             raise
         url = sqs.create_queue(
             QueueName=name,
-            Attributes={"MessageRetentionPeriod": str(QUEUE_RETENTION_SECONDS), "SqsManagedSseEnabled": "true"},
+            Attributes={
+                "MessageRetentionPeriod": str(QUEUE_RETENTION_SECONDS),
+                "SqsManagedSseEnabled": "true",
+            },
         )["QueueUrl"]
         report.add("sqs queue", name, "created", url)
     if policy is not None:
@@ -380,7 +387,7 @@ def teardown(settings: Settings | None = None) -> Report:
     except ImportError:  # pragma: no cover - present once the Lambda deploy lands
         pass
     else:
-        for kind, result in remove_functions(s).items():
+        for result in remove_functions(s).values():
             report.add("lambda function", result["name"], result["function"])
     _delete_roles(s, report)
     _delete_workgroup(s, report)
@@ -494,7 +501,9 @@ def _delete_tables(s: Settings, report: Report) -> None:
     for name in (s.table_name, s.alerts_table_name):
         try:
             ddb.delete_table(TableName=name)
-            ddb.get_waiter("table_not_exists").wait(TableName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 120})
+            ddb.get_waiter("table_not_exists").wait(
+                TableName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 120}
+            )
             report.add("dynamodb table", name, "deleted")
         except ClientError as err:
             if not _absent(err, "ResourceNotFoundException"):

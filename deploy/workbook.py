@@ -26,7 +26,7 @@ from typing import Any
 from helpers.config import PROJECT_ROOT, Settings, load_settings
 from helpers.report import REPORTS_ENV, read_summary, reports_dir, write_summary
 
-__all__ = ["NotebookRun", "discover", "run_workbook", "NOTEBOOKS_DIR", "TEARDOWN_PREFIX"]
+__all__ = ["NOTEBOOKS_DIR", "TEARDOWN_PREFIX", "NotebookRun", "discover", "run_workbook"]
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +125,9 @@ def run_workbook(
             except Exception as err:  # papermill raises PapermillExecutionError and kernel errors
                 failed = True
                 message = str(err).strip().splitlines()
-                runs.append(NotebookRun(path.stem, "failed", time.monotonic() - start, message[-1] if message else ""))
+                runs.append(
+                    NotebookRun(path.stem, "failed", time.monotonic() - start, message[-1] if message else "")
+                )
                 log.error("%s failed: %s", path.name, err)
             else:
                 runs.append(NotebookRun(path.stem, "ok", time.monotonic() - start))

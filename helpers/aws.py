@@ -13,7 +13,7 @@ from typing import Any
 
 from helpers.config import Settings, load_settings
 
-__all__ = ["client", "resource", "session", "LOCAL_CREDENTIALS", "account_id"]
+__all__ = ["LOCAL_CREDENTIALS", "account_id", "client", "resource", "session"]
 
 # The local stack accepts any credentials; these well-known dummies keep real keys out of it.
 LOCAL_CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
@@ -44,7 +44,7 @@ def _new_client(settings: Settings, service: str) -> Any:
 
     config = Config(
         region_name=settings.region,
-        retries=dict(RETRY_CONFIG),  # type: ignore[arg-type]
+        retries=dict(RETRY_CONFIG),
         connect_timeout=CONNECT_TIMEOUT_SECONDS,
         read_timeout=READ_TIMEOUT_SECONDS,
         max_pool_connections=32,
@@ -66,7 +66,9 @@ def resource(service: str, settings: Settings | None = None) -> Any:
     s = settings or load_settings()
     with _lock:
         return session(s).resource(
-            service, endpoint_url=s.resolved_endpoint, config=Config(retries=dict(RETRY_CONFIG))  # type: ignore[arg-type]
+            service,
+            endpoint_url=s.resolved_endpoint,
+            config=Config(retries=dict(RETRY_CONFIG)),  # type: ignore[arg-type]
         )
 
 

@@ -18,6 +18,7 @@ deploy time, so the same module works inside Lambda (stdlib only).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import ipaddress
@@ -33,7 +34,7 @@ from urllib.parse import urlparse
 
 from helpers.errors import ConfigError
 
-__all__ = ["Settings", "load_settings", "PROJECT_ROOT", "ENV_PREFIX", "TARGETS"]
+__all__ = ["ENV_PREFIX", "PROJECT_ROOT", "TARGETS", "Settings", "load_settings"]
 
 ENV_PREFIX = "STP_"
 TARGETS = ("local", "aws")
@@ -187,7 +188,9 @@ def _read_config_file(config_file: str | Path | None, env: Mapping[str, str]) ->
         path = Path(env[ENV_PREFIX + "CONFIG"])
     if path is not None:
         if not path.is_file():
-            raise ConfigError("config_file", str(path), "file not found", "point STP_CONFIG at an existing TOML file")
+            raise ConfigError(
+                "config_file", str(path), "file not found", "point STP_CONFIG at an existing TOML file"
+            )
         with path.open("rb") as fh:
             data = tomllib.load(fh)
         return dict(data.get("tool", {}).get("stock-trend", data))
@@ -270,7 +273,12 @@ def _validate(s: Settings) -> None:
     for name in ("raw_bucket", "results_bucket"):
         _bucket(name, getattr(s, name))
     if s.raw_bucket == s.results_bucket:
-        raise ConfigError("results_bucket", s.results_bucket, "equals raw_bucket", "use a separate bucket for Athena results")
+        raise ConfigError(
+            "results_bucket",
+            s.results_bucket,
+            "equals raw_bucket",
+            "use a separate bucket for Athena results",
+        )
     _pattern("topic_name", s.topic_name, _TOPIC, "1-256 of letters, digits, '_', '-'")
     for name in ("alert_queue_name", "failure_queue_name"):
         _pattern(name, getattr(s, name), _QUEUE, "1-80 of letters, digits, '_', '-'")
@@ -284,11 +292,15 @@ def _validate(s: Settings) -> None:
     if s.profile is not None:
         _pattern("profile", s.profile, _PROFILE, "a profile name from ~/.aws/config")
     if s.alert_email is not None and not _EMAIL.match(s.alert_email):
-        raise ConfigError("alert_email", s.alert_email, "is not an email address", "give name@example.com or leave empty")
+        raise ConfigError(
+            "alert_email", s.alert_email, "is not an email address", "give name@example.com or leave empty"
+        )
     if not 1 <= s.local_port <= 65535:
         raise ConfigError("local_port", s.local_port, "out of range", "use a port between 1024 and 65535")
     if not 24 <= s.stream_retention_hours <= 8760:
-        raise ConfigError("stream_retention_hours", s.stream_retention_hours, "out of range", "use 24..8760 hours")
+        raise ConfigError(
+            "stream_retention_hours", s.stream_retention_hours, "out of range", "use 24..8760 hours"
+        )
     if s.athena_bytes_scanned_cutoff < 10_000_000:
         raise ConfigError(
             "athena_bytes_scanned_cutoff", s.athena_bytes_scanned_cutoff,
@@ -321,10 +333,8 @@ def _endpoint(s: Settings) -> None:
     if s.is_local:
         host = parsed.hostname
         loopback = host == "localhost"
-        try:
+        with contextlib.suppress(ValueError):
             loopback = loopback or ipaddress.ip_address(host).is_loopback
-        except ValueError:
-            pass
         if not loopback:
             raise ConfigError(
                 "endpoint_url", url, "is not a loopback address but target is 'local'",

@@ -8,6 +8,7 @@ were never provisioned, an endpoint that does not answer, and missing AWS creden
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -20,7 +21,7 @@ from typing import Any
 from helpers.config import Settings, load_settings
 from helpers.errors import ConfigError
 
-__all__ = ["Check", "run_checks", "check_settings", "failures", "ENDPOINT_TIMEOUT_SECONDS"]
+__all__ = ["ENDPOINT_TIMEOUT_SECONDS", "Check", "check_settings", "failures", "run_checks"]
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +95,9 @@ def _credentials(s: Settings) -> Check:
     try:
         creds = aws.session(s).get_credentials()
     except Exception as err:  # botocore raises several profile errors
-        return Check("credentials", False, f"cannot load AWS credentials: {err}", "check STP_PROFILE / ~/.aws/config")
+        return Check(
+            "credentials", False, f"cannot load AWS credentials: {err}", "check STP_PROFILE / ~/.aws/config"
+        )
     if creds is None:
         return Check(
             "credentials",
@@ -118,7 +121,9 @@ def _endpoint(s: Settings) -> Check:
                 f"local stack at {s.resolved_endpoint} is not answering ({err})",
                 "start it: `python -m deploy.local up` (notebook 00 does this)",
             )
-        return Check("endpoint", True, f"local stack {s.resolved_endpoint} up {health.get('uptime_seconds')} s")
+        return Check(
+            "endpoint", True, f"local stack {s.resolved_endpoint} up {health.get('uptime_seconds')} s"
+        )
     from helpers import aws
 
     try:
@@ -169,7 +174,7 @@ def _resources(s: Settings) -> list[Check]:
         checks.append(
             probe(
                 f"bucket {bucket}",
-                lambda b=bucket: s3.get_bucket_location(Bucket=b),
+                functools.partial(s3.get_bucket_location, Bucket=bucket),
                 lambda a: a.get("LocationConstraint") or "us-east-1",
             )
         )

@@ -8,6 +8,7 @@ process for its health.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -24,7 +25,7 @@ from typing import Any
 from helpers.config import PROJECT_ROOT, Settings, load_settings
 from helpers.errors import LocalStackError
 
-__all__ = ["up", "down", "status", "StackStatus", "START_TIMEOUT_SECONDS", "STOP_TIMEOUT_SECONDS"]
+__all__ = ["START_TIMEOUT_SECONDS", "STOP_TIMEOUT_SECONDS", "StackStatus", "down", "status", "up"]
 
 START_TIMEOUT_SECONDS = 60.0
 STOP_TIMEOUT_SECONDS = 15.0
@@ -114,7 +115,10 @@ def up(settings: Settings | None = None, *, timeout: float = START_TIMEOUT_SECON
             f"stack; stop it or choose another port (STP_LOCAL_PORT=4567)"
         )
     log_file.parent.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")])),
+    }
     cmd = [
         sys.executable, "-m", "deploy.local.server",
         "--port", str(s.local_port), "--state-dir", str(state), "--region", s.region,
@@ -176,10 +180,8 @@ def _terminate(pid: int, timeout: float = STOP_TIMEOUT_SECONDS) -> None:
         except ProcessLookupError:
             return
     if not own_group:  # workers left in the group (should be none) do not outlive the stack
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(pgid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 def _alive(pid: int) -> bool:

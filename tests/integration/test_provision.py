@@ -43,7 +43,9 @@ def test_provision_twice_then_teardown_leaves_nothing(local_stack) -> None:
     assert {s.alert_queue_name, s.failure_queue_name} <= during["queues"]
 
     # a non-empty bucket is emptied and removed
-    aws.client("s3", s).put_object(Bucket=s.raw_bucket, Key="raw/symbol=X/dt=2026-01-01/a.ndjson", Body=b"{}\n")
+    aws.client("s3", s).put_object(
+        Bucket=s.raw_bucket, Key="raw/symbol=X/dt=2026-01-01/a.ndjson", Body=b"{}\n"
+    )
     removed = teardown(s)
     assert removed.count("deleted") == len([r for r in removed.results if r.action != "absent"])
     assert _inventory(s) == before
