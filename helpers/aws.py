@@ -68,7 +68,7 @@ def resource(service: str, settings: Settings | None = None) -> Any:
         return session(s).resource(
             service,
             endpoint_url=s.resolved_endpoint,
-            config=Config(retries=dict(RETRY_CONFIG)),  # type: ignore[arg-type]
+            config=Config(retries=dict(RETRY_CONFIG)),
         )
 
 
