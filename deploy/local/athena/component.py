@@ -1,0 +1,91 @@
+"""The Athena endpoint as a component of the local stack: claims ``AmazonAthena.*`` requests.
+
+It runs in the stack process beside moto and serves on the stack's one URL. Tables come from the
+stack's Glue API and objects from its S3 API, reached over the same endpoint (see ``tables``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from http import HTTPStatus
+from pathlib import Path
+from typing import Any
+
+from deploy.local.athena.engine import Engine
+from deploy.local.athena.models import WORKERS, AthenaBackend
+from deploy.local.athena.responses import TARGET_PREFIX, AthenaResponses
+from deploy.local.athena.tables import Warehouse
+
+__all__ = ["AthenaComponent"]
+
+log = logging.getLogger(__name__)
+
+MAX_REQUEST_BYTES = 2 * 1024 * 1024
+
+
+class AthenaComponent:
+    """WSGI app + lifecycle for the local Athena endpoint (see ``deploy.local.server.Component``)."""
+
+    name = "athena"
+
+    def __init__(self, stack: Any, *, workers: int = WORKERS) -> None:
+        self.stack = stack
+        self.workers = workers
+        self.backend: AthenaBackend | None = None
+        self.responses: AthenaResponses | None = None
+        self._warehouse: Warehouse | None = None
+        self.requests = 0
+
+    def start(self) -> None:
+        scratch = Path(self.stack.state_dir) / "athena" / "scratch"
+        scratch.mkdir(parents=True, exist_ok=True)
+        self._warehouse = Warehouse(self.stack.endpoint, self.stack.region)
+        self.backend = AthenaBackend(Engine(self._warehouse, scratch), workers=self.workers)
+        self.responses = AthenaResponses(self.backend)
+        log.info("Athena endpoint ready (DuckDB engine, %d workers)", self.workers)
+
+    def stop(self) -> None:
+        if self.backend is not None:
+            self.backend.shutdown()
+        if self._warehouse is not None:
+            self._warehouse.close()
+
+    def health(self) -> dict[str, Any]:
+        if self.backend is None:
+            return {"status": "stopped"}
+        states = self.backend.state_counts()
+        return {
+            "status": "ok",
+            "requests": self.requests,
+            "workgroups": len(self.backend.workgroups),
+            "queries": states,
+        }
+
+    def handles(self, environ: dict[str, Any]) -> bool:
+        return str(environ.get("HTTP_X_AMZ_TARGET", "")).startswith(TARGET_PREFIX)
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        self.requests += 1
+        if self.responses is None:
+            return _reply(
+                start_response, 503, b'{"__type": "ServiceUnavailableException", "Message": "starting"}', {}
+            )
+        try:
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            length = 0
+        body = environ["wsgi.input"].read(min(length, MAX_REQUEST_BYTES)) if length > 0 else b""
+        status, payload, headers = self.responses.dispatch(str(environ["HTTP_X_AMZ_TARGET"]), body)
+        return _reply(start_response, status, payload, headers)
+
+
+def _reply(
+    start_response: Callable[..., Any], status: int, body: bytes, headers: dict[str, str]
+) -> list[bytes]:
+    phrase = HTTPStatus(status).phrase
+    header_list = [*headers.items(), ("Content-Length", str(len(body)))]
+    if not any(k.lower() == "content-type" for k, _ in header_list):
+        header_list.append(("Content-Type", "application/x-amz-json-1.1"))
+    start_response(f"{status} {phrase}", header_list)
+    return [body]

@@ -1,0 +1,418 @@
+"""Run one Athena (Trino) SQL statement with DuckDB over the S3 objects of Glue tables.
+
+Steps for a query:
+
+1. parse the Trino SQL with sqlglot (syntax errors fail here, with line and column);
+2. resolve every table reference against the Glue catalog (``catalog.database.table``, the
+   database defaulting to the execution context's) and prune registered partitions with the
+   query's ``partition_key = 'literal'`` / ``IN (...)`` predicates, as Athena does;
+3. list and fetch the partitions' objects (hidden ``_``/``.`` files skipped), enforcing the
+   workgroup's bytes-scanned cutoff before reading; load them into DuckDB tables named
+   ``awsdatacatalog.<database>.<table>`` with the Glue column types and the partition values
+   as columns;
+4. transpile to DuckDB SQL (``integer_division`` on, so ``5 / 2`` is 2 as in Trino) and run;
+5. report Athena column types and value texts (:mod:`.formats`).
+
+Also answers ``SHOW DATABASES|SCHEMAS``, ``SHOW TABLES``, ``SHOW PARTITIONS`` and ``SHOW COLUMNS``
+from Glue. Other DDL is refused (create tables through the Glue API).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from deploy.local.athena.formats import Column, athena_column, formatter_for, glue_to_duckdb
+from deploy.local.athena.sql import (
+    QueryFailed,
+    engine_error,
+    first_line,
+    name_columns,
+    parse,
+    partition_filters,
+    position,
+    table_references,
+    transpile,
+)
+from deploy.local.athena.tables import DEFAULT_CATALOG, Partition, S3Object, TableDef, Warehouse, s3_path
+
+log = logging.getLogger(__name__)
+
+ROWS_PER_FETCH = 10_000
+DUCKDB_THREADS = 2
+_COMPRESSION_SUFFIXES = (".gz", ".gzip", ".zst", ".zstd")
+_DDL = re.compile(
+    r"^\s*(CREATE|DROP|ALTER|MSCK|INSERT|UNLOAD|DELETE|UPDATE|MERGE|VACUUM|OPTIMIZE|EXPLAIN|PREPARE"
+    r"|EXECUTE|DEALLOCATE|DESCRIBE|DESC|USE|SET|RESET|GRANT|REVOKE|CALL)\b",
+    re.IGNORECASE,
+)
+_SHOW = re.compile(
+    r"^\s*SHOW\s+(?P<what>DATABASES|SCHEMAS|TABLES|PARTITIONS|COLUMNS)\b(?P<rest>.*)$", re.I | re.S
+)
+_IDENT = r'(?:"(?:[^"]|"")+"|`[^`]+`|[A-Za-z_][\w$]*)'
+_NAME = re.compile(
+    rf"\s*(?:(?:IN|FROM)\s+)?(?P<name>{_IDENT}(?:\.{_IDENT}){{0,2}})?\s*(?:LIKE\s+'(?P<like>[^']*)')?\s*$",
+    re.I,
+)
+
+
+def classify(sql: str) -> tuple[str, str]:
+    """``(StatementType, SubstatementType)`` of a statement, known before it runs."""
+    text = sql.strip()
+    show = _SHOW.match(text)
+    if show:
+        return "DDL", f"SHOW_{show['what'].upper()}"
+    ddl = _DDL.match(text)
+    if ddl:
+        return "DDL", ddl.group(1).upper()
+    return "DML", "SELECT"
+
+
+class QueryCancelled(Exception):
+    """The statement was stopped; ``data_scanned`` is what it had scanned (Athena bills that)."""
+
+    def __init__(self, reason: str, data_scanned: int = 0):
+        self.reason = reason
+        self.data_scanned = data_scanned
+        super().__init__(reason)
+
+
+class Cancellation:
+    """A stop request that reaches a running DuckDB statement (``interrupt()``)."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self._lock = threading.Lock()
+        self._connection: Any = None
+
+    @property
+    def requested(self) -> bool:
+        return self._event.is_set()
+
+    def cancel(self) -> None:
+        with self._lock:
+            self._event.set()
+            if self._connection is not None:
+                self._connection.interrupt()
+
+    def attach(self, connection: Any) -> None:
+        with self._lock:
+            self._connection = connection
+            if connection is not None and self._event.is_set():
+                connection.interrupt()
+
+    def check(self, scanned: int = 0) -> None:
+        if self._event.is_set():
+            raise QueryCancelled("Query was cancelled by user", scanned)
+
+
+@dataclass
+class QueryResult:
+    columns: list[Column]
+    rows: list[tuple[str | None, ...]]
+    data_scanned: int = 0
+    statement_type: str = "DML"
+    substatement_type: str = "SELECT"
+    engine_millis: int = 0
+    planning_millis: int = 0
+    tables: list[str] = field(default_factory=list)
+
+    @property
+    def is_text(self) -> bool:
+        """DDL/utility results are written as ``.txt`` without a header, like Athena's."""
+        return self.statement_type != "DML"
+
+
+@dataclass
+class _Scan:
+    table: TableDef
+    partitions: list[Partition] | None  # None: unpartitioned table
+    objects: dict[str, list[S3Object]]  # partition location (or table location) → objects
+
+
+class Engine:
+    """Executes statements; one in-memory DuckDB database per statement."""
+
+    def __init__(self, warehouse: Warehouse, scratch_dir: str | Path | None = None) -> None:
+        self.warehouse = warehouse
+        self.scratch_dir = Path(scratch_dir) if scratch_dir else None
+
+    def run(
+        self,
+        sql: str,
+        *,
+        database: str | None = None,
+        catalog: str | None = None,
+        cancellation: Cancellation | None = None,
+        bytes_cutoff: int | None = None,
+    ) -> QueryResult:
+        cancel = cancellation or Cancellation()
+        database = (database or "default").lower()
+        catalog = (catalog or DEFAULT_CATALOG).lower()
+        if catalog != DEFAULT_CATALOG:
+            raise QueryFailed("CATALOG_NOT_FOUND", f"Catalog '{catalog}' does not exist")
+        text = sql.strip().rstrip(";").strip()
+        show = _SHOW.match(text)
+        if show:
+            return self._show(show["what"].upper(), show["rest"], database)
+        if _DDL.match(text):
+            verb = text.split(None, 1)[0].upper()
+            raise QueryFailed(
+                "NOT_SUPPORTED",
+                f"{verb} statements are not supported by the local Athena endpoint; create and change "
+                "tables through the Glue API (helpers.catalog.ensure_table, sync_partitions)",
+            )
+        return self._select(text, database, cancel, bytes_cutoff)
+
+    # --- SELECT ------------------------------------------------------------------------
+    def _select(self, sql: str, database: str, cancel: Cancellation, cutoff: int | None) -> QueryResult:
+        import duckdb
+
+        started = time.monotonic()
+        tree = parse(sql)
+        refs = table_references(tree)
+        scans = self._plan(refs, database)
+        planned = time.monotonic()
+        total = sum(o.size for scan in scans.values() for objs in scan.objects.values() for o in objs)
+        if cutoff is not None and total > cutoff:
+            raise QueryCancelled("Bytes scanned limit was exceeded", cutoff)
+        cancel.check()
+        name_columns(tree)
+        duck_sql = transpile(tree)
+        con = duckdb.connect(":memory:", config={"threads": DUCKDB_THREADS, "integer_division": True})
+        cancel.attach(con)
+        try:
+            with tempfile.TemporaryDirectory(prefix="athena-", dir=self.scratch_dir) as scratch:
+                con.execute(f"ATTACH ':memory:' AS {DEFAULT_CATALOG}")
+                for scan in scans.values():
+                    cancel.check(total)
+                    self._load(con, scan, Path(scratch))
+                con.execute(f"CREATE SCHEMA IF NOT EXISTS {DEFAULT_CATALOG}.{_quote(database)}")
+                con.execute(f"USE {DEFAULT_CATALOG}.{_quote(database)}")
+                con.execute("SET enable_external_access = false")
+                con.execute("SET lock_configuration = true")
+                cancel.check(total)
+                cursor = con.execute(duck_sql)
+                columns = [athena_column(d[0], d[1]) for d in cursor.description or []]
+                formatters = [formatter_for(c.type) for c in columns]
+                rows: list[tuple[str | None, ...]] = []
+                while chunk := cursor.fetchmany(ROWS_PER_FETCH):
+                    cancel.check(total)
+                    rows.extend(tuple(f(v) for f, v in zip(formatters, row, strict=True)) for row in chunk)
+        except duckdb.InterruptException as err:
+            raise QueryCancelled("Query was cancelled by user", total) from err
+        except duckdb.Error as err:
+            if cancel.requested:
+                raise QueryCancelled("Query was cancelled by user", total) from err
+            raise engine_error(err) from err
+        finally:
+            cancel.attach(None)
+            con.close()
+        finished = time.monotonic()
+        return QueryResult(
+            columns=columns,
+            rows=rows,
+            data_scanned=total,
+            engine_millis=round((finished - started) * 1000),
+            planning_millis=round((planned - started) * 1000),
+            tables=[scan.table.qualified for scan in scans.values()],
+        )
+
+    def _plan(self, refs: list[Any], database: str) -> dict[str, _Scan]:
+        """Resolve table references, prune partitions, list the objects to scan."""
+        needed: dict[str, tuple[TableDef, list[dict[str, set[str]] | None]]] = {}
+        for ref in refs:
+            table = self._resolve(ref, database)
+            entry = needed.setdefault(table.qualified, (table, []))
+            entry[1].append(partition_filters(ref, [k for k, _ in table.partition_keys]))
+        scans = {}
+        for qualified, (table, filters) in needed.items():
+            if table.format == "unsupported":
+                raise QueryFailed(
+                    "HIVE_UNSUPPORTED_FORMAT",
+                    f"Table '{qualified}' uses SerDe {table.serde!r}; "
+                    "the local endpoint reads JSON and Parquet tables",
+                )
+            scans[qualified] = self._scan(table, filters)
+        return scans
+
+    def _resolve(self, ref: Any, database: str) -> TableDef:
+        catalog = (ref.catalog or DEFAULT_CATALOG).lower()
+        db = (ref.db or database).lower()
+        name = ref.name.lower()
+        where = position(ref)
+        if catalog != DEFAULT_CATALOG:
+            raise QueryFailed("CATALOG_NOT_FOUND", f"{where}Catalog '{catalog}' does not exist")
+        table = self.warehouse.table(db, name)
+        if table is None:
+            if not self.warehouse.database_exists(db):
+                raise QueryFailed("SCHEMA_NOT_FOUND", f"{where}Schema '{db}' does not exist")
+            raise QueryFailed("TABLE_NOT_FOUND", f"{where}Table '{catalog}.{db}.{name}' does not exist")
+        return table
+
+    def _scan(self, table: TableDef, filters: list[dict[str, set[str]] | None]) -> _Scan:
+        if not table.partition_keys:
+            return _Scan(table, None, {table.location: self.warehouse.objects([table.location])})
+        keys = [k for k, _ in table.partition_keys]
+        partitions = [p for p in self.warehouse.partitions(table) if _wanted(p, keys, filters)]
+        base = table.location.rstrip("/") + "/"
+        inside = [p for p in partitions if p.location.startswith(base)]
+        listed: list[S3Object] = self.warehouse.objects([table.location]) if len(inside) > 1 else []
+        objects: dict[str, list[S3Object]] = {}
+        for p in partitions:
+            prefix = s3_path(p.location).rstrip("/") + "/"
+            if listed and p in inside:
+                objects[p.location] = [o for o in listed if o.path.startswith(prefix)]
+            else:
+                objects[p.location] = self.warehouse.objects([p.location])
+        return _Scan(table, partitions, objects)
+
+    def _load(self, con: Any, scan: _Scan, scratch: Path) -> None:
+        """Create ``awsdatacatalog.<db>.<table>`` from the scanned objects."""
+        table = scan.table
+        target = f"{DEFAULT_CATALOG}.{_quote(table.database)}.{_quote(table.name)}"
+        con.execute(f"CREATE SCHEMA IF NOT EXISTS {DEFAULT_CATALOG}.{_quote(table.database)}")
+        try:
+            data_types = [(n, glue_to_duckdb(t)) for n, t in table.columns]
+            part_types = [(n, glue_to_duckdb(t)) for n, t in table.partition_keys]
+        except ValueError as err:
+            raise QueryFailed("NOT_SUPPORTED", f"Table '{table.qualified}': {err}") from err
+        files: list[tuple[str, tuple[str, ...]]] = []
+        origin: dict[str, str] = {}  # local copy → the S3 object it came from (for error messages)
+        all_objects = [o for objs in scan.objects.values() for o in objs]
+        contents = self.warehouse.read(all_objects)
+        partition_of = {p.location: p.values for p in scan.partitions or []}
+        for index, (location, objs) in enumerate(scan.objects.items()):
+            for number, obj in enumerate(objs):
+                local = scratch / f"{index}-{number}{_suffix(obj.path, table.format)}"
+                local.write_bytes(contents[obj.path])
+                files.append((str(local), partition_of.get(location, ())))
+                origin[str(local)] = f"s3://{obj.path}"
+        if not files:
+            columns = ", ".join(f"{_quote(n)} {t}" for n, t in [*data_types, *part_types])
+            con.execute(f"CREATE TABLE {target} ({columns})")
+            return
+        file_columns = ", ".join(['"_stp_file" VARCHAR', *(f"{_quote(n)} VARCHAR" for n, _ in part_types)])
+        con.execute(f'CREATE TEMP TABLE "_stp_files" ({file_columns})')
+        con.executemany(
+            f'INSERT INTO "_stp_files" VALUES ({", ".join("?" * (1 + len(part_types)))})',
+            [(path, *values) for path, values in files],
+        )
+        paths = "[" + ", ".join(_literal(path) for path, _ in files) + "]"
+        if table.format == "json":
+            spec = "{" + ", ".join(f"{_literal(n)}: {_literal(t)}" for n, t in data_types) + "}"
+            ignore = table.serde_parameters.get("ignore.malformed.json", "").lower() == "true"
+            source = (
+                f"read_json({paths}, columns={spec}, format='newline_delimited', records=true, "
+                f"filename='_stp_file', ignore_errors={str(ignore).lower()})"
+            )
+            data_select = ", ".join(f"j.{_quote(n)}" for n, _ in data_types)
+        else:
+            source = f"read_parquet({paths}, filename='_stp_file', union_by_name=true)"
+            data_select = ", ".join(f"CAST(j.{_quote(n)} AS {t}) AS {_quote(n)}" for n, t in data_types)
+        part_select = "".join(f", CAST(f.{_quote(n)} AS {t}) AS {_quote(n)}" for n, t in part_types)
+        try:
+            con.execute(
+                f"CREATE TABLE {target} AS SELECT {data_select}{part_select} FROM {source} AS j "
+                f'JOIN "_stp_files" AS f ON j."_stp_file" = f."_stp_file"'
+            )
+        except Exception as err:
+            import duckdb
+
+            if isinstance(err, duckdb.InterruptException):
+                raise
+            if isinstance(err, duckdb.Error):
+                message = first_line(err)
+                for copy, uri in origin.items():
+                    message = message.replace(copy, uri)
+                raise QueryFailed(
+                    "HIVE_BAD_DATA", f"Error reading table '{table.qualified}': {message}", error_type=1001
+                ) from err
+            raise
+        finally:
+            con.execute('DROP TABLE IF EXISTS "_stp_files"')
+
+    # --- SHOW --------------------------------------------------------------------------
+    def _show(self, what: str, rest: str, database: str) -> QueryResult:
+        match = _NAME.match(rest)
+        if not match:
+            raise QueryFailed("SYNTAX_ERROR", f"line 1:1: cannot parse SHOW {what}{rest}")
+        name, like = match["name"], match["like"]
+        parts = [_unquote(p) for p in _split_name(name)] if name else []
+        if what in ("DATABASES", "SCHEMAS"):
+            column, values = "database_name", self.warehouse.databases()
+        elif what == "TABLES":
+            db = parts[-1] if parts else database
+            if not self.warehouse.database_exists(db):
+                raise QueryFailed("SCHEMA_NOT_FOUND", f"Schema '{db}' does not exist")
+            column, values = "tab_name", self.warehouse.tables(db)
+        else:
+            if not parts:
+                raise QueryFailed("SYNTAX_ERROR", f"line 1:1: SHOW {what} needs a table name")
+            db, table_name = (parts[-2] if len(parts) > 1 else database), parts[-1]
+            table = self.warehouse.table(db, table_name)
+            if table is None:
+                raise QueryFailed(
+                    "TABLE_NOT_FOUND", f"Table '{DEFAULT_CATALOG}.{db}.{table_name}' does not exist"
+                )
+            if what == "COLUMNS":
+                column, values = "field", [n for n, _ in (*table.columns, *table.partition_keys)]
+            else:
+                keys = [k for k, _ in table.partition_keys]
+                column = "partition"
+                values = ["/".join(f"{k}={v}" for k, v in zip(keys, p.values, strict=True))
+                          for p in self.warehouse.partitions(table)]  # fmt: skip
+        if like is not None:
+            pattern = re.compile(
+                "^" + re.escape(like).replace("%", ".*").replace("_", ".").replace("\\*", ".*") + "$", re.I
+            )
+            values = [v for v in values if pattern.match(v)]
+        return QueryResult(
+            columns=[Column(column, "string")],
+            rows=[(v,) for v in values],
+            statement_type="DDL",
+            substatement_type=f"SHOW_{what}",
+        )
+
+
+# --- small utilities ------------------------------------------------------------------
+
+
+def _wanted(partition: Partition, keys: list[str], filters: list[dict[str, set[str]] | None]) -> bool:
+    """Needed by at least one reference (a reference without filters needs every partition)."""
+    for f in filters:
+        if not f or all(partition.values[keys.index(k)] in allowed for k, allowed in f.items()):
+            return True
+    return False
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _unquote(part: str) -> str:
+    if part[:1] in ('"', "`"):
+        return part[1:-1].replace('""', '"').lower()
+    return part.lower()
+
+
+def _split_name(name: str) -> list[str]:
+    return re.findall(_IDENT, name)
+
+
+def _suffix(path: str, fmt: str) -> str:
+    lower = path.lower()
+    for suffix in _COMPRESSION_SUFFIXES:
+        if lower.endswith(suffix):
+            return (".json" if fmt == "json" else ".parquet") + suffix
+    return ".json" if fmt == "json" else ".parquet"

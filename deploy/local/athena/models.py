@@ -1,0 +1,566 @@
+"""State of the local Athena endpoint: workgroups and query executions.
+
+A query execution goes ``QUEUED`` → ``RUNNING`` → ``SUCCEEDED`` | ``FAILED`` | ``CANCELLED`` on a
+small worker pool; :meth:`AthenaBackend.stop_query_execution` cancels it (a running DuckDB
+statement is interrupted). Results are kept for paging and also written to the output location
+as Athena does (``<OutputLocation><QueryExecutionId>.csv``, ``.txt`` for DDL). Errors are
+:class:`AthenaApiError` with Athena's codes and messages; the wire format is in ``responses``.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from deploy.local.athena.engine import Cancellation, Engine, QueryCancelled, QueryResult, classify
+from deploy.local.athena.formats import Column, parse_csv, to_csv, to_text
+from deploy.local.athena.sql import QueryFailed
+
+__all__ = [
+    "MAX_QUERY_RESULTS",
+    "AthenaApiError",
+    "AthenaBackend",
+    "QueryExecution",
+    "WorkGroup",
+]
+
+log = logging.getLogger(__name__)
+
+MAX_QUERY_RESULTS = 1000  # GetQueryResults MaxResults upper bound
+MAX_LIST_EXECUTIONS = 50  # ListQueryExecutions MaxResults upper bound
+MAX_BATCH_GET = 50  # BatchGetQueryExecution ids per call
+MAX_WORKGROUPS_PAGE = 50
+MIN_BYTES_SCANNED_CUTOFF = 10_000_000
+MAX_QUERY_LENGTH = 262_144
+RESULTS_KEPT_IN_MEMORY = 64  # older results are paged from their S3 result file
+WORKERS = 2
+PRIMARY = "primary"
+ENGINE_VERSION = {"SelectedEngineVersion": "AUTO", "EffectiveEngineVersion": "Athena engine version 3"}
+TERMINAL = ("SUCCEEDED", "FAILED", "CANCELLED")
+_UPDATABLE = (
+    "EnforceWorkGroupConfiguration",
+    "PublishCloudWatchMetricsEnabled",
+    "RequesterPaysEnabled",
+    "BytesScannedCutoffPerQuery",
+    "EngineVersion",
+)
+NO_OUTPUT_LOCATION = (
+    "No output location provided. An output location is required either through the Workgroup result "
+    "configuration setting or as an API input."
+)
+
+
+class AthenaApiError(Exception):
+    """An API error as Athena returns it: ``__type``, ``Message`` and, for requests, ``AthenaErrorCode``."""
+
+    def __init__(self, code: str, message: str, *, status: int = 400, athena_code: str | None = None):
+        self.code = code
+        self.message = message
+        self.status = status
+        self.athena_code = athena_code
+        super().__init__(f"{code}: {message}")
+
+    def body(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"__type": self.code, "Message": self.message}
+        if self.athena_code:
+            data["AthenaErrorCode"] = self.athena_code
+        return data
+
+
+def invalid(message: str, athena_code: str = "INVALID_INPUT") -> AthenaApiError:
+    return AthenaApiError("InvalidRequestException", message, athena_code=athena_code)
+
+
+def validation(field_name: str, value: object, constraint: str) -> AthenaApiError:
+    return invalid(
+        f"1 validation error detected: Value '{value}' at '{field_name}' "
+        f"failed to satisfy constraint: {constraint}"
+    )
+
+
+@dataclass
+class WorkGroup:
+    name: str
+    description: str = ""
+    state: str = "ENABLED"
+    configuration: dict[str, Any] = field(default_factory=dict)
+    creation_time: float = field(default_factory=time.time)
+    tags: list[dict[str, str]] = field(default_factory=list)
+
+    @property
+    def output_location(self) -> str | None:
+        location = self.configuration.get("ResultConfiguration", {}).get("OutputLocation")
+        return str(location) if location else None
+
+    @property
+    def enforced(self) -> bool:
+        return bool(self.configuration.get("EnforceWorkGroupConfiguration", False))
+
+    @property
+    def bytes_cutoff(self) -> int | None:
+        cutoff = self.configuration.get("BytesScannedCutoffPerQuery")
+        return int(cutoff) if cutoff else None
+
+    def to_dict(self) -> dict[str, Any]:
+        configuration = {
+            "EnforceWorkGroupConfiguration": False,
+            "PublishCloudWatchMetricsEnabled": False,
+            "RequesterPaysEnabled": False,
+            "EngineVersion": ENGINE_VERSION,
+            **self.configuration,
+        }
+        return {
+            "Name": self.name,
+            "State": self.state,
+            "Configuration": configuration,
+            "Description": self.description,
+            "CreationTime": self.creation_time,
+        }
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "Name": self.name,
+            "State": self.state,
+            "Description": self.description,
+            "CreationTime": self.creation_time,
+            "EngineVersion": ENGINE_VERSION,
+        }
+
+
+@dataclass
+class QueryExecution:
+    id: str
+    query: str
+    workgroup: str
+    database: str | None
+    catalog: str | None
+    result_configuration: dict[str, Any]
+    bytes_cutoff: int | None
+    state: str = "QUEUED"
+    state_change_reason: str | None = None
+    athena_error: dict[str, Any] | None = None
+    submitted: float = field(default_factory=time.time)
+    started: float | None = None
+    completed: float | None = None
+    statistics: dict[str, Any] = field(default_factory=dict)
+    statement_type: str = "DML"
+    substatement_type: str = "SELECT"
+    columns: list[Column] = field(default_factory=list)
+    rows: list[tuple[str | None, ...]] | None = None
+    text_output: bool = False
+    cancellation: Cancellation = field(default_factory=Cancellation)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def output_location(self) -> str:
+        return str(self.result_configuration["OutputLocation"])
+
+    @property
+    def result_file(self) -> str:
+        return f"{self.output_location}{self.id}.{'txt' if self.text_output else 'csv'}"
+
+    def to_dict(self) -> dict[str, Any]:
+        status: dict[str, Any] = {"State": self.state, "SubmissionDateTime": self.submitted}
+        if self.state_change_reason:
+            status["StateChangeReason"] = self.state_change_reason
+        if self.completed is not None:
+            status["CompletionDateTime"] = self.completed
+        if self.athena_error:
+            status["AthenaError"] = self.athena_error
+        result_configuration = {**self.result_configuration, "OutputLocation": self.result_file}
+        context = {k: v for k, v in (("Database", self.database), ("Catalog", self.catalog)) if v}
+        data = {
+            "QueryExecutionId": self.id,
+            "Query": self.query,
+            "StatementType": self.statement_type,
+            "ResultConfiguration": result_configuration,
+            "ResultReuseConfiguration": {"ResultReuseByAgeConfiguration": {"Enabled": False}},
+            "QueryExecutionContext": context,
+            "Status": status,
+            "Statistics": {"ResultReuseInformation": {"ReusedPreviousResult": False}, **self.statistics},
+            "WorkGroup": self.workgroup,
+            "EngineVersion": ENGINE_VERSION,
+            "SubstatementType": self.substatement_type,
+        }
+        return data
+
+
+class AthenaBackend:
+    """Workgroups and query executions of one local Athena endpoint (one region, one account)."""
+
+    def __init__(self, engine: Engine, *, workers: int = WORKERS) -> None:
+        self.engine = engine
+        self._lock = threading.RLock()
+        self.workgroups: dict[str, WorkGroup] = {PRIMARY: WorkGroup(PRIMARY, "")}
+        self.executions: OrderedDict[str, QueryExecution] = OrderedDict()
+        self._tokens: dict[str, str] = {}
+        self._with_rows: list[str] = []
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="athena-query")
+
+    def state_counts(self) -> dict[str, int]:
+        """How many query executions are in each state (for the stack's health report)."""
+        counts: dict[str, int] = {}
+        with self._lock:
+            for execution in self.executions.values():
+                counts[execution.state] = counts.get(execution.state, 0) + 1
+        return counts
+
+    def shutdown(self) -> None:
+        with self._lock:
+            running = [q for q in self.executions.values() if q.state not in TERMINAL]
+        for execution in running:
+            execution.cancellation.cancel()
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    # --- workgroups --------------------------------------------------------------------
+    def create_work_group(
+        self,
+        name: str,
+        configuration: dict[str, Any] | None,
+        description: str | None,
+        tags: list[dict[str, str]] | None,
+    ) -> None:
+        _check_name(name)
+        configuration = dict(configuration or {})
+        _check_configuration(configuration)
+        with self._lock:
+            if name in self.workgroups:
+                raise invalid("WorkGroup is already created")
+            self.workgroups[name] = WorkGroup(
+                name, description or "", "ENABLED", configuration, tags=tags or []
+            )
+
+    def get_work_group(self, name: str) -> WorkGroup:
+        with self._lock:
+            if name not in self.workgroups:
+                raise invalid(f"WorkGroup {name} is not found.")
+            return self.workgroups[name]
+
+    def list_work_groups(
+        self, max_results: int | None, next_token: str | None
+    ) -> tuple[list[WorkGroup], str | None]:
+        with self._lock:
+            groups = sorted(self.workgroups.values(), key=lambda w: w.name)
+        return _page(groups, max_results or MAX_WORKGROUPS_PAGE, next_token, "workgroups")
+
+    def update_work_group(
+        self, name: str, description: str | None, updates: dict[str, Any] | None, state: str | None
+    ) -> None:
+        with self._lock:
+            group = self.get_work_group(name)
+            configuration = dict(group.configuration)
+            updates = updates or {}
+            for key in _UPDATABLE:
+                if key in updates:
+                    configuration[key] = updates[key]
+            if updates.get("RemoveBytesScannedCutoffPerQuery"):
+                configuration.pop("BytesScannedCutoffPerQuery", None)
+            result_updates = updates.get("ResultConfigurationUpdates", {})
+            result = dict(configuration.get("ResultConfiguration", {}))
+            for key in (
+                "OutputLocation",
+                "EncryptionConfiguration",
+                "ExpectedBucketOwner",
+                "AclConfiguration",
+            ):
+                if result_updates.get(f"Remove{key}"):
+                    result.pop(key, None)
+                elif key in result_updates:
+                    result[key] = result_updates[key]
+            configuration["ResultConfiguration"] = result
+            _check_configuration(configuration)
+            group.configuration = configuration
+            if description is not None:
+                group.description = description
+            if state is not None:
+                if state not in ("ENABLED", "DISABLED"):
+                    raise validation(
+                        "state", state, "Member must satisfy enum value set: [ENABLED, DISABLED]"
+                    )
+                group.state = state
+
+    def delete_work_group(self, name: str, recursive: bool) -> None:
+        with self._lock:
+            if name == PRIMARY:
+                raise invalid("Cannot delete primary workgroup")
+            self.get_work_group(name)
+            del self.workgroups[name]
+            if recursive:
+                for qid in [q.id for q in self.executions.values() if q.workgroup == name]:
+                    self.executions[qid].cancellation.cancel()
+
+    # --- query executions --------------------------------------------------------------
+    def start_query_execution(
+        self,
+        query: str,
+        *,
+        workgroup: str | None,
+        context: dict[str, Any] | None,
+        result_configuration: dict[str, Any] | None,
+        client_request_token: str | None,
+    ) -> str:
+        if not isinstance(query, str) or not query.strip():
+            raise validation("queryString", query, "Member must have length greater than or equal to 1")
+        if len(query) > MAX_QUERY_LENGTH:
+            raise validation(
+                "queryString", "...", f"Member must have length less than or equal to {MAX_QUERY_LENGTH}"
+            )
+        name = workgroup or PRIMARY
+        with self._lock:
+            if client_request_token and client_request_token in self._tokens:
+                return self._tokens[client_request_token]
+            group = self.workgroups.get(name)
+            if group is None:
+                raise invalid("WorkGroup is not found.")
+            if group.state != "ENABLED":
+                raise invalid(f"WorkGroup {name} is disabled.")
+            result = dict(result_configuration or {})
+            if group.enforced or not result.get("OutputLocation"):
+                merged = dict(group.configuration.get("ResultConfiguration", {}))
+                if not group.enforced:
+                    merged.update({k: v for k, v in result.items() if v})
+                result = merged
+            location = result.get("OutputLocation")
+            if not location:
+                raise invalid(NO_OUTPUT_LOCATION)
+            if not str(location).startswith("s3://"):
+                raise invalid(f"outputLocation {location} is not a valid S3 location.")
+            result["OutputLocation"] = location if location.endswith("/") else location + "/"
+            context = context or {}
+            statement_type, substatement_type = classify(query)
+            execution = QueryExecution(
+                id=str(uuid.uuid4()),
+                query=query,
+                workgroup=name,
+                database=context.get("Database"),
+                catalog=context.get("Catalog"),
+                result_configuration=result,
+                bytes_cutoff=group.bytes_cutoff,
+                statement_type=statement_type,
+                substatement_type=substatement_type,
+                text_output=statement_type != "DML",
+            )
+            self.executions[execution.id] = execution
+            if client_request_token:
+                self._tokens[client_request_token] = execution.id
+        self._pool.submit(self._run, execution)
+        return execution.id
+
+    def get_query_execution(self, query_id: str) -> QueryExecution:
+        with self._lock:
+            execution = self.executions.get(query_id)
+        if execution is None:
+            raise invalid(f"QueryExecution {query_id} was not found")
+        return execution
+
+    def batch_get_query_execution(self, ids: list[str]) -> tuple[list[QueryExecution], list[dict[str, str]]]:
+        if not 1 <= len(ids) <= MAX_BATCH_GET:
+            raise validation(
+                "queryExecutionIds", ids, f"Member must have length between 1 and {MAX_BATCH_GET}"
+            )
+        found, missing = [], []
+        for qid in ids:
+            with self._lock:
+                execution = self.executions.get(qid)
+            if execution is None:
+                missing.append(
+                    {
+                        "QueryExecutionId": qid,
+                        "ErrorCode": "INVALID_INPUT",
+                        "ErrorMessage": f"QueryExecution {qid} was not found",
+                    }
+                )
+            else:
+                found.append(execution)
+        return found, missing
+
+    def list_query_executions(
+        self, workgroup: str | None, max_results: int | None, next_token: str | None
+    ) -> tuple[list[str], str | None]:
+        name = workgroup or PRIMARY
+        limit = max_results or MAX_LIST_EXECUTIONS
+        if not 0 <= limit <= MAX_LIST_EXECUTIONS:
+            raise validation(
+                "maxResults", limit, f"Member must have value less than or equal to {MAX_LIST_EXECUTIONS}"
+            )
+        with self._lock:
+            self.get_work_group(name)
+            ids = [q.id for q in reversed(self.executions.values()) if q.workgroup == name]
+        return _page(ids, limit, next_token, name)
+
+    def stop_query_execution(self, query_id: str) -> None:
+        execution = self.get_query_execution(query_id)
+        with execution.lock:
+            if execution.state in TERMINAL:
+                return
+            if execution.state == "QUEUED":
+                self._finish(execution, "CANCELLED", "Query was cancelled by user")
+                return
+        execution.cancellation.cancel()
+
+    def get_query_results(
+        self, query_id: str, max_results: int | None, next_token: str | None
+    ) -> tuple[list[Column], list[tuple[str | None, ...]], str | None]:
+        """One page of rows; the first page of a query starts with the column names, like Athena's."""
+        limit = MAX_QUERY_RESULTS if max_results is None else max_results
+        if not 1 <= limit <= MAX_QUERY_RESULTS:
+            raise validation(
+                "maxResults", limit, f"Member must have value less than or equal to {MAX_QUERY_RESULTS}"
+            )
+        execution = self.get_query_execution(query_id)
+        if execution.state in ("QUEUED", "RUNNING"):
+            raise invalid(f"Query has not yet finished. Current state: {execution.state}")
+        if execution.state != "SUCCEEDED":
+            raise invalid(f"Query did not finish successfully. Final query state: {execution.state}")
+        rows = self._rows(execution)
+        table = rows if execution.text_output else [tuple(c.name for c in execution.columns), *rows]
+        page, token = _page(table, limit, next_token, query_id)
+        return execution.columns, page, token
+
+    # --- execution ---------------------------------------------------------------------
+    def _run(self, execution: QueryExecution) -> None:
+        with execution.lock:
+            if execution.state != "QUEUED":
+                return
+            execution.state = "RUNNING"
+            execution.started = time.time()
+        try:
+            result = self.engine.run(
+                execution.query,
+                database=execution.database,
+                catalog=execution.catalog,
+                cancellation=execution.cancellation,
+                bytes_cutoff=execution.bytes_cutoff,
+            )
+            self._write_results(execution, result)
+        except QueryFailed as err:
+            execution.athena_error = {
+                "ErrorCategory": err.category,
+                "ErrorType": err.error_type,
+                "Retryable": err.retryable,
+                "ErrorMessage": err.reason,
+            }
+            self._finish(execution, "FAILED", err.reason)
+        except QueryCancelled as err:
+            execution.statistics["DataScannedInBytes"] = err.data_scanned
+            self._finish(execution, "CANCELLED", err.reason)
+        except FileNotFoundError as err:
+            self._fail_system(execution, f"HIVE_FILESYSTEM_ERROR: {err}", 401)
+        except Exception as err:  # the endpoint must answer, whatever the engine did
+            log.exception("query %s failed unexpectedly", execution.id)
+            self._fail_system(execution, f"GENERIC_INTERNAL_ERROR: {type(err).__name__}: {err}", 200)
+        else:
+            execution.statement_type = result.statement_type
+            execution.substatement_type = result.substatement_type
+            execution.columns = result.columns
+            execution.rows = result.rows
+            execution.statistics["DataScannedInBytes"] = result.data_scanned
+            execution.statistics["QueryPlanningTimeInMillis"] = result.planning_millis
+            self._remember(execution)
+            self._finish(execution, "SUCCEEDED", None, engine_millis=result.engine_millis)
+
+    def _write_results(self, execution: QueryExecution, result: QueryResult) -> None:
+        data = to_text(result.rows) if execution.text_output else to_csv(result.columns, result.rows)
+        try:
+            self.engine.warehouse.put(execution.result_file, data)
+        except FileNotFoundError as err:
+            raise QueryFailed("HIVE_FILESYSTEM_ERROR", str(err), error_type=401, category=1) from err
+
+    def _fail_system(self, execution: QueryExecution, reason: str, error_type: int) -> None:
+        execution.athena_error = {
+            "ErrorCategory": 1,
+            "ErrorType": error_type,
+            "Retryable": False,
+            "ErrorMessage": reason,
+        }
+        self._finish(execution, "FAILED", reason)
+
+    def _finish(
+        self, execution: QueryExecution, state: str, reason: str | None, engine_millis: int = 0
+    ) -> None:
+        now = time.time()
+        execution.completed = now
+        queued = (execution.started or now) - execution.submitted
+        total = now - execution.submitted
+        execution.statistics.update(
+            {
+                "EngineExecutionTimeInMillis": engine_millis
+                or round((now - (execution.started or now)) * 1000),
+                "QueryQueueTimeInMillis": round(queued * 1000),
+                "TotalExecutionTimeInMillis": round(total * 1000),
+                "ServiceProcessingTimeInMillis": 0,
+            }
+        )
+        execution.statistics.setdefault("DataScannedInBytes", 0)
+        execution.state_change_reason = reason
+        execution.state = state  # last: pollers see a complete record once the state is terminal
+        log.info(
+            "query %s %s in %d ms%s",
+            execution.id,
+            state,
+            round(total * 1000),
+            f": {reason}" if reason else "",
+        )
+
+    def _remember(self, execution: QueryExecution) -> None:
+        """Keep the newest results in memory; older ones are paged from their result file."""
+        with self._lock:
+            self._with_rows.append(execution.id)
+            while len(self._with_rows) > RESULTS_KEPT_IN_MEMORY:
+                old = self.executions.get(self._with_rows.pop(0))
+                if old is not None:
+                    old.rows = None
+
+    def _rows(self, execution: QueryExecution) -> list[tuple[str | None, ...]]:
+        rows = execution.rows
+        if rows is not None:
+            return rows
+        data = self.engine.warehouse.get(execution.result_file)
+        if execution.text_output:
+            return [tuple(line.split("\t")) for line in data.decode("utf-8").splitlines()]
+        return parse_csv(data)[1]
+
+
+def _page(items: list[Any], limit: int, token: str | None, scope: str) -> tuple[list[Any], str | None]:
+    """Offset paging with an opaque token bound to what is paged."""
+    offset = 0
+    if token:
+        try:
+            token_scope, _, raw = base64.urlsafe_b64decode(token.encode()).decode().rpartition(":")
+            offset = int(raw)
+        except (ValueError, UnicodeDecodeError):
+            raise invalid("Invalid NextToken provided") from None
+        if token_scope != scope or offset < 0:
+            raise invalid("Invalid NextToken provided")
+    end = offset + limit
+    next_token = base64.urlsafe_b64encode(f"{scope}:{end}".encode()).decode() if end < len(items) else None
+    return items[offset:end], next_token
+
+
+def _check_name(name: str) -> None:
+    import re
+
+    if not isinstance(name, str) or not re.fullmatch(r"[a-zA-Z0-9._-]{1,128}", name):
+        raise validation(
+            "name", name, "Member must satisfy regular expression pattern: [a-zA-Z0-9._-]{1,128}"
+        )
+
+
+def _check_configuration(configuration: dict[str, Any]) -> None:
+    cutoff = configuration.get("BytesScannedCutoffPerQuery")
+    if cutoff is not None and int(cutoff) < MIN_BYTES_SCANNED_CUTOFF:
+        raise validation(
+            "bytesScannedCutoffPerQuery",
+            cutoff,
+            f"Member must have value greater than or equal to {MIN_BYTES_SCANNED_CUTOFF}",
+        )
+    location = configuration.get("ResultConfiguration", {}).get("OutputLocation")
+    if location and not str(location).startswith("s3://"):
+        raise invalid(f"outputLocation {location} is not a valid S3 location.")

@@ -1,0 +1,388 @@
+"""Analysis queries over the raw archive, run through Athena with pyathena (notebook-only module).
+
+The same code runs against AWS and the local stack: only the settings' endpoint differs.
+pyathena sends ``endpoint_url`` to its Athena (and Glue) client but deliberately not to its S3
+client, which :class:`~pyathena.pandas.cursor.PandasCursor` uses to read the result CSV. When the
+settings name an endpoint, the connection's boto3 session therefore reads a generated AWS config
+file whose profile sets ``endpoint_url`` (the SDK's standard "configured endpoint" mechanism), so
+every client pyathena builds — Athena, Glue and S3 — goes to that endpoint, without touching the
+process environment.
+
+Every query reads the table through the ``quotes`` CTE, which keeps one row per
+``(symbol, timestamp)`` (the latest produced), as the DynamoDB table does.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import tempfile
+import time
+from collections.abc import Iterable, Mapping
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from helpers import aws
+from helpers.config import Settings, load_settings
+from helpers.errors import QueryError
+from helpers.quotes import SYMBOL_PATTERN
+
+__all__ = [
+    "ANOMALY_THRESHOLD_PCT",
+    "CROSS_CHECK_TOLERANCE",
+    "POLL_INTERVAL_SECONDS",
+    "QUERIES",
+    "connect",
+    "cross_check",
+    "daily_close_chart",
+    "processed_quotes",
+    "render",
+    "row_counts",
+    "run_all",
+    "run_query",
+]
+
+log = logging.getLogger(__name__)
+
+POLL_INTERVAL_SECONDS = 0.2
+ANOMALY_THRESHOLD_PCT = 5
+TOP_N = 5
+READ_TIMEOUT_SECONDS = 120
+_SYMBOL = re.compile(SYMBOL_PATTERN)
+
+_QUOTES = """\
+WITH quotes AS (
+    SELECT symbol, "timestamp", price, previous_close, open, high, low, volume, dt
+    FROM (
+        SELECT *,
+               row_number() OVER (PARTITION BY symbol, "timestamp" ORDER BY produced_at DESC) AS copy_rank
+        FROM "{database}"."{table}"{where}
+    ) AS archived
+    WHERE copy_rank = 1
+)"""
+
+_CHANGE = "price - previous_close"
+_CHANGE_PCT = "100 * (price - previous_close) / previous_close"
+_WINDOW = 'OVER (PARTITION BY symbol ORDER BY "timestamp" ROWS BETWEEN {n} PRECEDING AND CURRENT ROW)'
+
+QUERIES: dict[str, str] = {
+    "top_price_changes": f"""{_QUOTES}
+SELECT symbol, "timestamp", price, previous_close,
+       {_CHANGE} AS change,
+       {_CHANGE_PCT} AS change_pct
+FROM quotes
+ORDER BY abs({_CHANGE_PCT}) DESC, symbol, "timestamp"
+LIMIT {TOP_N}""",
+    "avg_volume_by_symbol": f"""{_QUOTES}
+SELECT symbol, count(*) AS quotes, avg(volume) AS avg_volume, min(volume) AS min_volume,
+       max(volume) AS max_volume, min("timestamp") AS first_quote, max("timestamp") AS last_quote
+FROM quotes
+GROUP BY symbol
+ORDER BY symbol""",
+    "anomalies": f"""{_QUOTES}
+SELECT symbol, "timestamp", price, previous_close,
+       {_CHANGE} AS change,
+       {_CHANGE_PCT} AS change_pct
+FROM quotes
+WHERE abs({_CHANGE_PCT}) > {ANOMALY_THRESHOLD_PCT}
+ORDER BY symbol, "timestamp\"""",
+    "daily_ohlc": f"""{_QUOTES}
+SELECT symbol, substr("timestamp", 1, 10) AS trading_day,
+       min_by(open, "timestamp") AS open, max(high) AS high, min(low) AS low,
+       max_by(price, "timestamp") AS close, sum(volume) AS volume, count(*) AS bars
+FROM quotes
+GROUP BY symbol, substr("timestamp", 1, 10)
+ORDER BY symbol, trading_day""",
+    "sma": f"""{_QUOTES},
+bars AS (
+    SELECT symbol, "timestamp", price,
+           avg(price) {_WINDOW.format(n=4)} AS sma5,
+           avg(price) {_WINDOW.format(n=19)} AS sma20,
+           row_number() OVER (PARTITION BY symbol ORDER BY "timestamp") AS bar
+    FROM quotes
+)
+SELECT symbol, "timestamp", price, sma5, sma20
+FROM bars
+WHERE bar >= 20
+ORDER BY symbol, "timestamp\"""",
+    # The crossover definition of helpers.indicators, on integer micro-units:
+    # units = round-half-even(price * 1e6); state = sign(4*sum5 - sum20) from the 20th bar;
+    # a signal where the state flips against the last non-zero state (zeros keep the memory:
+    # they are filtered out before lag()). Units are DECIMAL(38,0) so sums cannot overflow.
+    "crossovers": f"""{_QUOTES},
+scaled AS (
+    SELECT symbol, "timestamp", price, price * 1000000 AS x FROM quotes
+),
+units AS (
+    SELECT symbol, "timestamp", price,
+           CAST(CASE WHEN x - floor(x) > 0.5 THEN floor(x) + 1
+                     WHEN x - floor(x) < 0.5 THEN floor(x)
+                     ELSE floor(x) + mod(floor(x), 2) END AS DECIMAL(38, 0)) AS units
+    FROM scaled
+),
+sums AS (
+    SELECT symbol, "timestamp", price,
+           sum(units) {_WINDOW.format(n=4)} AS sum5,
+           sum(units) {_WINDOW.format(n=19)} AS sum20,
+           row_number() OVER (PARTITION BY symbol ORDER BY "timestamp") AS bar
+    FROM units
+),
+states AS (
+    SELECT symbol, "timestamp", price, sum5, sum20,
+           CASE WHEN 4 * sum5 > sum20 THEN 1 WHEN 4 * sum5 < sum20 THEN -1 ELSE 0 END AS state
+    FROM sums
+    WHERE bar >= 20
+),
+turns AS (
+    SELECT symbol, "timestamp", price, sum5, sum20, state,
+           lag(state) OVER (PARTITION BY symbol ORDER BY "timestamp") AS previous_state
+    FROM states
+    WHERE state <> 0
+)
+SELECT symbol, "timestamp", CASE WHEN state = 1 THEN 'BUY' ELSE 'SELL' END AS signal, price,
+       CAST(sum5 AS DOUBLE) / 5000000 AS sma_short, CAST(sum20 AS DOUBLE) / 20000000 AS sma_long
+FROM turns
+WHERE previous_state = -state
+ORDER BY symbol, "timestamp\"""",
+}
+
+
+def render(name: str, settings: Settings | None = None, *, symbols: Iterable[str] | None = None) -> str:
+    """The SQL of a named query for the settings' table, optionally restricted to some symbols."""
+    s = settings or load_settings()
+    if name not in QUERIES:
+        raise KeyError(f"unknown query {name!r}; known: {sorted(QUERIES)}")
+    where = ""
+    if symbols is not None:
+        wanted = sorted(set(symbols))
+        bad = [sym for sym in wanted if not _SYMBOL.fullmatch(sym)]
+        if bad or not wanted:
+            raise ValueError(
+                f"symbols must be a non-empty list of tickers matching {SYMBOL_PATTERN}, got {bad}"
+            )
+        where = "\n        WHERE symbol IN (" + ", ".join(f"'{sym}'" for sym in wanted) + ")"
+    return QUERIES[name].format(database=s.glue_database, table=s.glue_table, where=where)
+
+
+def _config_file(s: Settings, endpoint: str) -> Path:
+    """An AWS config file whose profile points every service at ``endpoint`` (written atomically)."""
+    path = Path(s.state_dir) / "athena" / "aws-config"
+    section = f"profile {s.profile}" if s.profile else "default"
+    text = f"[{section}]\nregion = {s.region}\nendpoint_url = {endpoint}\n"
+    if not path.is_file() or path.read_text() != text:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".aws-config-")
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    return path
+
+
+def _session(s: Settings) -> Any:
+    endpoint = s.resolved_endpoint
+    if endpoint is None:
+        return aws.session(s)
+    import boto3
+    import botocore.session
+
+    core = botocore.session.Session()
+    core.set_config_variable("config_file", str(_config_file(s, endpoint)))
+    if s.is_local:
+        return boto3.session.Session(botocore_session=core, region_name=s.region, **aws.LOCAL_CREDENTIALS)
+    return boto3.session.Session(botocore_session=core, region_name=s.region, profile_name=s.profile)
+
+
+def connect(settings: Settings | None = None, *, cursor: str = "pandas") -> Any:
+    """A pyathena connection bound to the settings (workgroup, database, results location, endpoint).
+
+    ``cursor="pandas"`` makes :class:`~pyathena.pandas.cursor.PandasCursor` the default cursor
+    (results read from the result CSV in S3); ``"default"`` pages through GetQueryResults.
+    """
+    import pyathena
+    from botocore.config import Config
+
+    s = settings or load_settings()
+    if cursor not in ("pandas", "default"):
+        raise ValueError(f"cursor must be 'pandas' or 'default', got {cursor!r}")
+    cursor_class = None
+    if cursor == "pandas":
+        from pyathena.pandas.cursor import PandasCursor
+
+        cursor_class = PandasCursor
+    extra = {"endpoint_url": s.resolved_endpoint} if s.resolved_endpoint else {}
+    return pyathena.connect(
+        s3_staging_dir=s.results_location,
+        region_name=s.region,
+        work_group=s.athena_workgroup,
+        schema_name=s.glue_database,
+        session=_session(s),
+        cursor_class=cursor_class,
+        poll_interval=POLL_INTERVAL_SECONDS,
+        config=Config(retries={"mode": "standard", "max_attempts": 8}, read_timeout=READ_TIMEOUT_SECONDS),
+        **extra,
+    )
+
+
+def _execute(conn: Any, sql: str, label: str, cursor: str) -> pd.DataFrame:
+    from pyathena.error import Error as PyAthenaError
+
+    started = time.monotonic()
+    cur = conn.cursor()
+    try:
+        cur.execute(sql)
+        if cursor == "pandas":
+            frame = cur.as_pandas()
+        else:
+            frame = pd.DataFrame(cur.fetchall(), columns=[d[0] for d in cur.description or []])
+    except PyAthenaError as err:
+        raise QueryError(
+            f"Athena query {label!r} failed: {err}. Check the SQL, that the table exists "
+            "(run 01_provision) and that its partitions are registered (helpers.catalog.sync_partitions)."
+        ) from err
+    frame.attrs["athena"] = {
+        "query_id": cur.query_id,
+        "data_scanned_bytes": cur.data_scanned_in_bytes,
+        "engine_ms": cur.engine_execution_time_in_millis,
+        "total_ms": cur.total_execution_time_in_millis,
+        "client_ms": round((time.monotonic() - started) * 1000),
+        "rows": len(frame),
+    }
+    log.info("query %s: %d rows, %s bytes scanned", label, len(frame), cur.data_scanned_in_bytes)
+    return frame
+
+
+def run_query(
+    name_or_sql: str,
+    settings: Settings | None = None,
+    *,
+    cursor: str = "pandas",
+    symbols: Iterable[str] | None = None,
+) -> pd.DataFrame:
+    """Run a named query (a key of :data:`QUERIES`) or raw SQL; statistics in ``frame.attrs["athena"]``."""
+    s = settings or load_settings()
+    sql = render(name_or_sql, s, symbols=symbols) if name_or_sql in QUERIES else name_or_sql
+    label = name_or_sql if name_or_sql in QUERIES else "sql"
+    with connect(s, cursor=cursor) as conn:
+        return _execute(conn, sql, label, cursor)
+
+
+def run_all(
+    settings: Settings | None = None, *, cursor: str = "pandas", symbols: Iterable[str] | None = None
+) -> dict[str, pd.DataFrame]:
+    """Every named query, in :data:`QUERIES` order, over one connection."""
+    s = settings or load_settings()
+    wanted = None if symbols is None else list(symbols)
+    with connect(s, cursor=cursor) as conn:
+        return {name: _execute(conn, render(name, s, symbols=wanted), name, cursor) for name in QUERIES}
+
+
+def row_counts(frames: Mapping[str, pd.DataFrame]) -> dict[str, int]:
+    """``{query name: row count}`` — what the workbook records in its reports."""
+    return {name: len(frame) for name, frame in frames.items()}
+
+
+def processed_quotes(
+    settings: Settings | None = None, *, symbols: Iterable[str] | None = None
+) -> pd.DataFrame:
+    """The processed DynamoDB table as a frame (numbers as float/int), sorted by symbol and timestamp."""
+    from boto3.dynamodb.types import TypeDeserializer
+
+    s = settings or load_settings()
+    wanted = None if symbols is None else set(symbols)
+    deserializer = TypeDeserializer()
+    rows = []
+    for page in aws.client("dynamodb", s).get_paginator("scan").paginate(TableName=s.table_name):
+        for item in page["Items"]:
+            row = {k: deserializer.deserialize(v) for k, v in item.items()}
+            if wanted is None or row.get("symbol") in wanted:
+                rows.append({k: _plain(v) for k, v in row.items()})
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        return frame
+    return frame.sort_values(["symbol", "timestamp"], kind="stable").reset_index(drop=True)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() and "." not in str(value) else float(value)
+    return value
+
+
+# Largest differences accepted between Athena's values and the processed items: prices are the same
+# floats; the processor rounds change to 6 and change_pct to 4 decimals (helpers.quotes.derive).
+CROSS_CHECK_TOLERANCE = {
+    "price": 0.0,
+    "previous_close": 0.0,
+    "change": 5e-7 + 1e-9,
+    "change_pct": 5e-5 + 1e-9,
+}
+
+
+def cross_check(frames: Mapping[str, pd.DataFrame], processed: pd.DataFrame) -> pd.DataFrame:
+    """Compare the Athena results with the processed DynamoDB items; one row per check, ``ok`` column.
+
+    Counts per symbol, the top changes and anomalies (same bars, same values within
+    :data:`CROSS_CHECK_TOLERANCE`) and the crossovers (equal to :mod:`helpers.indicators` over the
+    processed series).
+    """
+    from helpers.indicators import crossovers_by_symbol
+
+    checks: list[dict[str, Any]] = []
+
+    def add(check: str, athena: Any, dynamodb: Any, ok: bool) -> None:
+        checks.append({"check": check, "athena": athena, "dynamodb": dynamodb, "ok": bool(ok)})
+
+    counts = frames["avg_volume_by_symbol"].set_index("symbol")["quotes"].astype(int).to_dict()
+    expected = processed.groupby("symbol").size().astype(int).to_dict() if not processed.empty else {}
+    add("quotes per symbol", counts, expected, counts == expected)
+    add("total quotes", sum(counts.values()), len(processed), sum(counts.values()) == len(processed))
+    if processed.empty:
+        return pd.DataFrame(checks)
+    by_key = processed.set_index(["symbol", "timestamp"])
+    for name in ("top_price_changes", "anomalies"):
+        frame = frames[name]
+        keys = list(zip(frame["symbol"], frame["timestamp"], strict=True))
+        missing = [k for k in keys if k not in by_key.index]
+        add(f"{name}: bars in DynamoDB", len(keys) - len(missing), len(keys), not missing)
+        for column, allowed in CROSS_CHECK_TOLERANCE.items():
+            if missing or column not in by_key.columns or not keys:
+                continue
+            theirs = by_key.loc[keys, column].astype(float).to_numpy()
+            worst = float(abs(frame[column].astype(float).to_numpy() - theirs).max())
+            add(f"{name}: {column}", f"max |diff| {worst:.3g}", f"<= {allowed:.3g}", worst <= allowed)
+    pct = 100 * (processed["price"] - processed["previous_close"]) / processed["previous_close"]
+    anomalies = int((pct.abs() > ANOMALY_THRESHOLD_PCT).sum())
+    add("anomalies: count", len(frames["anomalies"]), anomalies, len(frames["anomalies"]) == anomalies)
+    signals = [s for found in crossovers_by_symbol(processed.to_dict("records")).values() for s in found]
+    theirs_signals = sorted((s.symbol, s.timestamp, s.signal) for s in signals)
+    found = frames["crossovers"]
+    ours = sorted(zip(found["symbol"], found["timestamp"], found["signal"], strict=True))
+    add("crossovers = helpers.indicators", len(ours), len(theirs_signals), ours == theirs_signals)
+    return pd.DataFrame(checks)
+
+
+def daily_close_chart(daily: pd.DataFrame) -> Any:
+    """Daily close per symbol from the ``daily_ohlc`` result, indexed to 100 on each symbol's first day."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(10, 4.5), dpi=110, layout="constrained")
+    ax = fig.add_subplot()
+    for symbol, rows in daily.groupby("symbol"):
+        closes = rows["close"].astype(float)
+        marker = "o" if len(rows) <= 60 else None  # years of daily bars: a line, not dots
+        ax.plot(
+            pd.to_datetime(rows["trading_day"]),
+            100 * closes / closes.iloc[0],
+            marker=marker,
+            label=f"{symbol} ({len(rows)} days)",
+        )
+    ax.set_title("Daily close from Athena (daily_ohlc), first day = 100", loc="left")
+    ax.set_xlabel("Trading day (UTC)")
+    ax.set_ylabel("Close, indexed")
+    ax.grid(True, color="#dddddd", linewidth=0.6)
+    ax.legend(loc="best", fontsize=9)
+    return fig
