@@ -7,14 +7,14 @@ fails tells its reader how to recover ("run 01_provision first").
 from __future__ import annotations
 
 __all__ = [
-    "PipelineError",
     "ConfigError",
-    "ResourceMissingError",
-    "LocalStackError",
-    "SourceError",
-    "ProducerError",
     "DeployError",
+    "LocalStackError",
+    "PipelineError",
+    "ProducerError",
     "QueryError",
+    "ResourceMissingError",
+    "SourceError",
 ]
 
 

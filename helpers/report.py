@@ -15,7 +15,7 @@ from typing import Any
 
 from helpers.config import PROJECT_ROOT
 
-__all__ = ["SUMMARY_FILE", "reports_dir", "record", "read_summary", "write_summary"]
+__all__ = ["SUMMARY_FILE", "read_summary", "record", "reports_dir", "write_summary"]
 
 SUMMARY_FILE = "summary.json"
 REPORTS_ENV = "STP_REPORTS_DIR"

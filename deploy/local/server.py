@@ -60,7 +60,9 @@ class Dispatcher:
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         if environ.get("PATH_INFO") == HEALTH_PATH:
             body = json.dumps(self.health()).encode()
-            start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+            start_response(
+                "200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
+            )
             return [body]
         for component in self.components:
             if component.handles(environ):
@@ -126,7 +128,9 @@ class LocalStack:
         app = Dispatcher(moto_app, self.components, self.health)
         self._server = make_server(self.host, self.port, app, threaded=True)
         self.port = self._server.server_address[1]  # resolves port 0 to the chosen one
-        self._thread = threading.Thread(target=self._server.serve_forever, name="local-stack-http", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="local-stack-http", daemon=True
+        )
         self._thread.start()
         self.started_at = time.time()
         for component in self.components:
