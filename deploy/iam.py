@@ -118,7 +118,9 @@ def _failure_queue(arns: Arns) -> dict[str, Any]:
 
 
 def processor_policy(arns: Arns) -> dict[str, Any]:
-    """Read the quote stream; write raw/ and quarantine/ objects and processed items."""
+    """Read the quote stream; write raw/, quarantine/ and manifests/ objects and processed items."""
+    from helpers.processor import MANIFEST_PREFIX
+
     s = arns.settings
     bucket = arns.bucket(s.raw_bucket)
     return {
@@ -137,10 +139,15 @@ def processor_policy(arns: Arns) -> dict[str, Any]:
                 "Resource": [arns.stream],
             },
             {
+                # DeleteObject: after a partial failure, objects are cut back to the committed prefix
                 "Sid": "WriteRawArchive",
                 "Effect": "Allow",
-                "Action": ["s3:PutObject"],
-                "Resource": [f"{bucket}/{s.raw_prefix}*", f"{bucket}/{s.quarantine_prefix}*"],
+                "Action": ["s3:PutObject", "s3:DeleteObject"],
+                "Resource": [
+                    f"{bucket}/{s.raw_prefix}*",
+                    f"{bucket}/{s.quarantine_prefix}*",
+                    f"{bucket}/{MANIFEST_PREFIX}*",
+                ],
             },
             {
                 "Sid": "WriteProcessedItems",

@@ -1,0 +1,411 @@
+"""Put quotes on the Kinesis stream: batched PutRecords within AWS limits, streaming, rate-capped.
+
+``produce(quotes)`` consumes any iterable of :class:`~helpers.quotes.Quote` chunk by chunk
+(memory holds one batch, whatever the number of records), sends batches of at most
+:data:`MAX_RECORDS_PER_PUT` records and :data:`MAX_BYTES_PER_PUT` bytes with
+``PartitionKey = symbol``, resends only the entries PutRecords reports as failed (exponential
+backoff with full jitter, bounded), and returns a :class:`ProduceSummary` of what was sent.
+Whole-call errors (throttling, 5xx) are retried by botocore's ``standard`` mode.
+
+A slow source (a paced replay, live polling) does not hold records back: a batch is flushed as
+soon as the source has nothing new for :data:`LINGER_SECONDS`. ``put_raw`` sends arbitrary
+bytes (deliberately malformed records for the quarantine demo and tests).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import queue
+import random
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from helpers import aws
+from helpers.config import Settings, load_settings
+from helpers.errors import ProducerError
+from helpers.quotes import Quote, utc_now_timestamp
+
+__all__ = [
+    "LINGER_SECONDS",
+    "MAX_BYTES_PER_PUT",
+    "MAX_PARTITION_KEY_CHARS",
+    "MAX_RECORDS_PER_PUT",
+    "MAX_RECORD_BYTES",
+    "ProduceSummary",
+    "malformed_records",
+    "produce",
+    "put_raw",
+]
+
+log = logging.getLogger(__name__)
+
+# PutRecords limits: 500 entries; 1 MiB per entry and 5 MiB per request, partition keys included.
+MAX_RECORDS_PER_PUT = 500
+MAX_RECORD_BYTES = 1024 * 1024
+MAX_BYTES_PER_PUT = 5 * 1024 * 1024
+MAX_PARTITION_KEY_CHARS = 256
+DEFAULT_MAX_ATTEMPTS = 8  # PutRecords calls per entry, the first one included
+BACKOFF_BASE_SECONDS = 0.05
+BACKOFF_CAP_SECONDS = 2.0
+LINGER_SECONDS = 0.25  # flush a partial batch when the source is idle this long
+PREFETCH_RECORDS = 2 * MAX_RECORDS_PER_PUT  # bound of the read-ahead queue
+
+Entry = tuple[bytes, str, str | None]  # (data, partition key, quote timestamp)
+
+
+@dataclass
+class ProduceSummary:
+    """What one ``produce``/``put_raw`` call sent (measured from the PutRecords answers)."""
+
+    stream: str
+    records: int = 0
+    batches: int = 0
+    calls: int = 0
+    retried: int = 0
+    failed: int = 0
+    bytes: int = 0
+    seconds: float = 0.0
+    per_key: dict[str, int] = field(default_factory=dict)
+    shards: dict[str, int] = field(default_factory=dict)
+    first_timestamp: str | None = None
+    last_timestamp: str | None = None
+
+    @property
+    def records_per_second(self) -> float:
+        return self.records / self.seconds if self.seconds > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["records_per_second"] = round(self.records_per_second, 1)
+        data["seconds"] = round(self.seconds, 3)
+        return data
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def produce(
+    quotes: Iterable[Quote],
+    settings: Settings | None = None,
+    *,
+    kinesis: Any = None,
+    rate: float | None = None,
+    progress: bool = False,
+    total: int | None = None,
+    duration: float | None = None,
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+    stamp: bool = True,
+    linger: float | None = LINGER_SECONDS,
+    sleep: Callable[[float], Any] = time.sleep,
+) -> ProduceSummary:
+    """Send quotes to the stream; raises :class:`ProducerError` if entries still fail after retries.
+
+    ``rate`` caps records/s; ``duration`` stops reading the source after that many seconds;
+    ``stamp`` sets ``produced_at`` to the moment each quote is taken from the source;
+    ``linger=None`` reads the source in the calling thread (no read-ahead, no idle flush).
+    """
+
+    def entries() -> Iterator[Entry]:
+        for quote in quotes:
+            if stamp:
+                quote = dataclasses.replace(quote, produced_at=utc_now_timestamp())
+            yield quote.to_json(), quote.symbol, quote.timestamp
+
+    return _send(entries(), settings, kinesis, rate, progress, total, duration, max_attempts, linger, sleep)
+
+
+def put_raw(
+    records: Iterable[bytes],
+    settings: Settings | None = None,
+    *,
+    partition_key: str = "MALFORMED",
+    kinesis: Any = None,
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+    sleep: Callable[[float], Any] = time.sleep,
+) -> ProduceSummary:
+    """Send raw bytes unchanged (e.g. deliberately malformed records), all under one partition key."""
+    entries = ((bytes(data), partition_key, None) for data in records)
+    return _send(entries, settings, kinesis, None, False, None, None, max_attempts, None, sleep)
+
+
+def malformed_records() -> list[tuple[str, bytes]]:
+    """A handful of deliberately invalid records, ``(expected quarantine reason, bytes)``.
+
+    Each is a valid quote with one defect, so the quarantine demo shows one reason per defect.
+    """
+    base = {
+        "symbol": "AAPL",
+        "timestamp": "2026-07-29T13:30:00Z",
+        "price": 190.5,
+        "previous_close": 189.0,
+        "open": 190.0,
+        "high": 191.0,
+        "low": 189.5,
+        "volume": 1000,
+        "source": "malformed-demo",
+    }
+
+    def variant(**changes: Any) -> bytes:
+        record = {**base, **changes}
+        for name in [k for k, v in changes.items() if v is _DROP]:
+            del record[name]
+        return json.dumps(record).encode("utf-8")
+
+    return [
+        ("bad_json", b'{"symbol": "AAPL", "price": 190.5,'),
+        ("not_utf8", b'{"symbol": "AAPL", "price": \xff\xfe}'),
+        ("invalid_price", variant(price=float("nan"))),
+        ("invalid_price", variant(price=-1.0)),
+        ("invalid_price", variant(price=True)),
+        ("missing_field", variant(volume=_DROP)),
+        ("invalid_symbol", variant(symbol="AAPL\u200b")),
+        ("invalid_symbol", variant(symbol="AAPL ")),
+    ]
+
+
+_DROP = object()
+
+
+# --------------------------------------------------------------------------- engine
+
+
+class _Batch:
+    def __init__(self) -> None:
+        self.entries: list[Entry] = []
+        self.bytes = 0
+
+    def fits(self, size: int) -> bool:
+        return len(self.entries) < MAX_RECORDS_PER_PUT and self.bytes + size <= MAX_BYTES_PER_PUT
+
+    def add(self, entry: Entry, size: int) -> None:
+        self.entries.append(entry)
+        self.bytes += size
+
+
+def _entry_size(entry: Entry, stream: str) -> int:
+    data, key, _ = entry
+    if not key or len(key) > MAX_PARTITION_KEY_CHARS:
+        raise ProducerError(
+            f"partition key {key!r} for stream {stream} must be 1-{MAX_PARTITION_KEY_CHARS} characters"
+        )
+    size = len(data) + len(key.encode("utf-8"))
+    if size > MAX_RECORD_BYTES:
+        raise ProducerError(
+            f"a record of {size} bytes (key {key!r}) exceeds Kinesis' {MAX_RECORD_BYTES}-byte "
+            f"limit per record on stream {stream}; split or shrink it"
+        )
+    return size
+
+
+def _send(
+    entries: Iterator[Entry],
+    settings: Settings | None,
+    kinesis: Any,
+    rate: float | None,
+    progress: bool,
+    total: int | None,
+    duration: float | None,
+    max_attempts: int,
+    linger: float | None,
+    sleep: Callable[[float], Any],
+) -> ProduceSummary:
+    s = settings or load_settings()
+    kinesis = kinesis or aws.client("kinesis", s)
+    if max_attempts < 1:
+        raise ProducerError(f"max_attempts={max_attempts!r} must be >= 1")
+    if rate is not None and not rate > 0:
+        raise ProducerError(f"rate={rate!r} must be a positive number of records per second, or None")
+    summary = ProduceSummary(stream=s.stream_name)
+    started = time.monotonic()
+    deadline = None if duration is None else started + duration
+    bar = _progress(total) if progress else None
+    batch = _Batch()
+
+    def flush() -> None:
+        nonlocal batch
+        if batch.entries:
+            _put_batch(kinesis, s.stream_name, batch.entries, summary, max_attempts, sleep)
+            if bar is not None:
+                bar.update(len(batch.entries))
+            batch = _Batch()
+
+    try:
+        with _reader(entries, linger) as items:
+            for item in items:
+                if deadline is not None and time.monotonic() >= deadline:
+                    break
+                if item is None:  # the source is idle: do not hold records back
+                    flush()
+                    continue
+                size = _entry_size(item, s.stream_name)
+                if rate is not None:
+                    due = started + (summary.records + len(batch.entries)) / rate
+                    if due > time.monotonic():
+                        flush()
+                        sleep(max(0.0, due - time.monotonic()))
+                if not batch.fits(size):
+                    flush()
+                batch.add(item, size)
+        flush()
+    finally:
+        summary.seconds = time.monotonic() - started
+        if bar is not None:
+            bar.close()
+    log.info(
+        "put %d records on %s in %d batches (%d calls, %d retried) in %.2f s",
+        summary.records, s.stream_name, summary.batches, summary.calls, summary.retried, summary.seconds,
+    )  # fmt: skip
+    return summary
+
+
+def _put_batch(
+    kinesis: Any,
+    stream: str,
+    entries: list[Entry],
+    summary: ProduceSummary,
+    max_attempts: int,
+    sleep: Callable[[float], Any],
+) -> None:
+    """One batch: PutRecords, then resend only the failed entries, with backoff."""
+    summary.batches += 1
+    pending = entries
+    codes: Counter[str] = Counter()
+    for attempt in range(max_attempts):
+        if attempt:
+            summary.retried += len(pending)
+            sleep(random.uniform(0, min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2**attempt)))
+        request = [{"Data": data, "PartitionKey": key} for data, key, _ in pending]
+        try:
+            response = kinesis.put_records(StreamName=stream, Records=request)
+        except ClientError as err:
+            code = err.response.get("Error", {}).get("Code", "")
+            hint = "run 01_provision first" if code == "ResourceNotFoundException" else "check the stream"
+            raise ProducerError(f"PutRecords on stream {stream} failed: {code}: {err}; {hint}") from err
+        except BotoCoreError as err:
+            raise ProducerError(f"PutRecords on stream {stream} failed: {err}; is the endpoint up?") from err
+        summary.calls += 1
+        failed: list[Entry] = []
+        codes = Counter()
+        for entry, result in zip(pending, response["Records"], strict=True):
+            if result.get("ErrorCode"):
+                failed.append(entry)
+                codes[str(result["ErrorCode"])] += 1
+                continue
+            data, key, timestamp = entry
+            summary.records += 1
+            summary.bytes += len(data)
+            summary.per_key[key] = summary.per_key.get(key, 0) + 1
+            if timestamp is not None:
+                if summary.first_timestamp is None or timestamp < summary.first_timestamp:
+                    summary.first_timestamp = timestamp
+                if summary.last_timestamp is None or timestamp > summary.last_timestamp:
+                    summary.last_timestamp = timestamp
+            shard = str(result.get("ShardId", ""))
+            summary.shards[shard] = summary.shards.get(shard, 0) + 1
+        if not failed:
+            return
+        log.debug("PutRecords on %s: %d of %d entries failed (%s)", stream, len(failed), len(pending), codes)
+        pending = failed
+    summary.failed += len(pending)
+    raise ProducerError(
+        f"{len(pending)} record(s) could not be put on stream {stream} after {max_attempts} attempts "
+        f"(error codes {dict(codes)}); lower the rate or add shards, then send them again"
+    )
+
+
+# --------------------------------------------------------------------------- source reading
+
+
+_END = object()
+
+
+@contextlib.contextmanager
+def _reader(entries: Iterator[Entry], linger: float | None) -> Iterator[Iterator[Entry | None]]:
+    """Iterate the source; with ``linger``, read ahead in a thread and yield None when it is idle."""
+    if linger is None:
+        yield iter(entries)
+        return
+    buffer: queue.Queue[Any] = queue.Queue(maxsize=PREFETCH_RECORDS)
+    stop = threading.Event()
+
+    def pump() -> None:
+        try:
+            for entry in entries:
+                while not stop.is_set():
+                    try:
+                        buffer.put(entry, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            item: Any = _END
+        except BaseException as err:  # handed to the consumer, which re-raises it
+            item = err
+        while not stop.is_set():
+            try:
+                buffer.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    thread = threading.Thread(target=pump, name="producer-source", daemon=True)
+    thread.start()
+
+    def items() -> Iterator[Entry | None]:
+        while True:
+            try:
+                item = buffer.get(timeout=linger)
+            except queue.Empty:
+                yield None  # idle: flush, check the deadline, wait again
+                continue
+            if item is _END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    try:
+        yield items()
+    finally:
+        stop.set()
+        thread.join(timeout=1.0)
+
+
+class _LogProgress:
+    """Fallback progress when tqdm is missing: a log line every 10 %."""
+
+    def __init__(self, total: int | None) -> None:
+        self.total, self.done, self.next = total, 0, 0.1
+
+    def update(self, n: int) -> None:
+        self.done += n
+        if self.total and self.done / self.total >= self.next:
+            log.info("sent %d / %d records", self.done, self.total)
+            self.next += 0.1
+
+    def close(self) -> None:
+        log.info("sent %d records", self.done)
+
+
+def _progress(total: int | None) -> Any:
+    """tqdm's notebook bar when ipywidgets is installed, its text bar otherwise, else log lines."""
+    import importlib.util
+
+    try:
+        if importlib.util.find_spec("ipywidgets") is not None:
+            from tqdm.auto import tqdm
+        else:
+            from tqdm import tqdm
+    except ImportError:
+        return _LogProgress(total)
+    return tqdm(total=total, unit="rec", desc="PutRecords")

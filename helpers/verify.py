@@ -1,0 +1,240 @@
+"""Measure what the pipeline stored: counts and samples read back from S3, DynamoDB and the logs.
+
+:func:`store_counts` is the source of ``records_accepted``, ``records_quarantined``,
+``dynamodb_items`` and ``raw_records`` in ``reports/summary.json``; each is measured from its own
+store, independently:
+
+* accepted / quarantined: *distinct* (shard, sequence number) pairs across the processor's
+  manifests (robust to redelivery and retries, which rewrite or add manifests);
+* dynamodb_items: ``Scan(Select=COUNT)`` over the processed table, every page;
+* raw_records: lines in the ``raw/`` NDJSON objects.
+
+pandas is imported inside the functions that return DataFrames (this module ships in Lambda).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from decimal import Decimal
+from typing import Any
+
+from helpers import aws
+from helpers.config import Settings, load_settings
+from helpers.processor import MANIFEST_PREFIX
+
+__all__ = [
+    "POLL_SECONDS",
+    "WAIT_TIMEOUT_SECONDS",
+    "processor_log_lines",
+    "quarantined_records",
+    "raw_sample",
+    "sample_items",
+    "store_counts",
+    "wait_for_processing",
+]
+
+log = logging.getLogger(__name__)
+
+POLL_SECONDS = 1.0
+WAIT_TIMEOUT_SECONDS = 180.0
+READ_THREADS = 8
+
+
+def _keys(s3: Any, bucket: str, prefix: str) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = []
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        found.extend(page.get("Contents", []))
+    return found
+
+
+def _read_all(s3: Any, bucket: str, keys: list[str]) -> list[bytes]:
+    def read(key: str) -> bytes:
+        body: bytes = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+        return body
+
+    with ThreadPoolExecutor(max_workers=READ_THREADS) as pool:
+        return list(pool.map(read, keys))
+
+
+def _manifest_counts(
+    s: Settings, s3: Any, cache: dict[tuple[str, str], dict[str, Any]] | None = None
+) -> tuple[set[tuple[str, str]], dict[tuple[str, str], str], int]:
+    """Distinct accepted and quarantined (shard, seq) across manifests; and the manifest count."""
+    cache = {} if cache is None else cache
+    objects = _keys(s3, s.raw_bucket, MANIFEST_PREFIX)
+    wanted = [(o["Key"], o.get("ETag", "")) for o in objects]
+    missing = [w for w in wanted if w not in cache]
+    for w, body in zip(missing, _read_all(s3, s.raw_bucket, [k for k, _ in missing]), strict=True):
+        cache[w] = json.loads(body)
+    accepted: set[tuple[str, str]] = set()
+    quarantined: dict[tuple[str, str], str] = {}
+    for w in wanted:
+        manifest = cache[w]
+        shard = manifest["shard"]
+        accepted.update((shard, seq) for seq in manifest["accepted"])
+        quarantined.update({(shard, seq): reason for seq, reason in manifest["quarantined"].items()})
+    return accepted, quarantined, len(wanted)
+
+
+def dynamodb_count(s: Settings, dynamodb: Any = None) -> int:
+    """Items in the processed table: ``Scan(Select=COUNT)``, every page."""
+    dynamodb = dynamodb or aws.client("dynamodb", s)
+    total = 0
+    for page in dynamodb.get_paginator("scan").paginate(TableName=s.table_name, Select="COUNT"):
+        total += int(page["Count"])
+    return total
+
+
+def store_counts(settings: Settings | None = None, *, s3: Any = None, dynamodb: Any = None) -> dict[str, Any]:
+    """Counts measured from the stores (see the module docstring)."""
+    s = settings or load_settings()
+    s3 = s3 or aws.client("s3", s)
+    accepted, quarantined, manifests = _manifest_counts(s, s3)
+    raw_objects = _keys(s3, s.raw_bucket, s.raw_prefix)
+    bodies = _read_all(s3, s.raw_bucket, [o["Key"] for o in raw_objects])
+    quarantine_objects = _keys(s3, s.raw_bucket, s.quarantine_prefix)
+    quarantine_lines = sum(
+        b.count(b"\n") for b in _read_all(s3, s.raw_bucket, [o["Key"] for o in quarantine_objects])
+    )
+    return {
+        "records_accepted": len(accepted),
+        "records_quarantined": dict(sorted(Counter(quarantined.values()).items())),
+        "dynamodb_items": dynamodb_count(s, dynamodb),
+        "raw_records": sum(b.count(b"\n") for b in bodies),
+        "raw_objects": len(raw_objects),
+        "quarantine_records": quarantine_lines,
+        "manifests": manifests,
+    }
+
+
+def wait_for_processing(
+    settings: Settings | None = None,
+    expected: int = 0,
+    timeout: float = WAIT_TIMEOUT_SECONDS,
+    *,
+    poll: float = POLL_SECONDS,
+    s3: Any = None,
+    dynamodb: Any = None,
+    sleep: Callable[[float], Any] = time.sleep,
+) -> dict[str, Any]:
+    """Poll until ``expected`` records are committed (accepted + quarantined) and the counts settle.
+
+    Returns :func:`store_counts` plus ``settled`` (False when ``timeout`` ran out) and ``seconds``.
+    """
+    s = settings or load_settings()
+    s3 = s3 or aws.client("s3", s)
+    started = time.monotonic()
+    cache: dict[tuple[str, str], dict[str, Any]] = {}
+    previous: dict[str, Any] | None = None
+    while True:
+        accepted, quarantined, _ = _manifest_counts(s, s3, cache)
+        if len(accepted) + len(quarantined) >= expected:
+            counts = store_counts(s, s3=s3, dynamodb=dynamodb)
+            if counts == previous:
+                return {**counts, "settled": True, "seconds": round(time.monotonic() - started, 1)}
+            previous = counts
+        if time.monotonic() - started > timeout:
+            counts = previous or store_counts(s, s3=s3, dynamodb=dynamodb)
+            log.warning(
+                "processing did not settle in %.0f s (%d of %d records committed)",
+                timeout, len(accepted) + len(quarantined), expected,
+            )  # fmt: skip
+            return {**counts, "settled": False, "seconds": round(time.monotonic() - started, 1)}
+        sleep(poll)
+
+
+# --------------------------------------------------------------------------- tables for notebooks
+
+
+def sample_items(settings: Settings | None = None, limit: int = 10, *, dynamodb: Any = None) -> Any:
+    """A few processed items as a DataFrame (numbers as floats for display)."""
+    import pandas as pd
+    from boto3.dynamodb.types import TypeDeserializer
+
+    s = settings or load_settings()
+    dynamodb = dynamodb or aws.client("dynamodb", s)
+    items = dynamodb.scan(TableName=s.table_name, Limit=limit).get("Items", [])
+    plain = TypeDeserializer()
+    rows = [{k: plain.deserialize(v) for k, v in item.items()} for item in items]
+    frame = pd.DataFrame(rows)
+    for column in frame.columns:
+        values = frame[column]
+        if values.map(lambda v: isinstance(v, Decimal)).all():
+            integral = values.map(lambda v: v == v.to_integral_value()).all()
+            frame[column] = values.astype(int if integral and column == "volume" else float)
+    return frame.sort_values(["symbol", "timestamp"]).reset_index(drop=True) if len(frame) else frame
+
+
+def raw_sample(settings: Settings | None = None, limit: int = 10, *, s3: Any = None) -> Any:
+    """The first lines of the raw archive with their object key, as a DataFrame."""
+    import pandas as pd
+
+    s = settings or load_settings()
+    s3 = s3 or aws.client("s3", s)
+    rows: list[dict[str, Any]] = []
+    for obj in _keys(s3, s.raw_bucket, s.raw_prefix):
+        body = s3.get_object(Bucket=s.raw_bucket, Key=obj["Key"])["Body"].read()
+        for line in body.splitlines():
+            rows.append({"key": obj["Key"], **json.loads(line)})
+            if len(rows) >= limit:
+                return pd.DataFrame(rows)
+    return pd.DataFrame(rows)
+
+
+def quarantined_records(settings: Settings | None = None, limit: int = 100, *, s3: Any = None) -> Any:
+    """Quarantined records with their reason, detail and the record as received (``repr`` of the bytes)."""
+    import pandas as pd
+
+    s = settings or load_settings()
+    s3 = s3 or aws.client("s3", s)
+    rows: list[dict[str, Any]] = []
+    keys = [o["Key"] for o in _keys(s3, s.raw_bucket, s.quarantine_prefix)]
+    for key, body in zip(keys, _read_all(s3, s.raw_bucket, keys), strict=True):
+        for line in body.splitlines():
+            entry = json.loads(line)
+            entry["record"] = repr(base64.b64decode(entry.pop("data_base64")))[:120]
+            rows.append({**entry, "key": key})
+    columns = ["reason", "detail", "record", "sequence_number", "partition_key", "shard", "arrival", "key"]
+    frame = pd.DataFrame(rows, columns=columns)
+    return frame.sort_values(["shard", "sequence_number"], key=_numeric).head(limit).reset_index(drop=True)
+
+
+def _numeric(column: Any) -> Any:
+    return column.map(lambda v: str(v).zfill(64)) if column.name == "sequence_number" else column
+
+
+def processor_log_lines(
+    settings: Settings | None = None, limit: int = 20, *, since_seconds: float = 3600, logs: Any = None
+) -> Any:
+    """The most recent lines of ``/aws/lambda/<processor_function>`` (CloudWatch Logs) as a DataFrame."""
+    import pandas as pd
+    from botocore.exceptions import ClientError
+
+    s = settings or load_settings()
+    logs = logs or aws.client("logs", s)
+    group = f"/aws/lambda/{s.processor_function}"
+    start = int((time.time() - since_seconds) * 1000)
+    events: list[dict[str, Any]] = []
+    try:
+        for page in logs.get_paginator("filter_log_events").paginate(logGroupName=group, startTime=start):
+            events.extend(page.get("events", []))
+    except ClientError as err:
+        if err.response.get("Error", {}).get("Code") != "ResourceNotFoundException":
+            raise
+        log.info("log group %s does not exist yet (no invocation)", group)
+    events.sort(key=lambda e: e["timestamp"])
+    rows = [
+        {
+            "time": pd.Timestamp(e["timestamp"], unit="ms", tz="UTC"),
+            "stream": e.get("logStreamName", ""),
+            "message": e["message"].rstrip(),
+        }
+        for e in events[-limit:]
+    ]
+    return pd.DataFrame(rows, columns=["time", "stream", "message"])

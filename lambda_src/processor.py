@@ -1,0 +1,34 @@
+"""Processor Lambda: Kinesis quote batches -> S3 raw archive, quarantine and DynamoDB.
+
+Not powertools' BatchProcessor: it runs a handler per record, which would defeat the batched
+writes (25 items per BatchWriteItem, one S3 object per partition) that this function exists for.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from typing import Any
+
+from helpers import aws
+from helpers.config import Settings, load_settings
+from helpers.processor import process_batch
+
+logging.getLogger("helpers").setLevel(logging.INFO)  # the runtime's root logger stays at WARNING
+
+
+@functools.cache
+def _clients() -> tuple[Settings, Any, Any, Any]:
+    """Settings and clients, built once per execution environment (on the first invocation)."""
+    settings = load_settings()
+    return (
+        settings,
+        aws.client("s3", settings),
+        aws.client("dynamodb", settings),
+        aws.client("glue", settings),
+    )
+
+
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    settings, s3, dynamodb, glue = _clients()
+    return process_batch(event, settings, s3=s3, dynamodb=dynamodb, glue=glue)

@@ -1,0 +1,184 @@
+"""The producer: PutRecords batching within AWS limits, retries of failed entries only, streaming."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from helpers import aws
+from helpers.config import Settings, load_settings
+from helpers.errors import ProducerError
+from helpers.producer import (
+    MAX_BYTES_PER_PUT,
+    MAX_RECORD_BYTES,
+    MAX_RECORDS_PER_PUT,
+    PREFETCH_RECORDS,
+    produce,
+    put_raw,
+)
+from helpers.quotes import Quote, parse_record
+from helpers.sources import synthetic
+
+SETTINGS = load_settings(environ={}, stream_name="unit-quotes")
+
+
+class FakeKinesis:
+    """Answers PutRecords like Kinesis; ``fail(call, index, entry)`` returns an error code or None."""
+
+    def __init__(self, fail: Callable[[int, int, dict[str, Any]], str | None] | None = None) -> None:
+        self.calls: list[list[dict[str, Any]]] = []
+        self.fail = fail or (lambda call, index, entry: None)
+        self.on_call: Callable[[], None] = lambda: None
+
+    def put_records(self, StreamName: str, Records: list[dict[str, Any]]) -> dict[str, Any]:
+        assert StreamName == "unit-quotes"
+        self.on_call()
+        call = len(self.calls)
+        self.calls.append(Records)
+        answers = []
+        for index, entry in enumerate(Records):
+            code = self.fail(call, index, entry)
+            if code:
+                answers.append({"ErrorCode": code, "ErrorMessage": "injected"})
+            else:
+                answers.append(
+                    {"ShardId": "shardId-000000000000", "SequenceNumber": str(call * 1000 + index)}
+                )
+        return {"FailedRecordCount": sum("ErrorCode" in a for a in answers), "Records": answers}
+
+
+def no_sleep(_: float) -> None:
+    pass
+
+
+def test_batches_hold_at_most_500_records_with_the_symbol_as_partition_key() -> None:
+    kinesis = FakeKinesis()
+    quotes = list(synthetic(["AAA", "BBB", "CCC"], 1201))
+
+    summary = produce(quotes, SETTINGS, kinesis=kinesis, linger=None)
+
+    assert [len(c) for c in kinesis.calls] == [500, 500, 201]
+    sent = [entry for call in kinesis.calls for entry in call]
+    assert [parse_record(e["Data"]) for e in sent][5].symbol == quotes[5].symbol  # type: ignore[union-attr]
+    assert all(e["PartitionKey"] == parse_record(e["Data"]).symbol for e in sent)  # type: ignore[union-attr]
+    assert summary.records == 1201 and summary.batches == 3 and summary.calls == 3 and summary.retried == 0
+    assert summary.per_key == {"AAA": 401, "BBB": 400, "CCC": 400}
+    assert summary.first_timestamp == quotes[0].timestamp and summary.last_timestamp == quotes[-1].timestamp
+    assert summary.shards == {"shardId-000000000000": 1201} and summary.records_per_second > 0
+
+
+def test_batches_stay_within_5_mib_including_partition_keys() -> None:
+    kinesis = FakeKinesis()
+    record = b"x" * (300 * 1024)  # 17 fit in 5 MiB, 18 do not
+    summary = put_raw(itertools.repeat(record, 40), SETTINGS, partition_key="K", kinesis=kinesis)
+
+    sizes = [sum(len(e["Data"]) + len(e["PartitionKey"]) for e in call) for call in kinesis.calls]
+    assert [len(c) for c in kinesis.calls] == [17, 17, 6]
+    assert max(sizes) <= MAX_BYTES_PER_PUT and summary.records == 40 and summary.bytes == 40 * len(record)
+
+
+def test_a_record_over_1_mib_is_refused_before_sending() -> None:
+    kinesis = FakeKinesis()
+    with pytest.raises(ProducerError, match="exceeds Kinesis' 1048576-byte limit"):
+        put_raw([b"x" * MAX_RECORD_BYTES], SETTINGS, kinesis=kinesis)  # + the key: one byte too many
+    assert kinesis.calls == []
+
+
+def test_only_the_failed_entries_are_retried_with_backoff() -> None:
+    # GIVEN the first call rejects entries 3 and 7 (throttled)
+    def fail(call: int, index: int, entry: dict[str, Any]) -> str | None:
+        return "ProvisionedThroughputExceededException" if call == 0 and index in (3, 7) else None
+
+    kinesis, sleeps = FakeKinesis(fail), []
+    quotes = list(synthetic(["AAA"], 10))
+    summary = produce(quotes, SETTINGS, kinesis=kinesis, linger=None, sleep=sleeps.append)
+
+    # THEN the second call resends exactly those two, once
+    assert [len(c) for c in kinesis.calls] == [10, 2]
+    assert kinesis.calls[1] == [kinesis.calls[0][3], kinesis.calls[0][7]]
+    assert summary.records == 10 and summary.retried == 2 and summary.calls == 2 and summary.failed == 0
+    assert len(sleeps) == 1 and 0 <= sleeps[0] <= 0.1
+
+
+def test_entries_failing_every_attempt_raise_naming_the_stream_and_codes() -> None:
+    kinesis = FakeKinesis(lambda call, index, entry: "InternalFailure" if index == 0 else None)
+    with pytest.raises(
+        ProducerError, match=r"1 record\(s\) .* stream unit-quotes after 4 attempts.*InternalFailure"
+    ):
+        produce(synthetic(["AAA"], 3), SETTINGS, kinesis=kinesis, linger=None, max_attempts=4, sleep=no_sleep)
+    assert [len(c) for c in kinesis.calls] == [3, 1, 1, 1]
+
+
+def test_the_source_is_consumed_lazily_one_batch_at_a_time() -> None:
+    pulled = 0
+
+    def source() -> Iterator[Quote]:
+        nonlocal pulled
+        for quote in synthetic(["AAA"], 3000):
+            pulled += 1
+            yield quote
+
+    seen: list[int] = []
+    kinesis = FakeKinesis()
+    kinesis.on_call = lambda: seen.append(pulled)
+    produce(source(), SETTINGS, kinesis=kinesis, linger=None)
+    assert seen[:2] == [MAX_RECORDS_PER_PUT + 1, 2 * MAX_RECORDS_PER_PUT + 1]
+
+    # with read-ahead (the default), the source runs ahead by a bounded number of records
+    pulled, seen[:] = 0, []
+    produce(source(), SETTINGS, kinesis=kinesis)
+    assert seen[0] <= MAX_RECORDS_PER_PUT + PREFETCH_RECORDS + 2
+
+
+def test_an_idle_source_does_not_hold_records_back() -> None:
+    sent_before_fourth: list[int] = []
+    kinesis = FakeKinesis()
+
+    def slow() -> Iterator[Quote]:
+        quotes = synthetic(["AAA"], 4)
+        yield from itertools.islice(quotes, 3)
+        time.sleep(0.6)  # a paced or polling source
+        sent_before_fourth.append(sum(len(c) for c in kinesis.calls))
+        yield from quotes
+
+    summary = produce(slow(), SETTINGS, kinesis=kinesis, linger=0.1)
+    assert sent_before_fourth == [3] and summary.records == 4
+
+
+def test_rate_caps_records_per_second() -> None:
+    summary = produce(synthetic(["AAA"], 30), SETTINGS, kinesis=FakeKinesis(), rate=100.0, linger=None)
+    assert summary.records == 30 and summary.seconds >= 0.27 and summary.records_per_second <= 110
+
+
+def test_stamp_sets_produced_at_when_the_quote_is_sent() -> None:
+    kinesis = FakeKinesis()
+    old = Quote("AAA", "2026-01-02T14:30:00Z", 10.0, 10.0, 10.0, 10.0, 10.0, 1, "t", "2000-01-01T00:00:00Z")
+    produce([old], SETTINGS, kinesis=kinesis, linger=None)
+    sent = parse_record(kinesis.calls[0][0]["Data"])
+    assert isinstance(sent, Quote) and sent.produced_at is not None and sent.produced_at > "2026"
+
+
+@pytest.mark.integration
+def test_produce_puts_quotes_on_the_local_stream(local_stack: Settings) -> None:
+    s = load_settings(
+        local_port=local_stack.local_port, state_dir=local_stack.state_dir, stream_name="prod-test"
+    )
+    kinesis = aws.client("kinesis", s)
+    kinesis.create_stream(StreamName=s.stream_name, ShardCount=1)
+    kinesis.get_waiter("stream_exists").wait(StreamName=s.stream_name, WaiterConfig={"Delay": 0.2})
+
+    summary = produce(synthetic(["AAA", "BBB"], 620), s, progress=True, total=620)
+    bad = put_raw([b"\xff", b"{"], s)
+
+    shard = kinesis.list_shards(StreamName=s.stream_name)["Shards"][0]["ShardId"]
+    iterator = kinesis.get_shard_iterator(
+        StreamName=s.stream_name, ShardId=shard, ShardIteratorType="TRIM_HORIZON"
+    )
+    records = kinesis.get_records(ShardIterator=iterator["ShardIterator"], Limit=1000)["Records"]
+    assert summary.records == 620 and summary.batches == 2 and bad.records == 2
+    assert len(records) == 622 and records[-1]["PartitionKey"] == "MALFORMED"
+    assert {r["PartitionKey"] for r in records[:620]} == {"AAA", "BBB"}
