@@ -1,0 +1,429 @@
+"""Deploy the processor and trend Lambda functions and their event source mappings.
+
+``deploy_functions(settings)`` is idempotent, on AWS and on the local stack alike:
+
+* each function is created, or its configuration updated when it differs (runtime, handler,
+  role, timeout, memory, ``STP_*`` environment), and its code uploaded only when the freshly
+  built zip's SHA-256 differs from the deployed ``CodeSha256``;
+* each function has exactly one event source mapping to its stream (Kinesis -> processor,
+  the processed table's DynamoDB stream -> trend), created or updated to the desired settings;
+  duplicates and mappings left on an old stream are deleted.
+
+Everything the functions need (IAM roles, stream, table stream, failure queue) comes from
+``01_provision``; a missing piece raises :class:`ResourceMissingError` before anything changes.
+``remove_functions`` deletes the mappings, then the functions.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from deploy.package import FUNCTIONS, HANDLERS, build_zip, sha256_b64
+from helpers import aws
+from helpers.config import Settings, load_settings
+from helpers.errors import DeployError, ResourceMissingError
+
+__all__ = [
+    "FUNCTION_SPECS",
+    "MAPPING_SPECS",
+    "RUNTIME",
+    "FunctionSpec",
+    "MappingSpec",
+    "deploy_functions",
+    "remove_functions",
+]
+
+log = logging.getLogger(__name__)
+
+RUNTIME = "python3.11"
+ARCHITECTURES = ["x86_64"]
+WAIT_SECONDS = 300.0  # function updates and mapping state changes
+ROLE_PROPAGATION_SECONDS = 90.0  # a new IAM role can take this long to be assumable by Lambda
+_POLL_SECONDS = 1.0
+
+
+@dataclass(frozen=True)
+class FunctionSpec:
+    kind: str
+    handler: str
+    timeout: int
+    memory_mb: int
+    description: str
+    name_field: str  # Settings field holding the function name
+    role_field: str  # Settings field holding the execution role name
+
+
+@dataclass(frozen=True)
+class MappingSpec:
+    batch_size: int
+    window_seconds: int
+    starting_position: str = "TRIM_HORIZON"
+    report_item_failures: bool = True
+    bisect: bool = True
+    max_retries: int = 3
+
+    def desired(self, failure_queue_arn: str) -> dict[str, Any]:
+        return {
+            "BatchSize": self.batch_size,
+            "MaximumBatchingWindowInSeconds": self.window_seconds,
+            "FunctionResponseTypes": ["ReportBatchItemFailures"] if self.report_item_failures else [],
+            "BisectBatchOnFunctionError": self.bisect,
+            "MaximumRetryAttempts": self.max_retries,
+            "DestinationConfig": {"OnFailure": {"Destination": failure_queue_arn}},
+            "Enabled": True,
+        }
+
+
+FUNCTION_SPECS = {
+    "processor": FunctionSpec(
+        kind="processor",
+        handler=HANDLERS["processor"],
+        timeout=60,
+        memory_mb=256,
+        description="Stock trend pipeline: validates Kinesis quotes, archives them to S3, writes DynamoDB",
+        name_field="processor_function",
+        role_field="processor_role",
+    ),
+    "trend": FunctionSpec(
+        kind="trend",
+        handler=HANDLERS["trend"],
+        timeout=60,
+        memory_mb=256,
+        description="Stock trend pipeline: SMA5/SMA20 crossovers from the processed stream, alerts to SNS",
+        name_field="trend_function",
+        role_field="trend_role",
+    ),
+}
+MAPPING_SPECS = {
+    "processor": MappingSpec(batch_size=500, window_seconds=1),
+    "trend": MappingSpec(batch_size=100, window_seconds=1),
+}
+
+
+def _code(err: ClientError) -> str:
+    return str(err.response.get("Error", {}).get("Code", ""))
+
+
+def _wait(
+    check: Callable[[], bool], what: str, timeout: float = WAIT_SECONDS, poll: float = _POLL_SECONDS
+) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise DeployError(
+                f"{what} did not settle within {timeout:.0f} s; check it in the Lambda console and retry"
+            )
+        time.sleep(poll)
+
+
+def _poll_seconds(s: Settings) -> float:
+    return 0.1 if s.is_local else _POLL_SECONDS
+
+
+# --- prerequisites (from 01_provision) ----------------------------------------------------------
+
+
+def _role_arn(s: Settings, role: str) -> str:
+    try:
+        return str(aws.client("iam", s).get_role(RoleName=role)["Role"]["Arn"])
+    except ClientError as err:
+        if _code(err) == "NoSuchEntity":
+            raise ResourceMissingError(f"IAM role {role} does not exist: run 01_provision first") from err
+        raise
+
+
+def _stream_arn(s: Settings) -> str:
+    try:
+        summary = aws.client("kinesis", s).describe_stream_summary(StreamName=s.stream_name)
+    except ClientError as err:
+        if _code(err) == "ResourceNotFoundException":
+            raise ResourceMissingError(
+                f"Kinesis stream {s.stream_name} does not exist: run 01_provision first"
+            ) from err
+        raise
+    return str(summary["StreamDescriptionSummary"]["StreamARN"])
+
+
+def _table_stream_arn(s: Settings) -> str:
+    try:
+        table = aws.client("dynamodb", s).describe_table(TableName=s.table_name)["Table"]
+    except ClientError as err:
+        if _code(err) == "ResourceNotFoundException":
+            raise ResourceMissingError(
+                f"DynamoDB table {s.table_name} does not exist: run 01_provision first"
+            ) from err
+        raise
+    arn = table.get("LatestStreamArn")
+    if not arn or not table.get("StreamSpecification", {}).get("StreamEnabled"):
+        raise ResourceMissingError(
+            f"DynamoDB table {s.table_name} has no stream enabled: run 01_provision first"
+        )
+    return str(arn)
+
+
+def _queue_arn(s: Settings) -> str:
+    sqs = aws.client("sqs", s)
+    try:
+        url = sqs.get_queue_url(QueueName=s.failure_queue_name)["QueueUrl"]
+    except ClientError as err:
+        if _code(err) in ("AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"):
+            raise ResourceMissingError(
+                f"SQS queue {s.failure_queue_name} does not exist: run 01_provision first"
+            ) from err
+        raise
+    return str(sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"])
+
+
+def _source_arn(s: Settings, kind: str) -> str:
+    return _stream_arn(s) if kind == "processor" else _table_stream_arn(s)
+
+
+# --- functions ------------------------------------------------------------------------------------
+
+
+def _retry_while_role_propagates(call: Callable[[], Any], s: Settings) -> Any:
+    """Retry ``call`` while IAM reports a just-created role as not yet usable by Lambda."""
+    deadline = time.monotonic() + (ROLE_PROPAGATION_SECONDS if not s.is_local else 0)
+    while True:
+        try:
+            return call()
+        except ClientError as err:
+            message = str(err.response.get("Error", {}).get("Message", "")).lower()
+            if (
+                _code(err) != "InvalidParameterValueException"
+                or "role" not in message
+                or time.monotonic() > deadline
+            ):
+                raise
+            log.info("waiting for the IAM role to propagate: %s", message)
+            time.sleep(5)
+
+
+def _differs(current: dict[str, Any], desired: dict[str, Any]) -> list[str]:
+    changed = []
+    for key, value in desired.items():
+        have = current.get(key)
+        if key == "Environment":
+            have, value = (have or {}).get("Variables", {}), value["Variables"]
+        if have != value:
+            changed.append(key)
+    return changed
+
+
+def _ensure_function(s: Settings, spec: FunctionSpec, role_arn: str, zip_path: Path) -> dict[str, Any]:
+    lam = aws.client("lambda", s)
+    name = getattr(s, spec.name_field)
+    sha = sha256_b64(zip_path)
+    desired = {
+        "Runtime": RUNTIME,
+        "Role": role_arn,
+        "Handler": spec.handler,
+        "Timeout": spec.timeout,
+        "MemorySize": spec.memory_mb,
+        "Environment": {"Variables": s.lambda_environment()},
+        "Description": spec.description,
+    }
+    waiter_config = {"Delay": 1, "MaxAttempts": int(WAIT_SECONDS)}
+    try:
+        current = lam.get_function(FunctionName=name)["Configuration"]
+    except ClientError as err:
+        if _code(err) != "ResourceNotFoundException":
+            raise
+        current = None
+    actions: list[str] = []
+    if current is None:
+        code = zip_path.read_bytes()
+        created = _retry_while_role_propagates(
+            lambda: lam.create_function(
+                FunctionName=name, Code={"ZipFile": code}, Architectures=ARCHITECTURES, **desired
+            ),
+            s,
+        )
+        lam.get_waiter("function_active_v2").wait(FunctionName=name, WaiterConfig=waiter_config)
+        arn, actions = created["FunctionArn"], ["created"]
+    else:
+        arn = current["FunctionArn"]
+        if current.get("LastUpdateStatus") == "InProgress":
+            lam.get_waiter("function_updated_v2").wait(FunctionName=name, WaiterConfig=waiter_config)
+        changed = _differs(current, desired)
+        if changed:
+            _retry_while_role_propagates(
+                lambda: lam.update_function_configuration(FunctionName=name, **desired), s
+            )
+            lam.get_waiter("function_updated_v2").wait(FunctionName=name, WaiterConfig=waiter_config)
+            actions.append("configuration:" + ",".join(changed))
+        if current.get("CodeSha256") != sha:
+            lam.update_function_code(FunctionName=name, ZipFile=zip_path.read_bytes())
+            lam.get_waiter("function_updated_v2").wait(FunctionName=name, WaiterConfig=waiter_config)
+            actions.append("code")
+    log.info("function %s: %s", name, ", ".join(actions) or "unchanged")
+    return {
+        "name": name,
+        "arn": arn,
+        "handler": spec.handler,
+        "code_sha256": sha,
+        "zip_bytes": zip_path.stat().st_size,
+        "action": "+".join(actions) or "unchanged",
+    }
+
+
+# --- event source mappings ------------------------------------------------------------------------
+
+
+def _mappings(lam: Any, function: str) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = []
+    for page in lam.get_paginator("list_event_source_mappings").paginate(FunctionName=function):
+        found.extend(page.get("EventSourceMappings", []))
+    return found
+
+
+def _mapping_state(lam: Any, uuid: str) -> str:
+    try:
+        return str(lam.get_event_source_mapping(UUID=uuid).get("State", ""))
+    except ClientError as err:
+        if _code(err) == "ResourceNotFoundException":
+            return "Deleted"
+        raise
+
+
+def _wait_mapping(lam: Any, uuid: str, states: tuple[str, ...], s: Settings) -> None:
+    _wait(lambda: _mapping_state(lam, uuid) in states, f"event source mapping {uuid}", poll=_poll_seconds(s))
+
+
+def _mapping_differs(current: dict[str, Any], desired: dict[str, Any]) -> list[str]:
+    changed = []
+    for key, value in desired.items():
+        if key == "Enabled":
+            have: Any = current.get("State") in ("Enabled", "Enabling", "Creating", "Updating")
+        elif key == "DestinationConfig":
+            have = ((current.get(key) or {}).get("OnFailure") or {}).get("Destination")
+            value = value["OnFailure"]["Destination"]
+        elif key == "FunctionResponseTypes":
+            have, value = sorted(current.get(key) or []), sorted(value)
+        else:
+            have = current.get(key)
+        if have != value:
+            changed.append(key)
+    return changed
+
+
+def _ensure_mapping(
+    s: Settings, kind: str, function: str, source_arn: str, failure_queue_arn: str
+) -> dict[str, Any]:
+    lam = aws.client("lambda", s)
+    spec = MAPPING_SPECS[kind]
+    desired = spec.desired(failure_queue_arn)
+    service = source_arn.split(":")[2]
+    existing = [m for m in _mappings(lam, function) if m["EventSourceArn"].split(":")[2] == service]
+    keep = [m for m in existing if m["EventSourceArn"] == source_arn]
+    extra = keep[1:] + [m for m in existing if m["EventSourceArn"] != source_arn]
+    for mapping in extra:  # duplicates, or mappings left on a deleted/re-created stream
+        log.info(
+            "deleting surplus mapping %s of %s (%s)", mapping["UUID"], function, mapping["EventSourceArn"]
+        )
+        _delete_mapping(lam, mapping["UUID"], s)
+    if not keep:
+        created = _retry_while_role_propagates(
+            lambda: lam.create_event_source_mapping(
+                FunctionName=function,
+                EventSourceArn=source_arn,
+                StartingPosition=spec.starting_position,
+                **desired,
+            ),
+            s,
+        )
+        uuid, action = created["UUID"], "created"
+        _wait_mapping(lam, uuid, ("Enabled",), s)
+    else:
+        uuid = keep[0]["UUID"]
+        current = lam.get_event_source_mapping(UUID=uuid)
+        changed = _mapping_differs(current, desired)
+        action = "unchanged"
+        if changed:
+            _wait_mapping(lam, uuid, ("Enabled", "Disabled"), s)
+            lam.update_event_source_mapping(UUID=uuid, FunctionName=function, **desired)
+            _wait_mapping(lam, uuid, ("Enabled",), s)
+            action = "updated:" + ",".join(changed)
+    log.info("mapping %s -> %s: %s", source_arn, function, action)
+    return {
+        "uuid": uuid,
+        "function": function,
+        "source_arn": source_arn,
+        "action": action,
+        "removed": len(extra),
+    }
+
+
+def _delete_mapping(lam: Any, uuid: str, s: Settings) -> None:
+    try:
+        lam.delete_event_source_mapping(UUID=uuid)
+    except ClientError as err:
+        if _code(err) != "ResourceNotFoundException":
+            raise
+    _wait_mapping(lam, uuid, ("Deleted",), s)
+
+
+# --- public API -----------------------------------------------------------------------------------
+
+
+def deploy_functions(
+    settings: Settings | None = None,
+    *,
+    functions: Iterable[str] = FUNCTIONS,
+    build_dir: str | Path | None = None,
+) -> dict[str, Any]:
+    """Create or update the functions and their mappings; returns what was done, per function."""
+    s = settings or load_settings()
+    kinds = list(functions)
+    unknown = [k for k in kinds if k not in FUNCTION_SPECS]
+    if unknown:
+        raise DeployError(f"unknown functions {unknown}: use {list(FUNCTION_SPECS)}")
+    build = Path(build_dir) if build_dir is not None else Path(s.state_dir) / "build"
+    # Resolve every prerequisite before changing anything.
+    roles = {kind: _role_arn(s, getattr(s, FUNCTION_SPECS[kind].role_field)) for kind in kinds}
+    sources = {kind: _source_arn(s, kind) for kind in kinds}
+    failure_queue = _queue_arn(s)
+    zips = {kind: build_zip(kind, build) for kind in kinds}
+    summary: dict[str, Any] = {"functions": {}, "mappings": {}, "failure_queue_arn": failure_queue}
+    for kind in kinds:
+        spec = FUNCTION_SPECS[kind]
+        summary["functions"][kind] = _ensure_function(s, spec, roles[kind], zips[kind])
+        name = summary["functions"][kind]["name"]
+        summary["mappings"][kind] = _ensure_mapping(s, kind, name, sources[kind], failure_queue)
+    return summary
+
+
+def remove_functions(
+    settings: Settings | None = None, *, functions: Iterable[str] = FUNCTIONS
+) -> dict[str, Any]:
+    """Delete the functions' event source mappings, then the functions. Safe to run again."""
+    s = settings or load_settings()
+    lam = aws.client("lambda", s)
+    result: dict[str, Any] = {}
+    for kind in functions:
+        name = getattr(s, FUNCTION_SPECS[kind].name_field)
+        try:
+            mappings = _mappings(lam, name)
+        except ClientError as err:
+            if _code(err) != "ResourceNotFoundException":
+                raise
+            mappings = []
+        for mapping in mappings:
+            _delete_mapping(lam, mapping["UUID"], s)
+        try:
+            lam.delete_function(FunctionName=name)
+            action = "deleted"
+        except ClientError as err:
+            if _code(err) != "ResourceNotFoundException":
+                raise
+            action = "absent"
+        log.info("function %s: %s (%d mappings deleted)", name, action, len(mappings))
+        result[kind] = {"name": name, "function": action, "mappings_deleted": len(mappings)}
+    return result

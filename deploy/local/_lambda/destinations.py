@@ -1,0 +1,126 @@
+"""On-failure destinations of stream mappings: the invocation record AWS sends, and sending it.
+
+When a batch exhausts ``MaximumRetryAttempts`` or its records pass ``MaximumRecordAgeInSeconds``,
+Lambda sends metadata about it (not the records) to ``DestinationConfig.OnFailure``: an SQS
+queue, an SNS topic or (Kinesis) an S3 bucket. The document has ``requestContext``,
+``responseContext``, ``version``, ``timestamp`` and ``KinesisBatchInfo`` / ``DDBStreamBatchInfo``.
+Sending goes through the stack's own endpoint with boto3, like any client.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import threading
+import uuid
+from typing import Any
+
+from deploy.local._lambda.models import LATEST, MappingConfig, Outcome
+from deploy.local._lambda.sources import SourceRecord
+
+log = logging.getLogger(__name__)
+
+RETRIES_EXHAUSTED = "RetryAttemptsExhausted"
+RECORD_AGE_EXCEEDED = "RecordAgeExceeded"
+BATCH_INFO_KEY = {"kinesis": "KinesisBatchInfo", "dynamodb": "DDBStreamBatchInfo"}
+
+
+def _iso(epoch: float, millis: bool) -> str:
+    stamp = dt.datetime.fromtimestamp(epoch, dt.UTC)
+    return (
+        stamp.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z" if millis else stamp.strftime("%Y-%m-%dT%H:%M:%SZ")
+    )
+
+
+def failure_record(
+    cfg: MappingConfig,
+    shard_id: str,
+    records: list[SourceRecord],
+    condition: str,
+    outcome: Outcome | None,
+    invoke_count: int,
+    now: float,
+) -> dict[str, Any]:
+    """The JSON document Lambda sends to an on-failure destination for a discarded batch."""
+    kind = cfg.source_kind
+    millis = kind == "kinesis"
+    document: dict[str, Any] = {
+        "requestContext": {
+            "requestId": outcome.request_id if outcome else str(uuid.uuid4()),
+            "functionArn": cfg.function_arn,
+            "condition": condition,
+            "approximateInvokeCount": invoke_count,
+        },
+        "version": "1.0",
+        "timestamp": _iso(now, True),
+    }
+    if outcome is not None:
+        response: dict[str, Any] = {"statusCode": 200, "executedVersion": LATEST}
+        if outcome.function_error:
+            response["functionError"] = "Unhandled"
+        document["responseContext"] = response
+    document[BATCH_INFO_KEY.get(kind, "BatchInfo")] = {
+        "shardId": shard_id,
+        "startSequenceNumber": str(records[0].seq),
+        "endSequenceNumber": str(records[-1].seq),
+        "approximateArrivalOfFirstRecord": _iso(records[0].arrival, millis),
+        "approximateArrivalOfLastRecord": _iso(records[-1].arrival, millis),
+        "batchSize": len(records),
+        "streamArn": cfg.source_arn,
+    }
+    return document
+
+
+class Destinations:
+    """Sends on-failure documents to SQS, SNS or S3 through the local stack's endpoint."""
+
+    def __init__(self, endpoint: str) -> None:
+        self.endpoint = endpoint
+        self._clients: dict[tuple[str, str], Any] = {}
+        self._lock = threading.Lock()
+
+    def _client(self, service: str, region: str) -> Any:
+        with self._lock:
+            key = (service, region)
+            if key not in self._clients:
+                import boto3
+                from botocore.config import Config
+
+                session = boto3.session.Session(
+                    aws_access_key_id="testing", aws_secret_access_key="testing", region_name=region
+                )
+                config = Config(
+                    retries={"mode": "standard", "max_attempts": 3}, connect_timeout=5, read_timeout=30
+                )
+                self._clients[key] = session.client(service, endpoint_url=self.endpoint, config=config)
+            return self._clients[key]
+
+    def send(self, destination: str, document: dict[str, Any], mapping_uuid: str) -> bool:
+        """Deliver ``document``; False (and an error log) when the destination cannot take it."""
+        parts = destination.split(":")
+        service, region, account, resource = parts[2], parts[3], parts[4], ":".join(parts[5:])
+        body = json.dumps(document)
+        try:
+            if service == "sqs":
+                sqs = self._client("sqs", region)
+                url = sqs.get_queue_url(QueueName=resource, QueueOwnerAWSAccountId=account)["QueueUrl"]
+                sqs.send_message(QueueUrl=url, MessageBody=body)
+            elif service == "sns":
+                self._client("sns", region).publish(TopicArn=destination, Message=body)
+            elif service == "s3":
+                info: dict[str, Any] = next((v for k, v in document.items() if k.endswith("BatchInfo")), {})
+                stamp = dt.datetime.now(dt.UTC).strftime("%Y/%m/%d/%Y-%m-%dT%H.%M.%S")
+                key = f"aws/lambda/{mapping_uuid}/{info.get('shardId', 'shard')}/{stamp}-{uuid.uuid4()}"
+                self._client("s3", region or "us-east-1").put_object(
+                    Bucket=resource, Key=key, Body=body.encode()
+                )
+            else:
+                log.error(
+                    "on-failure destination %s is not an SQS queue, SNS topic or S3 bucket", destination
+                )
+                return False
+        except Exception as err:
+            log.error("sending an on-failure record to %s failed: %s", destination, err)
+            return False
+        return True

@@ -1,0 +1,524 @@
+"""Worker processes: warm execution environments running a function's deployed zip.
+
+A worker is ``python -I -u deploy/local/lambda_worker.py`` started by the stack (so it is in
+the stack's process group and dies with ``down``), with the function's environment, the
+extracted zip as working directory and first on ``sys.path``. It stays warm between
+invocations and is replaced when the function's code or configuration changes, after a timeout
+(the worker is killed, as Lambda does) or a crash. The pool caps workers per function and
+reaps idle ones.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import select
+import shutil
+import subprocess
+import sys
+import threading
+import time
+import uuid
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from deploy.local._lambda import logs
+from deploy.local._lambda.models import LATEST, FunctionSnapshot, Outcome
+
+log = logging.getLogger(__name__)
+
+WORKER_SCRIPT = Path(__file__).resolve().parent.parent / "lambda_worker.py"
+END_MARKER = "\x00STP-END\x00"
+INIT_TIMEOUT_SECONDS = 10.0  # Lambda's init phase limit
+MARKER_WAIT_SECONDS = 2.0
+KILL_WAIT_SECONDS = 5.0
+MAX_WORKERS_PER_FUNCTION = 4
+IDLE_TTL_SECONDS = 300.0
+ACQUIRE_TIMEOUT_SECONDS = 60.0
+LOCAL_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+}
+
+
+def _unavailable(request_id: str, code: str, message: str) -> Outcome:
+    """An invocation that never reached the function (not a function error)."""
+    return Outcome(request_id, "unavailable", error={"errorType": code, "errorMessage": message})
+
+
+class CodeCache:
+    """Deployed zips extracted once under ``<state_dir>/lambda/<function>/<code sha256>``."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._lock = threading.Lock()
+
+    def ensure(self, snap: FunctionSnapshot) -> Path:
+        target = self.root / snap.name / snap.code_digest
+        with self._lock:
+            if target.is_dir():
+                return target
+            if not snap.code:
+                raise RuntimeError(f"function {snap.name} has no deployment package (zip) to run")
+            tmp = target.with_name(f".{snap.code_digest}.{uuid.uuid4().hex[:8]}")
+            tmp.mkdir(parents=True)
+            try:
+                import io
+
+                with zipfile.ZipFile(io.BytesIO(snap.code)) as archive:
+                    archive.extractall(tmp)
+                os.replace(tmp, target)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+            return target
+
+    def prune(self, function: str, keep: set[str]) -> None:
+        """Remove extracted versions of ``function`` that no live worker uses."""
+        folder = self.root / function
+        with self._lock:
+            for child in folder.iterdir() if folder.is_dir() else []:
+                if child.name not in keep and not child.name.startswith("."):
+                    shutil.rmtree(child, ignore_errors=True)
+
+
+def worker_environment(
+    snap: FunctionSnapshot, endpoint: str, code_dir: Path, log_stream: str
+) -> dict[str, str]:
+    """The process environment of a worker: like Lambda's, pointed at the local stack."""
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
+        "LANG": "C.UTF-8",
+        "TZ": ":UTC",
+        "AWS_ENDPOINT_URL": endpoint,
+        # never let a developer's ~/.aws files leak into a local function
+        "AWS_CONFIG_FILE": os.devnull,
+        "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+    }
+    env.update(dict(snap.environment))
+    env.update(LOCAL_CREDENTIALS)  # reserved on AWS: the execution role's credentials
+    env.update(
+        {
+            "AWS_REGION": snap.region,
+            "AWS_DEFAULT_REGION": snap.region,
+            "AWS_EXECUTION_ENV": f"AWS_Lambda_{snap.runtime}",
+            "AWS_LAMBDA_FUNCTION_NAME": snap.name,
+            "AWS_LAMBDA_FUNCTION_VERSION": LATEST,
+            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(snap.memory_mb),
+            "AWS_LAMBDA_LOG_GROUP_NAME": snap.log_group,
+            "AWS_LAMBDA_LOG_STREAM_NAME": log_stream,
+            "AWS_LAMBDA_INITIALIZATION_TYPE": "on-demand",
+            "LAMBDA_TASK_ROOT": str(code_dir),
+            "LAMBDA_RUNTIME_DIR": str(Path(sys.executable).parent),
+            "_HANDLER": snap.handler,
+        }
+    )
+    return env
+
+
+class Worker:
+    """One worker process and the pipes to it."""
+
+    def __init__(
+        self, snap: FunctionSnapshot, code_dir: Path, endpoint: str, sink: logs.LogSink, exclude: list[str]
+    ):
+        self.snap = snap
+        self.code_dir = code_dir
+        self.sink = sink
+        self.log_stream = logs.new_stream_name()
+        self.created = time.monotonic()
+        self.last_used = self.created
+        self.invocations = 0
+        self.init_ms: float | None = None
+        self._init_events: list[logs.LogEvent] = []
+        self._lines: list[logs.LogEvent] = []
+        self._markers: set[str] = set()
+        self._eof = False
+        self._cond = threading.Condition()
+        self._buffer = bytearray()
+        resp_r, resp_w = os.pipe()
+        cmd = [
+            sys.executable,
+            "-I",
+            "-u",
+            str(WORKER_SCRIPT),
+            str(code_dir),
+            snap.handler,
+            str(resp_w),
+            json.dumps(exclude),
+        ]
+        try:
+            self.proc = subprocess.Popen(
+                cmd,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                pass_fds=(resp_w,),
+                env=worker_environment(snap, endpoint, code_dir, self.log_stream),
+                cwd=str(code_dir),
+                close_fds=True,
+            )
+        except BaseException:
+            os.close(resp_r)
+            raise
+        finally:
+            os.close(resp_w)
+        self._resp_fd = resp_r
+        self._reader = threading.Thread(
+            target=self._read_output, name=f"lambda-log-{self.proc.pid}", daemon=True
+        )
+        self._reader.start()
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    @property
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    # --- output -------------------------------------------------------------------------
+    def _read_output(self) -> None:
+        stream = self.proc.stdout
+        assert stream is not None
+        for raw in stream:
+            text = raw.decode("utf-8", "replace").rstrip("\n")
+            before, marked, tag = text.partition(END_MARKER)  # output without a final newline
+            with self._cond:
+                if before or not marked:
+                    self._lines.append((logs.now_ms(), before.replace("\r", "\n")))
+                if marked:
+                    self._markers.add(tag)
+                    self._cond.notify_all()
+        with self._cond:
+            self._eof = True
+            self._cond.notify_all()
+        stream.close()
+
+    def _take_lines(self, marker: str | None, timeout: float = MARKER_WAIT_SECONDS) -> list[logs.LogEvent]:
+        """The output lines up to ``marker`` (or everything once the process is gone)."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while marker is not None and marker not in self._markers and not self._eof:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._cond.wait(remaining)
+            self._markers.discard(marker or "")
+            lines, self._lines = self._lines, []
+        return lines
+
+    def _read_message(self, deadline: float) -> dict[str, Any] | None:
+        """The next JSON line from the worker; None on EOF; {} when ``deadline`` passes."""
+        while b"\n" not in self._buffer:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return {}
+            ready, _, _ = select.select([self._resp_fd], [], [], remaining)
+            if not ready:
+                continue
+            chunk = os.read(self._resp_fd, 1 << 16)
+            if not chunk:
+                return None
+            self._buffer += chunk
+        line, _, rest = bytes(self._buffer).partition(b"\n")
+        self._buffer = bytearray(rest)
+        message: dict[str, Any] = json.loads(line)
+        return message
+
+    # --- lifecycle ----------------------------------------------------------------------
+    def start(self) -> dict[str, Any] | None:
+        """Wait for the handler module to load; returns the init error, if any."""
+        started = self.created
+        message = self._read_message(time.monotonic() + INIT_TIMEOUT_SECONDS)
+        self.init_ms = (time.monotonic() - started) * 1000
+        self._init_events = [
+            (logs.now_ms(), f"INIT_START Runtime Version: {self.snap.runtime or 'python'} (local)")
+        ]
+        if not message:
+            reason = "timed out" if message == {} else "exited"
+            self.kill()
+            self._init_events += self._take_lines(None)
+            return {
+                "errorType": "Runtime.Unknown" if message is None else "Sandbox.Timedout",
+                "errorMessage": f"Init {reason} after {self.init_ms / 1000:.2f} seconds",
+            }
+        self._init_events += self._take_lines("init")
+        error: dict[str, Any] | None = None if message.get("ok") else message.get("error", {})
+        return error
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        try:
+            self.proc.wait(KILL_WAIT_SECONDS)
+        except subprocess.TimeoutExpired:  # pragma: no cover - SIGKILL does not wait for much
+            log.error("worker %s did not exit after SIGKILL", self.pid)
+        with contextlib.suppress(OSError):
+            if self.proc.stdin:
+                self.proc.stdin.close()
+        with contextlib.suppress(OSError):
+            os.close(self._resp_fd)
+        self._reader.join(KILL_WAIT_SECONDS)
+
+    # --- invocation ---------------------------------------------------------------------
+    def invoke(self, event: Any, request_id: str, invoked_arn: str) -> Outcome:
+        """Run one invocation; kills the worker on timeout or when it dies; logs it."""
+        first = self.invocations == 0
+        self.invocations += 1
+        started = time.monotonic()
+        start_ms = logs.now_ms()
+        request = {
+            "request_id": request_id,
+            "event": event,
+            "deadline_ms": start_ms + int(self.snap.timeout * 1000),
+            "invoked_function_arn": invoked_arn,
+        }
+        message: dict[str, Any] | None
+        try:
+            assert self.proc.stdin is not None
+            self.proc.stdin.write((json.dumps(request) + "\n").encode())
+            self.proc.stdin.flush()
+            message = self._read_message(started + self.snap.timeout)
+        except (OSError, ValueError):  # broken pipe: the worker is gone
+            message = None
+        duration = (time.monotonic() - started) * 1000
+        if message:
+            outcome, extra = self._answered(message, request_id, duration), list[str]()
+            lines = self._take_lines(request_id)
+            max_memory = int(message.get("max_memory_mb", 0))
+        else:
+            self.kill()
+            lines = self._take_lines(None)
+            outcome, extra = self._lost(message == {}, request_id, duration)
+            max_memory = 0
+        outcome.init_ms = self.init_ms if first else None
+        self._log(outcome, start_ms, lines, extra, max_memory, first)
+        self.last_used = time.monotonic()
+        return outcome
+
+    @staticmethod
+    def _answered(message: dict[str, Any], request_id: str, duration: float) -> Outcome:
+        duration = float(message.get("duration_ms", duration))
+        if message.get("ok"):
+            return Outcome(request_id, "ok", str(message.get("payload", "null")), duration_ms=duration)
+        return Outcome(request_id, "error", error=message.get("error") or {}, duration_ms=duration)
+
+    def _lost(self, timed_out: bool, request_id: str, duration: float) -> tuple[Outcome, list[str]]:
+        """The outcome when the worker did not answer: timed out (killed) or died."""
+        if timed_out:
+            message = f"RequestId: {request_id} Error: Task timed out after {self.snap.timeout:.2f} seconds"
+            error = {"errorType": "Sandbox.Timedout", "errorMessage": message}
+            return Outcome(request_id, "timeout", error=error, duration_ms=duration), [
+                logs.timeout_line(request_id, self.snap.timeout)
+            ]
+        code = self.proc.returncode
+        why = f"signal: {-code}" if code is not None and code < 0 else f"exit status {code}"
+        message = f"RequestId: {request_id} Error: Runtime exited with error: {why}"
+        error = {"errorType": "Runtime.ExitError", "errorMessage": message}
+        return Outcome(request_id, "crash", error=error, duration_ms=duration), [message]
+
+    def _log(
+        self,
+        outcome: Outcome,
+        start_ms: int,
+        lines: list[logs.LogEvent],
+        extra: list[str],
+        max_memory: int,
+        first: bool,
+    ) -> None:
+        """START, the function's lines, END and REPORT to CloudWatch Logs (INIT lines first)."""
+        snap, rid = self.snap, outcome.request_id
+        status = {"timeout": "timeout", "crash": "error"}.get(outcome.status)
+        now = logs.now_ms()
+        report = logs.report_line(
+            rid, outcome.duration_ms, snap.memory_mb, max_memory, outcome.init_ms, status
+        )
+        events = list(self._init_events) if first else []
+        events += [(start_ms, logs.start_line(rid)), *lines, *((now, text) for text in extra)]
+        events += [(now, logs.end_line(rid)), (now, report)]
+        self.sink.write(snap.account, snap.region, snap.log_group, self.log_stream, events)
+        outcome.log_lines = [text for _, text in events]
+
+    def describe(self, state: str) -> dict[str, Any]:
+        return {
+            "function": self.snap.name,
+            "pid": self.pid,
+            "state": state,
+            "invocations": self.invocations,
+            "init_ms": round(self.init_ms or 0, 1),
+            "age_seconds": round(time.monotonic() - self.created, 1),
+            "code_sha256": self.snap.code_digest,
+            "log_stream": self.log_stream,
+        }
+
+
+class WorkerPool:
+    """Warm workers per function: acquire (or start) one, invoke, give it back."""
+
+    def __init__(
+        self,
+        code_root: Path,
+        endpoint: str,
+        sink: logs.LogSink,
+        *,
+        exclude_paths: list[str],
+        max_per_function: int = MAX_WORKERS_PER_FUNCTION,
+    ) -> None:
+        self.cache = CodeCache(code_root)
+        self.endpoint = endpoint
+        self.sink = sink
+        self.exclude = exclude_paths
+        self.max_per_function = max_per_function
+        self._cond = threading.Condition()
+        self._idle: dict[str, list[Worker]] = {}
+        self._busy: dict[str, list[Worker]] = {}
+        self._starting: dict[str, int] = {}
+        self._stopping = False
+        self.counters = {"invocations": 0, "cold_starts": 0, "timeouts": 0, "crashes": 0, "errors": 0}
+        self.last_cold_start_ms: float | None = None
+
+    def invoke(self, snap: FunctionSnapshot, event: Any, request_id: str | None = None) -> Outcome:
+        """Invoke ``snap`` with ``event`` in a warm (or new) worker and wait for the outcome."""
+        request_id = request_id or str(uuid.uuid4())
+        acquired = self._acquire(snap, request_id)
+        if isinstance(acquired, Outcome):
+            return acquired
+        worker = acquired
+        outcome = worker.invoke(event, request_id, snap.arn)
+        with self._cond:
+            self.counters["invocations"] += 1
+            self.counters["timeouts"] += outcome.status == "timeout"
+            self.counters["crashes"] += outcome.status == "crash"
+            self.counters["errors"] += outcome.status == "error"
+            if self._stopping and outcome.status in ("crash", "timeout"):
+                outcome.status = "unavailable"
+        self._release(worker)
+        return outcome
+
+    def _acquire(self, snap: FunctionSnapshot, request_id: str) -> Worker | Outcome:
+        stale: list[Worker] = []
+        chosen: Worker | None = None
+        deadline = time.monotonic() + ACQUIRE_TIMEOUT_SECONDS
+        with self._cond:
+            while True:
+                if self._stopping:
+                    return _unavailable(request_id, "ServiceException", "the local stack is stopping")
+                idle = self._idle.setdefault(snap.name, [])
+                for old in list(idle):
+                    if not old.alive or old.snap.fingerprint != snap.fingerprint:
+                        idle.remove(old)
+                        stale.append(old)
+                busy = self._busy.setdefault(snap.name, [])
+                if idle:
+                    chosen = idle.pop()
+                    busy.append(chosen)
+                    break
+                if len(busy) + self._starting.get(snap.name, 0) < self.max_per_function:
+                    self._starting[snap.name] = self._starting.get(snap.name, 0) + 1
+                    break
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    busy_message = f"Rate Exceeded: {snap.name} has {self.max_per_function} busy workers"
+                    return _unavailable(request_id, "TooManyRequestsException", busy_message)
+                self._cond.wait(remaining)
+        for old in stale:
+            old.kill()
+        return chosen if chosen is not None else self._start_worker(snap, request_id)
+
+    def _start_worker(self, snap: FunctionSnapshot, request_id: str) -> Worker | Outcome:
+        worker: Worker | None = None
+        error: dict[str, Any] | None
+        try:
+            fresh = not (self.cache.root / snap.name / snap.code_digest).is_dir()
+            code_dir = self.cache.ensure(snap)
+            if fresh:
+                self.prune_code(snap.name, snap.code_digest)
+            worker = Worker(snap, code_dir, self.endpoint, self.sink, self.exclude)
+            error = worker.start()
+        except Exception as err:  # bad zip, cannot spawn...
+            log.exception("starting a worker for %s failed", snap.name)
+            error = {"errorType": "Runtime.InvalidEntrypoint", "errorMessage": f"{type(err).__name__}: {err}"}
+        with self._cond:
+            self._starting[snap.name] -= 1
+            self.counters["cold_starts"] += 1
+            if worker is not None and error is None and not self._stopping:
+                self.last_cold_start_ms = worker.init_ms
+                self._busy.setdefault(snap.name, []).append(worker)
+                self._cond.notify_all()
+                return worker
+            self._cond.notify_all()
+        return self._init_failure(snap, worker, error, request_id)
+
+    def _init_failure(
+        self, snap: FunctionSnapshot, worker: Worker | None, error: dict[str, Any] | None, request_id: str
+    ) -> Outcome:
+        """An invocation that failed in the init phase: logged like Lambda, counted as a function error."""
+        if self._stopping or error is None:
+            if worker is not None:
+                worker.kill()
+            return _unavailable(request_id, "ServiceException", "the local stack is stopping")
+        error = {**error, "requestId": request_id}
+        init_ms = worker.init_ms if worker else None
+        if worker is not None:
+            worker.kill()
+            events = list(worker._init_events) + worker._take_lines(None, 0)
+            now = logs.now_ms()
+            report = logs.report_line(request_id, init_ms or 0.0, snap.memory_mb, 0, init_ms, "error")
+            events += [(now, logs.start_line(request_id)), (now, logs.end_line(request_id)), (now, report)]
+            self.sink.write(snap.account, snap.region, snap.log_group, worker.log_stream, events)
+        return Outcome(request_id, "error", error=error, init_ms=init_ms)
+
+    def _release(self, worker: Worker) -> None:
+        with self._cond:
+            busy = self._busy.get(worker.snap.name, [])
+            if worker in busy:
+                busy.remove(worker)
+            keep = worker.alive and not self._stopping
+            if keep:
+                self._idle.setdefault(worker.snap.name, []).append(worker)
+            self._cond.notify_all()
+        if not keep:
+            worker.kill()
+
+    def reap(
+        self, idle_ttl: float = IDLE_TTL_SECONDS, exists: Callable[[FunctionSnapshot], bool] | None = None
+    ) -> None:
+        """Stop workers idle for longer than ``idle_ttl``, dead ones, and those of deleted functions."""
+        now = time.monotonic()
+        doomed: list[Worker] = []
+        with self._cond:
+            for idle in self._idle.values():
+                for worker in list(idle):
+                    gone = exists is not None and not exists(worker.snap)
+                    if gone or now - worker.last_used > idle_ttl or not worker.alive:
+                        idle.remove(worker)
+                        doomed.append(worker)
+        for worker in doomed:
+            worker.kill()
+
+    def prune_code(self, function: str, current_digest: str) -> None:
+        with self._cond:
+            live = {w.snap.code_digest for group in (self._idle, self._busy) for w in group.get(function, [])}
+        self.cache.prune(function, live | {current_digest})
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopping = True
+            workers = [w for group in (self._idle, self._busy) for ws in group.values() for w in ws]
+            self._idle.clear()
+            self._cond.notify_all()
+        for worker in workers:
+            worker.kill()
+
+    def describe(self) -> dict[str, Any]:
+        with self._cond:
+            rows = [w.describe("idle") for ws in self._idle.values() for w in ws]
+            rows += [w.describe("busy") for ws in self._busy.values() for w in ws]
+            counters = dict(self.counters)
+        last = self.last_cold_start_ms
+        return {**counters, "last_cold_start_ms": round(last, 1) if last else None, "workers": rows}

@@ -1,0 +1,290 @@
+"""Crossover alerts as delivered: the SQS inbox subscribed to the alert topic, and the alerts table.
+
+The trend Lambda publishes one SNS message per signal (see :mod:`helpers.trend`). The queue is
+subscribed with raw message delivery, so an SQS message's body is the human-readable alert and
+the SNS message attributes arrive as SQS message attributes; an SNS JSON envelope (raw delivery
+off) is understood too. The alerts table is the durable record of what was sent, one item per
+``alert_id`` with ``published`` true once SNS accepted it.
+
+pandas is imported inside :func:`alerts_table` only (this module ships in Lambda).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from helpers import aws
+from helpers.config import Settings, load_settings
+from helpers.errors import ResourceMissingError
+
+__all__ = [
+    "DEFAULT_WAIT_SECONDS",
+    "DRAIN_DEADLINE_SECONDS",
+    "MAX_WAIT_SECONDS",
+    "RECEIVE_BATCH",
+    "WAIT_TIMEOUT_SECONDS",
+    "alerts_table",
+    "compare",
+    "parse_message",
+    "published_alerts",
+    "queue_url",
+    "receive_alerts",
+    "wait_for_alerts",
+]
+
+log = logging.getLogger(__name__)
+
+RECEIVE_BATCH = 10  # ReceiveMessage / DeleteMessageBatch limit
+MAX_WAIT_SECONDS = 20  # longest SQS long poll
+DEFAULT_WAIT_SECONDS = 1  # long poll per receive while draining: an empty answer ends the drain
+VISIBILITY_TIMEOUT_SECONDS = 60  # how long a received, undeleted message stays hidden
+DRAIN_DEADLINE_SECONDS = 300.0  # bound of one drain, should alerts keep coming
+WAIT_TIMEOUT_SECONDS = 180.0
+SETTLE_SECONDS = 3.0  # after the expected count arrived, wait this long for any extra alert
+KEY_FIELDS = ("symbol", "timestamp", "signal")
+_NUMBER_FIELDS = ("price", "sma_short", "sma_long")
+_INTEGER_FIELDS = ("attempts",)
+
+
+def _plain(name: str, value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return int(value) if name in _INTEGER_FIELDS else float(value)
+    return value
+
+
+def _alert_id(data: Mapping[str, Any]) -> str:
+    return f"{data['symbol']}#{data['timestamp']}#{data['signal']}"
+
+
+# --------------------------------------------------------------------------- SQS inbox
+
+
+def queue_url(settings: Settings | None = None, *, sqs: Any = None) -> str:
+    """URL of the alert inbox queue."""
+    s = settings or load_settings()
+    sqs = sqs or aws.client("sqs", s)
+    try:
+        return str(sqs.get_queue_url(QueueName=s.alert_queue_name)["QueueUrl"])
+    except ClientError as err:
+        code = err.response.get("Error", {}).get("Code", "")
+        if code in ("AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"):
+            raise ResourceMissingError(
+                f"SQS queue {s.alert_queue_name} does not exist: run 01_provision first"
+            ) from err
+        raise
+
+
+def parse_message(message: Mapping[str, Any]) -> dict[str, Any] | None:
+    """An SQS message of the inbox as an alert dict; None if it is not an alert.
+
+    Keys: alert_id, symbol, timestamp, signal, price, sma_short, sma_long (floats), subject,
+    body (the human-readable text), message_id (SQS), sent_at (UTC, when SQS got it).
+    """
+    body = str(message.get("Body", ""))
+    values = {k: v.get("StringValue") for k, v in (message.get("MessageAttributes") or {}).items()}
+    subject = None
+    if "symbol" not in values and body.lstrip().startswith("{"):  # SNS envelope: raw delivery off
+        try:
+            envelope = json.loads(body)
+        except ValueError:
+            envelope = {}
+        if isinstance(envelope, dict) and envelope.get("Type") == "Notification":
+            values = {k: v.get("Value") for k, v in (envelope.get("MessageAttributes") or {}).items()}
+            body, subject = str(envelope.get("Message", "")), envelope.get("Subject")
+    if any(not values.get(name) for name in KEY_FIELDS):
+        return None
+    alert: dict[str, Any] = {name: str(values[name]) for name in KEY_FIELDS}
+    alert["alert_id"] = values.get("alert_id") or _alert_id(alert)
+    for name in _NUMBER_FIELDS:
+        alert[name] = float(values[name]) if values.get(name) is not None else float("nan")
+    sent = (message.get("Attributes") or {}).get("SentTimestamp")
+    alert.update(subject=subject, body=body, message_id=message.get("MessageId"), sent_at=_utc_millis(sent))
+    return alert
+
+
+def _utc_millis(epoch_ms: str | None) -> str | None:
+    if not epoch_ms:
+        return None
+    moment = datetime.fromtimestamp(int(epoch_ms) / 1000, UTC)
+    return f"{moment:%Y-%m-%dT%H:%M:%S}.{moment.microsecond // 1000:03d}Z"
+
+
+def receive_alerts(
+    settings: Settings | None = None,
+    *,
+    wait_seconds: float = DEFAULT_WAIT_SECONDS,
+    max_messages: int | None = None,
+    delete: bool = True,
+    visibility_timeout: int = VISIBILITY_TIMEOUT_SECONDS,
+    deadline_seconds: float = DRAIN_DEADLINE_SECONDS,
+    sqs: Any = None,
+) -> list[dict[str, Any]]:
+    """Drain the inbox: receive (10 at a time, long polls of ``wait_seconds``) until it is empty.
+
+    Returns the alerts (see :func:`parse_message`) in arrival order, each SQS message once.
+    With ``delete`` the alerts are deleted after reading; without it they reappear after
+    ``visibility_timeout`` seconds (a later drain sees them again). Messages that are not alerts
+    are logged and left in the queue.
+    """
+    s = settings or load_settings()
+    sqs = sqs or aws.client("sqs", s)
+    url = queue_url(s, sqs=sqs)
+    wait = max(0, min(MAX_WAIT_SECONDS, round(wait_seconds)))
+    deadline = time.monotonic() + deadline_seconds
+    found: dict[str, dict[str, Any]] = {}
+    while time.monotonic() < deadline:
+        wanted = RECEIVE_BATCH if max_messages is None else min(RECEIVE_BATCH, max_messages - len(found))
+        if wanted <= 0:
+            break
+        messages = sqs.receive_message(
+            QueueUrl=url,
+            MaxNumberOfMessages=wanted,
+            WaitTimeSeconds=wait,
+            VisibilityTimeout=visibility_timeout,
+            MessageAttributeNames=["All"],
+            AttributeNames=["SentTimestamp"],
+        ).get("Messages", [])
+        if not messages:
+            break
+        done = []
+        for message in messages:
+            alert = parse_message(message)
+            if alert is None:
+                log.warning("%s: message %s is not an alert; left in the queue", s.alert_queue_name,
+                            message.get("MessageId"))  # fmt: skip
+                continue
+            found.setdefault(str(message["MessageId"]), alert)
+            done.append({"Id": str(len(done)), "ReceiptHandle": message["ReceiptHandle"]})
+        if delete and done:
+            failed = sqs.delete_message_batch(QueueUrl=url, Entries=done).get("Failed", [])
+            if failed:
+                log.warning("%s: %d alert(s) could not be deleted: %s", s.alert_queue_name, len(failed), failed)
+    log.info("received %d alert(s) from %s", len(found), s.alert_queue_name)
+    return list(found.values())
+
+
+def wait_for_alerts(
+    settings: Settings | None,
+    expected_count: int,
+    timeout: float = WAIT_TIMEOUT_SECONDS,
+    *,
+    symbols: Iterable[str] | None = None,
+    settle_seconds: float = SETTLE_SECONDS,
+    delete: bool = True,
+    sqs: Any = None,
+) -> list[dict[str, Any]]:
+    """Receive alerts until ``expected_count`` (of ``symbols``, default all) arrived, or ``timeout``.
+
+    Once the count is reached it keeps listening ``settle_seconds`` for any extra alert, so a
+    surplus shows up in the result rather than staying in the queue. Each SQS message is counted
+    once (by message id); alerts of other symbols are dropped from the result. Never raises on
+    timeout: compare the result with the expected alerts (:func:`compare`).
+    """
+    s = settings or load_settings()
+    sqs = sqs or aws.client("sqs", s)
+    wanted = None if symbols is None else set(symbols)
+    found: dict[str, dict[str, Any]] = {}
+    deadline = time.monotonic() + timeout
+
+    def drain(wait: float) -> None:
+        for alert in receive_alerts(s, wait_seconds=wait, delete=delete, sqs=sqs):
+            if wanted is None or alert["symbol"] in wanted:
+                found.setdefault(str(alert["message_id"]), alert)
+
+    while time.monotonic() < deadline and len(found) < expected_count:
+        drain(min(MAX_WAIT_SECONDS, max(1.0, deadline - time.monotonic())))
+    if len(found) >= expected_count:
+        drain(settle_seconds)
+    else:
+        log.warning("only %d of %d alerts arrived within %.0f s", len(found), expected_count, timeout)
+    return sorted(found.values(), key=lambda a: (a["symbol"], a["timestamp"], a["signal"]))
+
+
+# --------------------------------------------------------------------------- alerts table
+
+
+def published_alerts(
+    settings: Settings | None = None, *, include_unpublished: bool = False, dynamodb: Any = None
+) -> list[dict[str, Any]]:
+    """The alerts table (Scan): what the trend Lambda recorded as sent, by symbol and timestamp.
+
+    Numbers as float; ``published`` is False only for a record whose Publish has not completed
+    (returned with ``include_unpublished``).
+    """
+    from boto3.dynamodb.types import TypeDeserializer
+
+    s = settings or load_settings()
+    dynamodb = dynamodb or aws.client("dynamodb", s)
+    plain = TypeDeserializer()
+    rows = []
+    try:
+        for page in dynamodb.get_paginator("scan").paginate(TableName=s.alerts_table_name):
+            for item in page.get("Items", []):
+                row = {k: plain.deserialize(v) for k, v in item.items()}
+                rows.append({k: _plain(k, v) for k, v in row.items()})
+    except ClientError as err:
+        if err.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
+            raise ResourceMissingError(
+                f"DynamoDB table {s.alerts_table_name} does not exist: run 01_provision first"
+            ) from err
+        raise
+    if not include_unpublished:
+        rows = [row for row in rows if row.get("published")]
+    return sorted(rows, key=lambda r: (r["symbol"], r["timestamp"], r["signal"]))
+
+
+# --------------------------------------------------------------------------- checks and tables
+
+
+def _records(items: Any) -> list[Mapping[str, Any]]:
+    """Alert dicts, Signal objects or a DataFrame (e.g. ``analysis.signals_frame``) as mappings."""
+    if hasattr(items, "columns") and hasattr(items, "to_dict"):
+        return list(items.to_dict("records"))
+    return [item.to_dict() if hasattr(item, "to_dict") else item for item in items]
+
+
+def compare(received: Any, expected: Any) -> dict[str, Any]:
+    """Received alerts against the expected signals, by (symbol, timestamp, signal).
+
+    Returns ``ok`` (same set, no repeats), the counts, and the ``missing``, ``extra`` and
+    ``duplicates`` alert ids.
+    """
+    got = Counter(_alert_id(r) for r in _records(received))
+    want = Counter(_alert_id(r) for r in _records(expected))
+    missing = sorted(set(want) - set(got))
+    extra = sorted(set(got) - set(want))
+    duplicates = sorted(k for k, n in got.items() if n > 1)
+    return {
+        "ok": not (missing or extra or duplicates),
+        "received": sum(got.values()),
+        "expected": sum(want.values()),
+        "missing": missing,
+        "extra": extra,
+        "duplicates": duplicates,
+    }
+
+
+def alerts_table(alerts: Any) -> Any:
+    """Alerts as a DataFrame for reports: symbol, bar time, signal, price, SMA5, SMA20 (+ sent at)."""
+    import pandas as pd
+
+    from helpers.indicators import LONG_WINDOW, SHORT_WINDOW
+
+    frame = pd.DataFrame(_records(alerts))
+    columns = ["symbol", "timestamp", "signal", "price", "sma_short", "sma_long", "sent_at"]
+    if frame.empty:
+        return pd.DataFrame(columns=columns)
+    frame = frame[[c for c in columns if c in frame.columns]]
+    frame = frame.sort_values(["symbol", "timestamp"], kind="stable").reset_index(drop=True)
+    return frame.rename(
+        columns={"timestamp": "bar time (UTC)", "sma_short": f"SMA{SHORT_WINDOW}", "sma_long": f"SMA{LONG_WINDOW}"}
+    )
