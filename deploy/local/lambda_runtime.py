@@ -40,9 +40,9 @@ from deploy.local._lambda.models import (
     lambda_backends,
 )
 from deploy.local._lambda.poller import POLL_INTERVAL_SECONDS, PollerContext, ShardPoller, initial_position
+from deploy.local._lambda.pool import IDLE_TTL_SECONDS, WorkerPool
 from deploy.local._lambda.sources import source_for
 from deploy.local._lambda.state import RuntimeState
-from deploy.local._lambda.workers import IDLE_TTL_SECONDS, WorkerPool
 from helpers.config import PROJECT_ROOT
 
 __all__ = ["MAX_ASYNC_INVOCATIONS", "MAX_SHARD_POLLERS", "POLL_INTERVAL_SECONDS", "LambdaRuntime"]
