@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -13,22 +14,49 @@ from helpers import aws, doctor
 pytestmark = pytest.mark.integration
 
 
+def _all(settings, service: str, operation: str, key: str) -> list:
+    paginator = aws.client(service, settings).get_paginator(operation)
+    return [item for page in paginator.paginate() for item in page.get(key, [])]
+
+
 def _inventory(settings) -> dict[str, set[str]]:
     """Everything that exists in the stack, by service (not only what we expect)."""
-    c = lambda name: aws.client(name, settings)  # noqa: E731
     return {
-        "streams": set(c("kinesis").list_streams()["StreamNames"]),
-        "tables": set(c("dynamodb").list_tables()["TableNames"]),
-        "buckets": {b["Name"] for b in c("s3").list_buckets()["Buckets"]},
-        "topics": {t["TopicArn"].rsplit(":", 1)[-1] for t in c("sns").list_topics()["Topics"]},
-        "queues": {u.rsplit("/", 1)[-1] for u in c("sqs").list_queues().get("QueueUrls", [])},
-        "roles": {r["RoleName"] for r in c("iam").list_roles()["Roles"]},
-        "databases": {d["Name"] for d in c("glue").get_databases()["DatabaseList"]},
+        "streams": set(_all(settings, "kinesis", "list_streams", "StreamNames")),
+        "tables": set(_all(settings, "dynamodb", "list_tables", "TableNames")),
+        "buckets": {b["Name"] for b in aws.client("s3", settings).list_buckets()["Buckets"]},
+        "topics": {t["TopicArn"].rsplit(":", 1)[-1] for t in _all(settings, "sns", "list_topics", "Topics")},
+        "queues": {u.rsplit("/", 1)[-1] for u in _all(settings, "sqs", "list_queues", "QueueUrls")},
+        "roles": {r["RoleName"] for r in _all(settings, "iam", "list_roles", "Roles")},
+        "databases": {d["Name"] for d in _all(settings, "glue", "get_databases", "DatabaseList")},
+        "workgroups": {w["Name"] for w in aws.client("athena", settings).list_work_groups()["WorkGroups"]},
     }
 
 
-def test_provision_twice_then_teardown_leaves_nothing(local_stack) -> None:
-    s = local_stack
+@pytest.fixture()
+def own_names(local_stack):
+    """Settings with resource names no other test uses, so leftovers elsewhere cannot interfere."""
+    return dataclasses.replace(
+        local_stack,
+        stream_name="prov-quotes",
+        table_name="prov-processed",
+        alerts_table_name="prov-alerts-sent",
+        raw_bucket="prov-raw-bucket",
+        results_bucket="prov-results-bucket",
+        topic_name="prov-alerts",
+        alert_queue_name="prov-alerts-inbox",
+        failure_queue_name="prov-failures",
+        glue_database="prov_db",
+        athena_workgroup="prov-workgroup",
+        processor_function="prov-processor",
+        trend_function="prov-trend",
+        processor_role="prov-processor-role",
+        trend_role="prov-trend-role",
+    )
+
+
+def test_provision_twice_then_teardown_leaves_nothing(own_names) -> None:
+    s = own_names
     before = _inventory(s)
     first = provision(s)
     assert first.count("created") >= 12
@@ -52,8 +80,8 @@ def test_provision_twice_then_teardown_leaves_nothing(local_stack) -> None:
     assert teardown(s).count("deleted") == 0
 
 
-def test_resources_are_configured_securely(local_stack) -> None:
-    s = local_stack
+def test_resources_are_configured_securely(own_names) -> None:
+    s = own_names
     provision(s)
     try:
         s3 = aws.client("s3", s)
