@@ -155,7 +155,7 @@ def receive_alerts(
         ).get("Messages", [])
         if not messages:
             break
-        done = []
+        done: list[dict[str, str]] = []
         for message in messages:
             alert = parse_message(message)
             if alert is None:
@@ -167,7 +167,9 @@ def receive_alerts(
         if delete and done:
             failed = sqs.delete_message_batch(QueueUrl=url, Entries=done).get("Failed", [])
             if failed:
-                log.warning("%s: %d alert(s) could not be deleted: %s", s.alert_queue_name, len(failed), failed)
+                log.warning(
+                    "%s: %d alert(s) could not be deleted: %s", s.alert_queue_name, len(failed), failed
+                )
     log.info("received %d alert(s) from %s", len(found), s.alert_queue_name)
     return list(found.values())
 
@@ -201,7 +203,7 @@ def wait_for_alerts(
                 found.setdefault(str(alert["message_id"]), alert)
 
     while time.monotonic() < deadline and len(found) < expected_count:
-        drain(min(MAX_WAIT_SECONDS, max(1.0, deadline - time.monotonic())))
+        drain(DEFAULT_WAIT_SECONDS)  # each drain ends at the first empty long poll
     if len(found) >= expected_count:
         drain(settle_seconds)
     else:
@@ -286,5 +288,9 @@ def alerts_table(alerts: Any) -> Any:
     frame = frame[[c for c in columns if c in frame.columns]]
     frame = frame.sort_values(["symbol", "timestamp"], kind="stable").reset_index(drop=True)
     return frame.rename(
-        columns={"timestamp": "bar time (UTC)", "sma_short": f"SMA{SHORT_WINDOW}", "sma_long": f"SMA{LONG_WINDOW}"}
+        columns={
+            "timestamp": "bar time (UTC)",
+            "sma_short": f"SMA{SHORT_WINDOW}",
+            "sma_long": f"SMA{LONG_WINDOW}",
+        }
     )

@@ -53,9 +53,7 @@ def symbols_in_table(settings: Settings | None = None, *, dynamodb: Any = None) 
     return sorted(found)
 
 
-def processed_items(
-    settings: Settings | None, symbol: str, *, dynamodb: Any = None
-) -> list[dict[str, Any]]:
+def processed_items(settings: Settings | None, symbol: str, *, dynamodb: Any = None) -> list[dict[str, Any]]:
     """Every processed item of ``symbol`` in timestamp order, numbers as float (volume as int)."""
     from boto3.dynamodb.types import TypeDeserializer
 

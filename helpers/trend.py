@@ -24,6 +24,12 @@ Only genuine errors (AWS calls failing after botocore's retries) are reported in
 ``batchItemFailures``: all stream records of the symbol concerned, so Lambda retries from there;
 what was already sent is skipped on the retry. Malformed images are logged and skipped.
 
+The window is read from the table, so a batch's bars need not be contiguous or in timestamp order
+(they are not: the processor writes a Kinesis batch's items in parallel chunks). What the result
+relies on is that, once a bar's stream record is read, the earlier bars of its symbol are in the
+table already; a bar landing in the table after a later one was evaluated can change that later
+bar's signal, which is not re-evaluated.
+
 The one window left open: a crash after SNS accepted a message but before the record is marked
 ``published`` re-publishes that alert on the retry (SNS standard topics do not de-duplicate);
 consumers can drop repeats by the ``alert_id`` attribute.
@@ -56,7 +62,11 @@ from helpers.quotes import to_decimal, utc_now_timestamp
 
 __all__ = [
     "ALERT_ATTRIBUTES",
+    "ALREADY_SENT",
+    "PUBLISHED",
     "QUERY_MARGIN",
+    "REPUBLISHED",
+    "AlertInProgress",
     "BatchResult",
     "deliver",
     "evaluate",
@@ -298,7 +308,9 @@ def deliver(signal: Signal, *, dynamodb: Any, sns: Any, alerts_table: str, topic
             ":id": {"S": str(message_id)},
         },
     )
-    log.info("%s %s at %s: %s (message %s)", signal.signal, signal.symbol, signal.timestamp, outcome, message_id)
+    log.info(
+        "%s %s at %s: %s (message %s)", signal.signal, signal.symbol, signal.timestamp, outcome, message_id
+    )
     return outcome
 
 
@@ -321,6 +333,19 @@ class BatchResult:
         return {"batchItemFailures": [{"itemIdentifier": seq} for seq in self.failed_sequence_numbers]}
 
 
+def _evaluate_symbol(
+    symbol: str, group: _SymbolBatch, s: Settings, dynamodb: Any, sns: Any, topic: str, result: BatchResult
+) -> None:
+    """One Query (rarely more) for the window, then every new bar evaluated and its signals delivered."""
+    first, last = min(group.bars), max(group.bars)
+    history, last_state, queries = _history(dynamodb, s.table_name, symbol, first, last, len(group.bars))
+    result.queries += queries
+    for signal in signals_for_new_bars(history, sorted(group.bars.items()), symbol, last_state=last_state):
+        outcome = deliver(signal, dynamodb=dynamodb, sns=sns, alerts_table=s.alerts_table_name, topic=topic)
+        result.outcomes[outcome] = result.outcomes.get(outcome, 0) + 1
+        result.signals.append(signal)
+
+
 def evaluate(
     event: Mapping[str, Any],
     settings: Settings | None = None,
@@ -337,24 +362,15 @@ def evaluate(
     records = list(event.get("Records") or [])
     groups, malformed = _group(records)
     result = BatchResult(records=len(records), malformed=malformed, symbols=len(groups))
-    if groups and topic is None:
-        topic = topic_arn(s)
+    arn = topic or (topic_arn(s) if groups else "")
     for symbol, group in sorted(groups.items()):
         try:
-            first, last = min(group.bars), max(group.bars)
-            history, last_state, queries = _history(
-                dynamodb, s.table_name, symbol, first, last, len(group.bars)
-            )
-            result.queries += queries
-            signals = signals_for_new_bars(history, sorted(group.bars.items()), symbol, last_state=last_state)
-            for signal in signals:
-                assert topic is not None
-                outcome = deliver(signal, dynamodb=dynamodb, sns=sns, alerts_table=s.alerts_table_name, topic=topic)
-                result.outcomes[outcome] = result.outcomes.get(outcome, 0) + 1
-                result.signals.append(signal)
+            _evaluate_symbol(symbol, group, s, dynamodb, sns, arn, result)
         except (ClientError, BotoCoreError, AlertInProgress) as err:
             # Genuine errors only (botocore already retried): Lambda resumes at this symbol's records.
-            log.error("%s: %d record(s) failed and will be retried: %s", symbol, len(group.sequence_numbers), err)
+            log.error(
+                "%s: %d record(s) failed and will be retried: %s", symbol, len(group.sequence_numbers), err
+            )
             result.failed_sequence_numbers.extend(group.sequence_numbers)
     log.info(
         "trend batch: %d records (%d malformed) over %d symbols, %d Query calls, %d signals %s, "
