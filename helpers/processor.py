@@ -230,6 +230,31 @@ def _write_items(
     return {_item_key(item) for item in pending}
 
 
+def _series_by_symbol(items: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """Items grouped per symbol, each group in timestamp order."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for item in sorted(items, key=_item_key):
+        groups.setdefault(item["symbol"]["S"], []).append(item)
+    return list(groups.values())
+
+
+def _write_series(
+    dynamodb: Any, table: str, series: list[dict[str, Any]], sleep: Callable[[float], Any]
+) -> set[tuple[str, str]]:
+    """Write one symbol's items chunk by chunk in timestamp order, stopping at the first failure.
+
+    The trend Lambda reads a symbol's history from the table when a new bar arrives on the
+    table's stream, so a later bar must never land while an earlier one of the same batch is
+    still in flight or has failed. Symbols are independent and are written in parallel.
+    """
+    for start in range(0, len(series), MAX_ITEMS_PER_BATCH_WRITE):
+        failed = _write_items(dynamodb, table, series[start : start + MAX_ITEMS_PER_BATCH_WRITE], sleep)
+        if failed:
+            rest = series[start + MAX_ITEMS_PER_BATCH_WRITE :]
+            return failed | {_item_key(item) for item in rest}
+    return set()
+
+
 def _items(
     records: list[_Record], processed_at: str
 ) -> tuple[list[_Record], list[dict[str, Any]], dict[tuple[str, str], list[_Record]]]:
@@ -284,10 +309,10 @@ def process_batch(
     failed: set[int] = set()  # record indexes
     with ThreadPoolExecutor(max_workers=WRITE_THREADS, thread_name_prefix="processor") as pool:
         puts = [(obj, pool.submit(_put_object, s3, s.raw_bucket, obj)) for obj in objects]
-        chunks = [
-            items[i : i + MAX_ITEMS_PER_BATCH_WRITE] for i in range(0, len(items), MAX_ITEMS_PER_BATCH_WRITE)
+        writes = [
+            pool.submit(_write_series, dynamodb, s.table_name, series, sleep)
+            for series in _series_by_symbol(items)
         ]
-        writes = [pool.submit(_write_items, dynamodb, s.table_name, chunk, sleep) for chunk in chunks]
         for obj, put in puts:
             if not put.result():
                 failed.update(r.index for r in obj.records)

@@ -43,6 +43,7 @@ def write_summary(data: dict[str, Any], path: str | Path | None = None) -> Path:
         json.dump(data, fh, indent=2, sort_keys=True, default=str)
         fh.write("\n")
     target = folder / SUMMARY_FILE
+    os.chmod(tmp, 0o644)  # mkstemp creates 0600; the summary is a report, not a secret
     os.replace(tmp, target)
     return target
 

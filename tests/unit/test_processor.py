@@ -359,3 +359,42 @@ def test_unprocessed_items_are_retried_until_written(store: Settings) -> None:
     assert response == {"batchItemFailures": []}
     assert verify.dynamodb_count(store) == 30 and max(calls) <= 25 and len(calls) >= 4
     assert sleeps and all(0 <= s <= 1.0 for s in sleeps)
+
+
+@pytest.mark.integration
+def test_each_symbol_is_written_in_time_order_and_stops_at_its_first_failed_chunk(store: Settings) -> None:
+    # GIVEN 60 AAA quotes (chunks of 25, 25, 10) interleaved with 30 BBB quotes, shuffled in the batch,
+    # and a table that refuses the second AAA chunk
+    quotes = list(synthetic(["AAA"], 60)) + list(synthetic(["BBB"], 30))
+    order = sorted(range(len(quotes)), key=lambda i: (i * 37) % len(quotes))
+    entries = [(n + 1, quotes[i].to_json(), quotes[i].symbol) for n, i in enumerate(order)]
+    real = aws.client("dynamodb", store)
+    written: dict[str, list[str]] = {"AAA": [], "BBB": []}
+    aaa_calls: list[int] = []
+
+    def recording(RequestItems: dict[str, Any]) -> dict[str, Any]:
+        ((table, requests),) = RequestItems.items()
+        items = [r["PutRequest"]["Item"] for r in requests]
+        (symbol,) = {i["symbol"]["S"] for i in items}  # one symbol per request
+        if symbol == "AAA":
+            aaa_calls.append(len(items))
+            if len(aaa_calls) == 2:
+                raise _error("InternalServerError", "BatchWriteItem")
+        written[symbol].extend(i["timestamp"]["S"] for i in items)
+        return real.batch_write_item(RequestItems=RequestItems)
+
+    response = process_batch(
+        kinesis_event(entries),
+        store,
+        dynamodb=Wrapped(real, batch_write_item=recording),
+        sleep=lambda _: None,
+    )
+
+    # THEN each symbol's items went out in timestamp order, AAA stopped after its failed chunk
+    assert written["BBB"] == sorted(q.timestamp for q in quotes[60:])
+    assert written["AAA"] == sorted(q.timestamp for q in quotes[:60])[:25]
+    assert aaa_calls == [25, 25]  # the third chunk was never attempted
+    failed_seqs = {int(f["itemIdentifier"]) for f in response["batchItemFailures"]}
+    first_unwritten = sorted(q.timestamp for q in quotes[:60])[25]
+    expected = {n + 1 for n, i in enumerate(order) if i < 60 and quotes[i].timestamp >= first_unwritten}
+    assert len(expected) == 35 and failed_seqs == expected
