@@ -373,7 +373,7 @@ def test_each_symbol_is_written_in_time_order_and_stops_at_its_first_failed_chun
     aaa_calls: list[int] = []
 
     def recording(RequestItems: dict[str, Any]) -> dict[str, Any]:
-        ((table, requests),) = RequestItems.items()
+        ((_table, requests),) = RequestItems.items()
         items = [r["PutRequest"]["Item"] for r in requests]
         (symbol,) = {i["symbol"]["S"] for i in items}  # one symbol per request
         if symbol == "AAA":
