@@ -29,6 +29,18 @@ QUEUE_RETENTION_SECONDS = 4 * 24 * 3600
 WAIT_SECONDS = 120.0
 _POLL = 0.5
 
+# The processed table's keys: one item per symbol and bar time.
+PROCESSED_KEY_SCHEMA: dict[str, Any] = {
+    "AttributeDefinitions": [
+        {"AttributeName": "symbol", "AttributeType": "S"},
+        {"AttributeName": "timestamp", "AttributeType": "S"},
+    ],
+    "KeySchema": [
+        {"AttributeName": "symbol", "KeyType": "HASH"},
+        {"AttributeName": "timestamp", "KeyType": "RANGE"},
+    ],
+}
+
 
 @dataclass(frozen=True)
 class ResourceResult:
@@ -135,14 +147,7 @@ def _tables(s: Settings, report: Report) -> None:
     ddb = aws.client("dynamodb", s)
     specs = {
         s.table_name: dict(
-            AttributeDefinitions=[
-                {"AttributeName": "symbol", "AttributeType": "S"},
-                {"AttributeName": "timestamp", "AttributeType": "S"},
-            ],
-            KeySchema=[
-                {"AttributeName": "symbol", "KeyType": "HASH"},
-                {"AttributeName": "timestamp", "KeyType": "RANGE"},
-            ],
+            **PROCESSED_KEY_SCHEMA,
             StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_IMAGE"},
         ),
         s.alerts_table_name: dict(

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from deploy.provision import PROCESSED_KEY_SCHEMA
 from helpers import aws, verify
 from helpers.config import Settings, load_settings
 from helpers.processor import MANIFEST_PREFIX, MAX_ITEMS_PER_BATCH_WRITE, process_batch, processed_item
@@ -80,14 +81,7 @@ def _store(base: Settings, name: str) -> Settings:
     aws.client("s3", s).create_bucket(Bucket=name)
     aws.client("dynamodb", s).create_table(
         TableName=name,
-        AttributeDefinitions=[
-            {"AttributeName": "symbol", "AttributeType": "S"},
-            {"AttributeName": "timestamp", "AttributeType": "S"},
-        ],
-        KeySchema=[
-            {"AttributeName": "symbol", "KeyType": "HASH"},
-            {"AttributeName": "timestamp", "KeyType": "RANGE"},
-        ],
+        **PROCESSED_KEY_SCHEMA,
         BillingMode="PAY_PER_REQUEST",
     )
     return s

@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 import pytest
 from botocore.exceptions import ClientError
 
+from deploy.provision import PROCESSED_KEY_SCHEMA
 from helpers import aws
 from helpers.config import Settings, load_settings
 from helpers.errors import ResourceMissingError
@@ -573,14 +574,7 @@ def test_dynamodb_stream_delivers_inserts_modifies_and_removes_with_new_images(
     c.dynamodb.create_table(
         TableName=table,
         BillingMode="PAY_PER_REQUEST",
-        AttributeDefinitions=[
-            {"AttributeName": "symbol", "AttributeType": "S"},
-            {"AttributeName": "timestamp", "AttributeType": "S"},
-        ],
-        KeySchema=[
-            {"AttributeName": "symbol", "KeyType": "HASH"},
-            {"AttributeName": "timestamp", "KeyType": "RANGE"},
-        ],
+        **PROCESSED_KEY_SCHEMA,
         StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_IMAGE"},
     )
     c.undo.append(lambda: c.dynamodb.delete_table(TableName=table))

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
+from deploy.provision import PROCESSED_KEY_SCHEMA
 from helpers import aws, verify
 from helpers.config import Settings, load_settings
 from helpers.processor import manifest_key, process_batch, processed_item, quarantine_key, raw_key
@@ -123,14 +124,7 @@ def store(base: Settings, request: pytest.FixtureRequest) -> Settings:
     aws.client("s3", s).create_bucket(Bucket=name)
     aws.client("dynamodb", s).create_table(
         TableName=name,
-        AttributeDefinitions=[
-            {"AttributeName": "symbol", "AttributeType": "S"},
-            {"AttributeName": "timestamp", "AttributeType": "S"},
-        ],
-        KeySchema=[
-            {"AttributeName": "symbol", "KeyType": "HASH"},
-            {"AttributeName": "timestamp", "KeyType": "RANGE"},
-        ],
+        **PROCESSED_KEY_SCHEMA,
         BillingMode="PAY_PER_REQUEST",
     )
     return s
