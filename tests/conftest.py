@@ -13,8 +13,20 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
 
 from helpers.config import Settings, load_settings
+
+# Property tests share two cores with a local stack: no wall-clock deadlines, and in CI a
+# fixed derandomised sequence so a run is reproducible.
+hypothesis_settings.register_profile(
+    "project",
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+    derandomize=bool(os.environ.get("CI")),
+)
+hypothesis_settings.load_profile("project")
 
 # Tests never read a developer's STP_* environment or real AWS credentials.
 for _key in list(os.environ):
