@@ -23,7 +23,7 @@ REPORTS_ENV = "STP_REPORTS_DIR"
 
 def reports_dir(path: str | Path | None = None) -> Path:
     """The reports folder: explicit path, ``STP_REPORTS_DIR``, or ``<project>/reports``."""
-    folder = Path(path or os.environ.get(REPORTS_ENV) or PROJECT_ROOT / "reports")
+    folder = Path(path or os.environ.get(REPORTS_ENV) or PROJECT_ROOT / "reports").resolve()
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 

@@ -51,3 +51,12 @@ def test_workbook_notebooks_follow_the_house_rules(project_root) -> None:
             assert not any(isinstance(n, ast.FunctionDef | ast.ClassDef) for n in ast.walk(tree)), path.name
             assert "input(" not in source and "getpass" not in source, path.name
         assert nb["cells"][0]["cell_type"] == "markdown", f"{path.name} opens without a title"
+
+
+def test_relative_output_folder_is_resolved_before_notebooks_change_directory(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    settings = load_settings(environ={}, target="aws")
+    run_workbook(settings, only=["00"], output_dir="rel-reports", notebooks_dir=FIXTURES)
+    summary = json.loads((tmp_path / "rel-reports" / "summary.json").read_text())
+    assert summary["value"] == 1
+    assert not (FIXTURES / "rel-reports").exists()
