@@ -2,12 +2,13 @@
 
 The stack's Lambda runtime starts this file as a script, isolated from the project::
 
-    python -I -u lambda_worker.py <code_dir> <handler> <response_fd> <excluded_paths_json>
+    python -I -S -u lambda_worker.py <code_dir> <handler> <response_fd> <runtime_packages> <excluded_json>
 
-``-I`` ignores ``PYTHONPATH`` and the user site and keeps the script's folder off ``sys.path``,
-so the function sees what a Lambda function sees: its deployment package first (the extracted
-zip, also the working directory like ``/var/task``), then the interpreter's site-packages (boto3
-is provided by the Lambda runtime on AWS too).
+``-I`` ignores ``PYTHONPATH`` and the user site and keeps the script's folder off ``sys.path``;
+``-S`` leaves out site-packages. ``sys.path`` is the deployment package (the extracted zip, also
+the working directory like ``/var/task``), then ``runtime_packages`` (links to boto3 and its
+dependencies), then the standard library: matches the AWS runtime: only boto3 and its
+dependencies besides the code, so a handler importing pandas fails here as it would on AWS.
 
 Protocol, one JSON document per line:
 
@@ -33,6 +34,7 @@ import json
 import logging
 import os
 import signal
+import site
 import sys
 import time
 import traceback
@@ -183,9 +185,13 @@ def _end_of_output(out: Any) -> None:
 
 def main(argv: list[str]) -> int:
     global _REQUEST_ID
-    code_dir, handler_spec, response_fd, excluded = argv[1], argv[2], int(argv[3]), set(json.loads(argv[4]))
+    code_dir, handler_spec, response_fd, runtime_packages = argv[1], argv[2], int(argv[3]), argv[4]
+    excluded = set(json.loads(argv[5]))
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the stack decides when a worker ends
-    sys.path[:] = [code_dir] + [p for p in sys.path if p and os.path.abspath(p) not in excluded]
+    stdlib = [p for p in sys.path if p and os.path.abspath(p) not in excluded]
+    sys.path[:] = [code_dir, runtime_packages, *stdlib]
+    site.setquit()  # exit(), quit() and help() exist on AWS; -S left them out
+    site.sethelper()
     os.chdir(code_dir)
     out = os.fdopen(response_fd, "w", buffering=1, encoding="utf-8")
     _setup_logging()

@@ -701,6 +701,58 @@ def test_invoke_api_reports_function_and_init_errors(
     assert err.value.response["Error"]["Code"] == "ResourceNotFoundException"
 
 
+AWS_RUNTIME_ONLY = """
+import importlib.metadata, importlib.util, sys
+import boto3
+
+s3 = boto3.client("s3")
+
+
+def handler(event, context):
+    return {
+        "buckets": isinstance(s3.list_buckets()["Buckets"], list),
+        "boto3": importlib.metadata.version("boto3"),
+        "path": sys.path,
+        "found": {n: importlib.util.find_spec(n) is not None for n in ("pandas", "matplotlib", "helpers")},
+    }
+"""
+
+
+def _zip_of(source: str) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("fixture.py", source)
+    return buffer.getvalue()
+
+
+def test_workers_see_only_boto3_and_its_dependencies_besides_the_code(
+    c: SimpleNamespace, local_stack: Settings, role_arn: str
+) -> None:
+    """As on AWS: a handler importing pandas fails to init; boto3 (with its metadata) works."""
+    import boto3
+
+    with_pandas = deploy(c, role_arn, _zip_of("import pandas\n\nhandler = print\n"), "handler", {})
+    aws_only = deploy(c, role_arn, _zip_of(AWS_RUNTIME_ONLY), "handler", {})
+
+    failed = c.lam.invoke(FunctionName=with_pandas, Payload=b"{}")
+    worked = c.lam.invoke(FunctionName=aws_only, Payload=b"{}")
+
+    init_error = json.loads(failed["Payload"].read())
+    assert failed["FunctionError"] == "Unhandled"
+    assert (init_error["errorType"], init_error["errorMessage"]) == (
+        "Runtime.ImportModuleError",
+        "Unable to import module 'fixture': No module named 'pandas'",
+    )
+    assert "FunctionError" not in worked
+    got = json.loads(worked["Payload"].read())
+    assert got["buckets"] is True and got["boto3"] == boto3.__version__
+    assert got["found"] == {"pandas": False, "matplotlib": False, "helpers": False}
+    code_dir, runtime_dir, *stdlib = got["path"]
+    assert Path(code_dir).is_relative_to(Path(local_stack.state_dir) / "lambda" / aws_only)
+    assert Path(runtime_dir) == Path(local_stack.state_dir) / "lambda" / ".runtime-packages"
+    assert not [p for p in stdlib if "site-packages" in p]
+
+
 def test_down_leaves_no_worker_processes(role_arn: str, fixture_zip: bytes, tmp_path: Path) -> None:
     from deploy.local import down, up
 

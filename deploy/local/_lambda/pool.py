@@ -4,7 +4,9 @@ A function's workers are reused while its code and configuration (the snapshot's
 stay the same; a change, a timeout or a crash means a fresh worker. At most
 :data:`MAX_WORKERS_PER_FUNCTION` run per function (one per shard being processed, plus direct
 invocations); idle ones are stopped after :data:`IDLE_TTL_SECONDS` or when their function is
-deleted. Deployed zips are extracted once under ``<state_dir>/lambda/<function>/<sha256>``.
+deleted. Deployed zips are extracted once under ``<state_dir>/lambda/<function>/<sha256>``;
+boto3 and its dependencies, all workers see besides the code and the standard library, are
+linked under ``<state_dir>/lambda/.runtime-packages`` when the pool starts.
 """
 
 from __future__ import annotations
@@ -23,11 +25,12 @@ from typing import Any
 
 from deploy.local._lambda import logs
 from deploy.local._lambda.models import FunctionSnapshot, Outcome
-from deploy.local._lambda.workers import Worker
+from deploy.local._lambda.workers import Worker, build_runtime_packages
 
 log = logging.getLogger(__name__)
 
 MAX_WORKERS_PER_FUNCTION = 4
+RUNTIME_PACKAGES_DIR = ".runtime-packages"  # a dot: no function can have this name
 IDLE_TTL_SECONDS = 300.0
 ACQUIRE_TIMEOUT_SECONDS = 60.0
 
@@ -83,6 +86,7 @@ class WorkerPool:
         max_per_function: int = MAX_WORKERS_PER_FUNCTION,
     ) -> None:
         self.cache = CodeCache(code_root)
+        self.runtime_packages = build_runtime_packages(code_root / RUNTIME_PACKAGES_DIR)
         self.endpoint = endpoint
         self.sink = sink
         self.exclude = exclude_paths
@@ -151,7 +155,7 @@ class WorkerPool:
             code_dir = self.cache.ensure(snap)
             if fresh:
                 self.prune_code(snap.name, snap.code_digest)
-            worker = Worker(snap, code_dir, self.endpoint, self.sink, self.exclude)
+            worker = Worker(snap, code_dir, self.endpoint, self.sink, self.exclude, self.runtime_packages)
             error = worker.start()
         except Exception as err:  # bad zip, cannot spawn...
             log.exception("starting a worker for %s failed", snap.name)

@@ -1,19 +1,24 @@
 """One worker process: a warm execution environment running a function's deployed zip.
 
-A worker is ``python -I -u deploy/local/lambda_worker.py`` started by the stack (so it is in
+A worker is ``python -I -S -u deploy/local/lambda_worker.py`` started by the stack (so it is in
 the stack's process group and dies with ``down``), with the function's environment, the
-extracted zip as working directory and first on ``sys.path``. It runs invocations one at a
-time, reads the function's output line by line and logs each invocation to CloudWatch Logs;
-on a timeout it is killed, as Lambda does. :mod:`.pool` decides when workers start and stop.
+extracted zip as working directory and first on ``sys.path``, then the folder made by
+:func:`build_runtime_packages`, then the standard library: no site-packages, so what imports
+locally imports on AWS. It runs invocations one at a time, reads the function's output line by
+line and logs each invocation to CloudWatch Logs; on a timeout it is killed, as Lambda does.
+:mod:`.pool` decides when workers start and stop.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
 import json
 import logging
 import os
+import re
 import select
+import shutil
 import subprocess
 import sys
 import threading
@@ -23,6 +28,7 @@ from typing import Any
 
 from deploy.local._lambda import logs
 from deploy.local._lambda.models import LATEST, FunctionSnapshot, Outcome
+from deploy.package import LAMBDA_RUNTIME_PACKAGES
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +42,52 @@ LOCAL_CREDENTIALS = {
     "AWS_SECRET_ACCESS_KEY": "testing",
     "AWS_SESSION_TOKEN": "testing",
 }
+_REQUIREMENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def _runtime_distributions(root: str = "boto3") -> list[importlib.metadata.Distribution]:
+    """The installed distribution ``root`` and, recursively, those it requires (extras left out)."""
+    found: dict[str, importlib.metadata.Distribution] = {}
+    todo = [root]
+    while todo:
+        dist = importlib.metadata.distribution(todo.pop())
+        name = re.sub(r"[-_.]+", "-", dist.metadata["Name"]).lower()
+        if name in found:
+            continue
+        found[name] = dist
+        for requirement in dist.requires or []:
+            match = _REQUIREMENT_NAME.match(requirement)
+            if match and "extra ==" not in requirement:
+                todo.append(match.group(0))
+    return list(found.values())
+
+
+def build_runtime_packages(folder: Path) -> Path:
+    """Make ``folder``: symlinks to what the AWS Python runtime provides besides the function's code.
+
+    That is :data:`deploy.package.LAMBDA_RUNTIME_PACKAGES` (boto3 and its dependencies) from the
+    stack's own environment, with their ``*.dist-info`` so ``importlib.metadata`` answers as on
+    AWS. Rebuilt at every start (the environment may have changed), atomically.
+    """
+    links: dict[str, Path] = {}
+    for dist in _runtime_distributions():
+        for top in {file.parts[0] for file in dist.files or []}:
+            module = top.removesuffix(".py")
+            if top.endswith(".dist-info") or module in LAMBDA_RUNTIME_PACKAGES:
+                links[top] = Path(str(dist.locate_file(top)))
+            elif module.isidentifier() and module != "__pycache__":
+                log.warning("boto3 needs %r, missing from LAMBDA_RUNTIME_PACKAGES", module)
+    missing = set(LAMBDA_RUNTIME_PACKAGES) - {top.removesuffix(".py") for top in links}
+    if missing:
+        raise RuntimeError(f"not installed in the stack's environment: {sorted(missing)}")
+    tmp = folder.with_name(f".{folder.name}.{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for name, target in sorted(links.items()):
+        (tmp / name).symlink_to(target)
+    shutil.rmtree(folder, ignore_errors=True)
+    os.replace(tmp, folder)
+    return folder
 
 
 def worker_environment(
@@ -76,7 +128,13 @@ class Worker:
     """One worker process and the pipes to it."""
 
     def __init__(
-        self, snap: FunctionSnapshot, code_dir: Path, endpoint: str, sink: logs.LogSink, exclude: list[str]
+        self,
+        snap: FunctionSnapshot,
+        code_dir: Path,
+        endpoint: str,
+        sink: logs.LogSink,
+        exclude: list[str],
+        runtime_packages: Path,
     ):
         self.snap = snap
         self.code_dir = code_dir
@@ -96,11 +154,13 @@ class Worker:
         cmd = [
             sys.executable,
             "-I",
+            "-S",  # no site-packages: the worker's path is the code, runtime_packages, the stdlib
             "-u",
             str(WORKER_SCRIPT),
             str(code_dir),
             snap.handler,
             str(resp_w),
+            str(runtime_packages),
             json.dumps(exclude),
         ]
         try:
