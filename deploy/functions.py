@@ -107,22 +107,6 @@ MAPPING_SPECS = {
 }
 
 
-def _code(err: ClientError) -> str:
-    return str(err.response.get("Error", {}).get("Code", ""))
-
-
-def _wait(
-    check: Callable[[], bool], what: str, timeout: float = WAIT_SECONDS, poll: float = _POLL_SECONDS
-) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise DeployError(
-                f"{what} did not settle within {timeout:.0f} s; check it in the Lambda console and retry"
-            )
-        time.sleep(poll)
-
-
 def _poll_seconds(s: Settings) -> float:
     return 0.1 if s.is_local else _POLL_SECONDS
 
@@ -134,7 +118,7 @@ def _role_arn(s: Settings, role: str) -> str:
     try:
         return str(aws.client("iam", s).get_role(RoleName=role)["Role"]["Arn"])
     except ClientError as err:
-        if _code(err) == "NoSuchEntity":
+        if aws.error_code(err) == "NoSuchEntity":
             raise ResourceMissingError(f"IAM role {role} does not exist: run 01_provision first") from err
         raise
 
@@ -143,7 +127,7 @@ def _stream_arn(s: Settings) -> str:
     try:
         summary = aws.client("kinesis", s).describe_stream_summary(StreamName=s.stream_name)
     except ClientError as err:
-        if _code(err) == "ResourceNotFoundException":
+        if aws.error_code(err) == "ResourceNotFoundException":
             raise ResourceMissingError(
                 f"Kinesis stream {s.stream_name} does not exist: run 01_provision first"
             ) from err
@@ -155,7 +139,7 @@ def _table_stream_arn(s: Settings) -> str:
     try:
         table = aws.client("dynamodb", s).describe_table(TableName=s.table_name)["Table"]
     except ClientError as err:
-        if _code(err) == "ResourceNotFoundException":
+        if aws.error_code(err) == "ResourceNotFoundException":
             raise ResourceMissingError(
                 f"DynamoDB table {s.table_name} does not exist: run 01_provision first"
             ) from err
@@ -173,7 +157,7 @@ def _queue_arn(s: Settings) -> str:
     try:
         url = sqs.get_queue_url(QueueName=s.failure_queue_name)["QueueUrl"]
     except ClientError as err:
-        if _code(err) in ("AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"):
+        if aws.error_code(err) in ("AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"):
             raise ResourceMissingError(
                 f"SQS queue {s.failure_queue_name} does not exist: run 01_provision first"
             ) from err
@@ -197,7 +181,7 @@ def _retry_while_role_propagates(call: Callable[[], Any], s: Settings) -> Any:
         except ClientError as err:
             message = str(err.response.get("Error", {}).get("Message", "")).lower()
             if (
-                _code(err) != "InvalidParameterValueException"
+                aws.error_code(err) != "InvalidParameterValueException"
                 or "role" not in message
                 or time.monotonic() > deadline
             ):
@@ -234,7 +218,7 @@ def _ensure_function(s: Settings, spec: FunctionSpec, role_arn: str, zip_path: P
     try:
         current = lam.get_function(FunctionName=name)["Configuration"]
     except ClientError as err:
-        if _code(err) != "ResourceNotFoundException":
+        if aws.error_code(err) != "ResourceNotFoundException":
             raise
         current = None
     actions: list[str] = []
@@ -288,13 +272,20 @@ def _mapping_state(lam: Any, uuid: str) -> str:
     try:
         return str(lam.get_event_source_mapping(UUID=uuid).get("State", ""))
     except ClientError as err:
-        if _code(err) == "ResourceNotFoundException":
+        if aws.error_code(err) == "ResourceNotFoundException":
             return "Deleted"
         raise
 
 
 def _wait_mapping(lam: Any, uuid: str, states: tuple[str, ...], s: Settings) -> None:
-    _wait(lambda: _mapping_state(lam, uuid) in states, f"event source mapping {uuid}", poll=_poll_seconds(s))
+    aws.wait_until(
+        lambda: _mapping_state(lam, uuid) in states,
+        f"event source mapping {uuid}",
+        WAIT_SECONDS,
+        poll=_poll_seconds(s),
+        error=DeployError,
+        hint="check it in the Lambda console and retry",
+    )
 
 
 def _mapping_differs(current: dict[str, Any], desired: dict[str, Any]) -> list[str]:
@@ -365,7 +356,7 @@ def _delete_mapping(lam: Any, uuid: str, s: Settings) -> None:
     try:
         lam.delete_event_source_mapping(UUID=uuid)
     except ClientError as err:
-        if _code(err) != "ResourceNotFoundException":
+        if aws.error_code(err) != "ResourceNotFoundException":
             raise
     _wait_mapping(lam, uuid, ("Deleted",), s)
 
@@ -412,7 +403,7 @@ def remove_functions(
         try:
             mappings = _mappings(lam, name)
         except ClientError as err:
-            if _code(err) != "ResourceNotFoundException":
+            if aws.error_code(err) != "ResourceNotFoundException":
                 raise
             mappings = []
         for mapping in mappings:
@@ -421,7 +412,7 @@ def remove_functions(
             lam.delete_function(FunctionName=name)
             action = "deleted"
         except ClientError as err:
-            if _code(err) != "ResourceNotFoundException":
+            if aws.error_code(err) != "ResourceNotFoundException":
                 raise
             action = "absent"
         log.info("function %s: %s (%d mappings deleted)", name, action, len(mappings))

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,7 +25,6 @@ log = logging.getLogger(__name__)
 RESULTS_EXPIRY_DAYS = 7
 QUEUE_RETENTION_SECONDS = 4 * 24 * 3600
 WAIT_SECONDS = 120.0
-_POLL = 0.5
 
 # The processed table's keys: one item per symbol and bar time.
 PROCESSED_KEY_SCHEMA: dict[str, Any] = {
@@ -65,18 +62,6 @@ class Report:
         return [r.__dict__ for r in self.results]
 
 
-def _code(err: ClientError) -> str:
-    return str(err.response.get("Error", {}).get("Code", ""))
-
-
-def _wait(check: Callable[[], bool], what: str, timeout: float = WAIT_SECONDS) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what} did not become ready within {timeout:.0f} s")
-        time.sleep(_POLL)
-
-
 # --- provisioning --------------------------------------------------------------------------
 
 
@@ -111,17 +96,11 @@ def _stream(s: Settings, report: Report) -> None:
         summary = kinesis.describe_stream_summary(StreamName=s.stream_name)["StreamDescriptionSummary"]
         report.add("kinesis stream", s.stream_name, "exists", summary["StreamARN"])
     except ClientError as err:
-        if _code(err) != "ResourceNotFoundException":
+        if aws.error_code(err) != "ResourceNotFoundException":
             raise
         kinesis.create_stream(StreamName=s.stream_name, StreamModeDetails={"StreamMode": "ON_DEMAND"})
-        _wait(
-            lambda: (
-                kinesis.describe_stream_summary(StreamName=s.stream_name)["StreamDescriptionSummary"][
-                    "StreamStatus"
-                ]
-                == "ACTIVE"
-            ),
-            f"Kinesis stream {s.stream_name}",
+        kinesis.get_waiter("stream_exists").wait(
+            StreamName=s.stream_name, WaiterConfig={"Delay": 1, "MaxAttempts": int(WAIT_SECONDS)}
         )
         summary = kinesis.describe_stream_summary(StreamName=s.stream_name)["StreamDescriptionSummary"]
         report.add("kinesis stream", s.stream_name, "created", summary["StreamARN"])
@@ -161,7 +140,7 @@ def _tables(s: Settings, report: Report) -> None:
             report.add("dynamodb table", name, "exists", table["TableArn"])
             continue
         except ClientError as err:
-            if _code(err) != "ResourceNotFoundException":
+            if aws.error_code(err) != "ResourceNotFoundException":
                 raise
         table = ddb.create_table(
             TableName=name,
@@ -180,7 +159,7 @@ def _bucket(s: Settings, name: str, report: Report, expire_days: int | None) -> 
         s3.head_bucket(Bucket=name)
         report.add("s3 bucket", name, "exists", f"arn:aws:s3:::{name}")
     except ClientError as err:
-        if _code(err) not in ("404", "NoSuchBucket", "NotFound"):
+        if aws.error_code(err) not in ("404", "NoSuchBucket", "NotFound"):
             raise
         kwargs: dict[str, Any] = {"Bucket": name}
         if s.region != "us-east-1":
@@ -250,7 +229,7 @@ def _queue(s: Settings, name: str, report: Report, policy: dict[str, Any] | None
         url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
         report.add("sqs queue", name, "exists", url)
     except ClientError as err:
-        if _code(err) not in ("AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"):
+        if aws.error_code(err) not in ("AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"):
             raise
         url = sqs.create_queue(
             QueueName=name,
@@ -317,7 +296,7 @@ def _glue(s: Settings, report: Report) -> None:
         glue.get_database(Name=s.glue_database)
         report.add("glue database", s.glue_database, "exists")
     except ClientError as err:
-        if _code(err) != "EntityNotFoundException":
+        if aws.error_code(err) != "EntityNotFoundException":
             raise
         glue.create_database(
             DatabaseInput={"Name": s.glue_database, "Description": "Stock trend pipeline raw quote archive"}
@@ -357,7 +336,7 @@ def _workgroup_exists(athena: Any, name: str) -> bool:
     try:
         return bool(athena.get_work_group(WorkGroup=name).get("WorkGroup"))
     except ClientError as err:
-        if _code(err) in ("InvalidRequestException", "ResourceNotFoundException"):
+        if aws.error_code(err) in ("InvalidRequestException", "ResourceNotFoundException"):
             return False
         raise
 
@@ -369,7 +348,7 @@ def _roles(s: Settings, arns: Arns, report: Report) -> None:
             arn = iam.get_role(RoleName=role)["Role"]["Arn"]
             report.add("iam role", role, "exists", arn)
         except ClientError as err:
-            if _code(err) != "NoSuchEntity":
+            if aws.error_code(err) != "NoSuchEntity":
                 raise
             arn = iam.create_role(
                 RoleName=role,
@@ -407,7 +386,7 @@ def teardown(settings: Settings | None = None) -> Report:
 
 
 def _absent(err: ClientError, *codes: str) -> bool:
-    return _code(err) in codes
+    return aws.error_code(err) in codes
 
 
 def _delete_roles(s: Settings, report: Report) -> None:
@@ -526,12 +505,7 @@ def _delete_stream(s: Settings, report: Report) -> None:
         report.add("kinesis stream", s.stream_name, "absent")
         return
 
-    def gone() -> bool:
-        try:
-            kinesis.describe_stream_summary(StreamName=s.stream_name)
-        except ClientError as err:
-            return _absent(err, "ResourceNotFoundException")
-        return False
-
-    _wait(gone, f"deletion of Kinesis stream {s.stream_name}")
+    kinesis.get_waiter("stream_not_exists").wait(
+        StreamName=s.stream_name, WaiterConfig={"Delay": 1, "MaxAttempts": int(WAIT_SECONDS)}
+    )
     report.add("kinesis stream", s.stream_name, "deleted")

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import functools
 import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
 from helpers.config import Settings, load_settings
@@ -75,3 +77,29 @@ def resource(service: str, settings: Settings | None = None) -> Any:
 def account_id(settings: Settings | None = None) -> str:
     """The account the credentials belong to (the local stack answers 123456789012)."""
     return str(client("sts", settings).get_caller_identity()["Account"])
+
+
+def error_code(err: BaseException) -> str:
+    """The AWS error code of a botocore ``ClientError`` (``""`` for any other exception)."""
+    response = getattr(err, "response", None) or {}
+    return str(response.get("Error", {}).get("Code", ""))
+
+
+def wait_until(
+    check: Callable[[], bool],
+    what: str,
+    timeout: float,
+    *,
+    poll: float = 0.5,
+    error: type[Exception] = TimeoutError,
+    hint: str = "",
+) -> None:
+    """Poll ``check`` until it is true; raise ``error`` naming ``what`` after ``timeout`` seconds.
+
+    For states botocore has no waiter for (stream deletion, mapping updates).
+    """
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise error(f"{what} did not become ready within {timeout:.0f} s" + (f"; {hint}" if hint else ""))
+        time.sleep(poll)

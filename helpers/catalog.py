@@ -125,15 +125,11 @@ def create_table_ddl(settings: Settings | None = None) -> str:
     )
 
 
-def _code(err: ClientError) -> str:
-    return str(err.response.get("Error", {}).get("Code", ""))
-
-
 def _ensure_database(s: Settings, glue: Any) -> None:
     try:
         glue.get_database(Name=s.glue_database)
     except ClientError as err:
-        if _code(err) != "EntityNotFoundException":
+        if aws.error_code(err) != "EntityNotFoundException":
             raise
         try:
             glue.create_database(
@@ -144,7 +140,7 @@ def _ensure_database(s: Settings, glue: Any) -> None:
             )
             log.info("created Glue database %s", s.glue_database)
         except ClientError as race:
-            if _code(race) != "AlreadyExistsException":
+            if aws.error_code(race) != "AlreadyExistsException":
                 raise
 
 
@@ -172,12 +168,12 @@ def ensure_table(settings: Settings | None = None, glue: Any = None) -> str:
     try:
         current = glue.get_table(DatabaseName=s.glue_database, Name=s.glue_table)["Table"]
     except ClientError as err:
-        if _code(err) != "EntityNotFoundException":
+        if aws.error_code(err) != "EntityNotFoundException":
             raise
         try:
             glue.create_table(DatabaseName=s.glue_database, TableInput=wanted)
         except ClientError as race:
-            if _code(race) != "AlreadyExistsException":
+            if aws.error_code(race) != "AlreadyExistsException":
                 raise
             return "unchanged"
         log.info("created Glue table %s.%s", s.glue_database, s.glue_table)

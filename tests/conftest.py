@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -35,17 +35,23 @@ for _key in list(os.environ):
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 
-def _free_port() -> int:
+def free_loopback_port() -> int:
+    """A port nothing listens on right now, on 127.0.0.1."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="session")
+def free_port() -> Callable[[], int]:
+    return free_loopback_port
+
+
+@pytest.fixture(scope="session")
 def stack_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     """Local settings pointing at the session's stack (port and state folder of its own)."""
     state = tmp_path_factory.mktemp("local-state")
-    return load_settings(local_port=_free_port(), state_dir=str(state))
+    return load_settings(local_port=free_loopback_port(), state_dir=str(state))
 
 
 @pytest.fixture(scope="session")

@@ -13,12 +13,6 @@ from helpers.config import load_settings
 pytestmark = pytest.mark.integration
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -27,8 +21,8 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def test_up_is_idempotent_and_down_leaves_no_process(tmp_path) -> None:
-    s = load_settings(environ={}, local_port=_free_port(), state_dir=str(tmp_path))
+def test_up_is_idempotent_and_down_leaves_no_process(tmp_path, free_port) -> None:
+    s = load_settings(environ={}, local_port=free_port(), state_dir=str(tmp_path))
     assert not status(s).running
     first = up(s)
     try:

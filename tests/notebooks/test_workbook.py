@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 
 import pytest
 
@@ -26,17 +25,11 @@ EXPECTED = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
-def workbook(tmp_path_factory):
+def workbook(tmp_path_factory, free_port):
     state = tmp_path_factory.mktemp("workbook-state")
     reports = tmp_path_factory.mktemp("workbook-reports")
-    settings = load_settings(environ={}, local_port=_free_port(), state_dir=str(state))
+    settings = load_settings(environ={}, local_port=free_port(), state_dir=str(state))
     runs = run_workbook(settings, output_dir=reports)
     return settings, runs, reports
 
