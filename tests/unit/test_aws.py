@@ -1,0 +1,38 @@
+"""The client factory: one region, one endpoint, botocore's standard retries."""
+
+from __future__ import annotations
+
+import pytest
+from botocore.exceptions import ClientError
+
+from helpers import aws
+from helpers.config import load_settings
+from helpers.errors import DeployError
+
+
+def test_local_clients_are_bound_to_the_stack_endpoint_region_and_standard_retries() -> None:
+    s = load_settings(environ={}, local_port=4777, region="eu-west-1")
+    kinesis = aws.client("kinesis", s)
+    assert kinesis.meta.endpoint_url == "http://127.0.0.1:4777"
+    assert kinesis.meta.region_name == "eu-west-1"
+    assert kinesis.meta.config.retries == {"mode": "standard", "max_attempts": 8}
+    assert aws.client("kinesis", s) is kinesis  # cached per settings and service
+    assert aws.client("kinesis", s, cached=False) is not kinesis
+
+
+def test_aws_clients_use_aws_endpoints() -> None:
+    s = load_settings(environ={}, target="aws", region="ap-southeast-2")
+    assert aws.client("dynamodb", s).meta.endpoint_url == "https://dynamodb.ap-southeast-2.amazonaws.com"
+
+
+def test_error_code() -> None:
+    err = ClientError({"Error": {"Code": "ResourceNotFoundException", "Message": "x"}}, "DescribeStream")
+    assert aws.error_code(err) == "ResourceNotFoundException"
+    assert aws.error_code(ValueError("x")) == ""
+
+
+def test_wait_until_names_what_did_not_settle() -> None:
+    states = iter([False, False, True])
+    aws.wait_until(lambda: next(states), "thing", 5, poll=0)
+    with pytest.raises(DeployError, match=r"mapping 1 did not become ready within 0 s; retry later"):
+        aws.wait_until(lambda: False, "mapping 1", 0, poll=0, error=DeployError, hint="retry later")
