@@ -16,7 +16,7 @@ def test_local_clients_are_bound_to_the_stack_endpoint_region_and_standard_retri
     assert kinesis.meta.endpoint_url == "http://127.0.0.1:4777"
     assert kinesis.meta.region_name == "eu-west-1"
     assert kinesis.meta.config.retries["mode"] == "standard"
-    assert kinesis.meta.config.retries["max_attempts"] == aws.RETRY_CONFIG["max_attempts"]
+    assert kinesis.meta.config.retries["total_max_attempts"] == aws.RETRY_CONFIG["max_attempts"] + 1
     assert aws.client("kinesis", s) is kinesis  # cached per settings and service
     assert aws.client("kinesis", s, cached=False) is not kinesis
 
