@@ -26,9 +26,9 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from deploy.package import FUNCTIONS, HANDLERS, build_zip, sha256_b64
-from helpers import aws
-from helpers.config import Settings, load_settings
-from helpers.errors import DeployError, ResourceMissingError
+from helpers.core.errors import DeployError, ResourceMissingError
+from helpers.pipeline import aws
+from helpers.pipeline.config import Settings, load_settings
 
 __all__ = [
     "FUNCTION_SPECS",

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from helpers.config import Settings
+from helpers.pipeline.config import Settings
 
 __all__ = ["POLICY_NAME", "Arns", "processor_policy", "role_policies", "trend_policy", "trust_policy"]
 
@@ -119,7 +119,7 @@ def _failure_queue(arns: Arns) -> dict[str, Any]:
 
 def processor_policy(arns: Arns) -> dict[str, Any]:
     """Read the quote stream; write raw/, quarantine/ and manifests/ objects and processed items."""
-    from helpers.processor import MANIFEST_PREFIX
+    from helpers.pipeline.processor import MANIFEST_PREFIX
 
     s = arns.settings
     bucket = arns.bucket(s.raw_bucket)

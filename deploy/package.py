@@ -1,13 +1,15 @@
 """Build the Lambda deployment packages (zips) of the two functions, reproducibly.
 
-A package holds ``lambda_src/__init__.py`` and ``lambda_src/<function>.py`` (handler
-``lambda_src.<function>.handler``), the ``helpers`` package minus the notebook-only modules
-that import pandas, matplotlib or pyathena at import time (:data:`NOTEBOOK_ONLY_MODULES`), and
-the pure-Python distributions listed in :data:`VENDORED_DISTRIBUTIONS`. boto3 and its
-dependencies are not packaged: the AWS Python runtime provides them
-(:data:`LAMBDA_RUNTIME_PACKAGES`). Entries are sorted, timestamped 1980-01-01 and
-permission-normalised, so the same sources give the same bytes, hence the same CodeSha256, and
-``deploy_functions`` uploads code only when it really changed.
+A package holds exactly the handler ``lambda_src/<function>.py`` (handler
+``lambda_src.<function>.handler``) and the project modules it imports, directly or through
+other project modules (:func:`import_closure`, read from the sources with :mod:`ast`, imports
+inside functions included), with the ``__init__.py`` of every package on the way, plus the
+pure-Python distributions listed in :data:`VENDORED_DISTRIBUTIONS`. Nothing else of
+``helpers/`` ships: the notebook side never reaches a function. boto3 and its dependencies
+are not packaged: the AWS Python runtime provides them (:data:`LAMBDA_RUNTIME_PACKAGES`).
+Entries are sorted, timestamped 1980-01-01 and permission-normalised, so the same sources give
+the same bytes, hence the same CodeSha256, and ``deploy_functions`` uploads code only when it
+really changed.
 
 ``python -m deploy.package`` builds both into ``.local/build/`` and prints their sizes.
 """
@@ -15,7 +17,7 @@ permission-normalised, so the same sources give the same bytes, hence the same C
 from __future__ import annotations
 
 import argparse
-import fnmatch
+import ast
 import hashlib
 import importlib.metadata
 import logging
@@ -25,18 +27,19 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from helpers.config import PROJECT_ROOT
-from helpers.errors import DeployError
+from helpers.core.errors import DeployError
+from helpers.pipeline.config import PROJECT_ROOT
 
 __all__ = [
     "FUNCTIONS",
     "HANDLERS",
     "LAMBDA_RUNTIME_PACKAGES",
     "MAX_ZIP_BYTES",
-    "NOTEBOOK_ONLY_MODULES",
+    "PROJECT_PACKAGES",
     "VENDORED_DISTRIBUTIONS",
     "build_all",
     "build_zip",
+    "import_closure",
     "sha256_b64",
     "zip_report",
 ]
@@ -45,13 +48,7 @@ log = logging.getLogger(__name__)
 
 FUNCTIONS = ("processor", "trend")
 HANDLERS = {"processor": "lambda_src.processor.handler", "trend": "lambda_src.trend.handler"}
-# helpers modules used by the notebooks only; they import pandas/matplotlib/pyathena at import.
-NOTEBOOK_ONLY_MODULES = (
-    "helpers/analysis.py",
-    "helpers/charts.py",
-    "helpers/athena.py",
-    "helpers/workbook*.py",
-)
+PROJECT_PACKAGES = ("helpers", "lambda_src")  # top-level packages whose modules may ship
 # Pure-Python distributions shipped inside the zip (none needed today: helpers is stdlib+boto3).
 VENDORED_DISTRIBUTIONS: tuple[str, ...] = ()
 # What the AWS Lambda Python runtime already provides (never packaged; tests emulate it).
@@ -68,16 +65,51 @@ def default_build_dir() -> Path:
 
 def _skipped(relative: str) -> bool:
     parts = relative.split("/")
-    if any(p in _SKIP_PARTS or p.startswith(".") for p in parts) or relative.endswith(_SKIP_SUFFIXES):
-        return True
-    return any(fnmatch.fnmatch(relative, pattern) for pattern in NOTEBOOK_ONLY_MODULES)
+    return any(p in _SKIP_PARTS or p.startswith(".") for p in parts) or relative.endswith(_SKIP_SUFFIXES)
 
 
-def _tree(root: Path, package: str) -> Iterator[tuple[str, Path]]:
-    for path in sorted((root / package).rglob("*")):
-        relative = path.relative_to(root).as_posix()
-        if path.is_file() and not _skipped(relative):
-            yield relative, path
+def _module_file(root: Path, module: str) -> Path | None:
+    base = root.joinpath(*module.split("."))
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _imported_modules(path: Path, module: str) -> set[str]:
+    """Project modules named by every import statement of ``path`` (function bodies included)."""
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parent = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*parent, base] if base else parent)
+            found.add(base)
+            found.update(f"{base}.{alias.name}" for alias in node.names)  # `from pkg import module`
+    return {m for m in found if m.split(".")[0] in PROJECT_PACKAGES}
+
+
+def import_closure(module: str, root: Path = PROJECT_ROOT) -> dict[str, Path]:
+    """Every project module ``module`` needs, with the packages that contain them: name -> file."""
+    closure: dict[str, Path] = {}
+    pending = [module]
+    while pending:
+        name = pending.pop()
+        parts = name.split(".")
+        for depth in range(1, len(parts) + 1):  # the module and every enclosing package
+            prefix = ".".join(parts[:depth])
+            if prefix in closure:
+                continue
+            path = _module_file(root, prefix)
+            if path is None:
+                continue  # `from pkg import name` where name is not a module
+            closure[prefix] = path
+            pending.extend(_imported_modules(path, prefix))
+    return closure
 
 
 def _vendored(names: Iterable[str]) -> Iterator[tuple[str, Path]]:
@@ -106,11 +138,10 @@ def package_entries(function: str, root: Path = PROJECT_ROOT) -> list[tuple[str,
     handler_file = root / "lambda_src" / f"{function}.py"
     if not handler_file.is_file():
         raise DeployError(f"{handler_file} is missing: the {function} handler has not been written yet")
+    module = HANDLERS[function].rpartition(".")[0]
     entries = {
-        "lambda_src/__init__.py": root / "lambda_src" / "__init__.py",
-        f"lambda_src/{function}.py": handler_file,
+        path.relative_to(root).as_posix(): path for path in import_closure(module, root).values()
     }
-    entries.update(_tree(root, "helpers"))
     entries.update(_vendored(VENDORED_DISTRIBUTIONS))
     missing = [name for name, path in entries.items() if not path.is_file()]
     if missing:

@@ -15,8 +15,8 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from deploy.iam import POLICY_NAME, Arns, role_policies, trust_policy
-from helpers import aws
-from helpers.config import Settings, load_settings
+from helpers.pipeline import aws
+from helpers.pipeline.config import Settings, load_settings
 
 __all__ = ["Report", "ResourceResult", "provision", "teardown"]
 
@@ -303,7 +303,7 @@ def _glue(s: Settings, report: Report) -> None:
         )
         report.add("glue database", s.glue_database, "created")
     try:
-        from helpers import catalog
+        from helpers.pipeline import catalog
     except ImportError:  # pragma: no cover - the catalog module ships with the Athena analysis
         return
     catalog.ensure_table(s, glue=glue)

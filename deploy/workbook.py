@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from helpers.config import PROJECT_ROOT, Settings, load_settings
-from helpers.report import REPORTS_ENV, read_summary, reports_dir, write_summary
+from helpers.notebook.report import REPORTS_ENV, read_summary, reports_dir, write_summary
+from helpers.pipeline.config import PROJECT_ROOT, Settings, load_settings
 
 __all__ = ["NOTEBOOKS_DIR", "TEARDOWN_PREFIX", "NotebookRun", "discover", "run_workbook"]
 

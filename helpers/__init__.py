@@ -1,9 +1,16 @@
-"""The Stock Trend Pipeline's shared package, used by the notebooks and the Lambda functions.
+"""The Stock Trend Pipeline's shared package, in three layers (enforced by ``tests/unit/test_layers.py``).
 
-Lambda-safe modules (standard library and boto3 only at import time): ``config``, ``aws``,
-``errors``, ``quotes``, ``indicators``, ``processor``, ``trend``, ``catalog``. Notebook-side
-modules (import pandas, matplotlib or pyathena): ``analysis``, ``charts``, ``athena``,
-``history``, ``verify``, ``alerts``, ``sources``, ``producer``, ``doctor``, ``report``.
+``helpers.core``
+    Pure domain, standard library only: the quote model and its validation (``quotes``), the one
+    crossover definition (``indicators``), the one exception hierarchy (``errors``).
+``helpers.pipeline``
+    What runs inside the Lambda functions (standard library and boto3): settings (``config``),
+    the client factory (``aws``), the processor, the trend evaluation and the Glue catalog.
+    ``deploy/package.py`` ships exactly the modules a handler imports.
+``helpers.notebook``
+    What the notebooks call (pandas, matplotlib, pyathena allowed): quote sources, the producer,
+    readers of the stores, Athena access, analysis, charts, the doctor and the run report.
 
-Importing this package has no side effects; import the module you need.
+``python -m helpers.config`` prints the resolved settings. Importing any module has no side
+effects; import the module you need.
 """

@@ -10,9 +10,9 @@ import functools
 import logging
 from typing import Any
 
-from helpers import aws
-from helpers.config import Settings, load_settings
-from helpers.processor import process_batch
+from helpers.pipeline import aws
+from helpers.pipeline.config import Settings, load_settings
+from helpers.pipeline.processor import process_batch
 
 logging.getLogger("helpers").setLevel(logging.INFO)  # the runtime's root logger stays at WARNING
 

@@ -1,6 +1,6 @@
 """Trend Lambda: DynamoDB stream batches of processed bars -> SMA5/SMA20 crossover alerts on SNS.
 
-The work is in :func:`helpers.trend.evaluate_batch`; this handler only builds the settings and
+The work is in :func:`helpers.pipeline.trend.evaluate_batch`; this handler only builds the settings and
 clients once per execution environment and finds the topic in the function's own account.
 """
 
@@ -10,9 +10,9 @@ import functools
 import logging
 from typing import Any
 
-from helpers import aws
-from helpers.config import Settings, load_settings
-from helpers.trend import evaluate_batch, topic_arn_for_function
+from helpers.pipeline import aws
+from helpers.pipeline.config import Settings, load_settings
+from helpers.pipeline.trend import evaluate_batch, topic_arn_for_function
 
 logging.getLogger("helpers").setLevel(logging.INFO)  # the runtime's root logger stays at WARNING
 

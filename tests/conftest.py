@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck
 from hypothesis import settings as hypothesis_settings
 
-from helpers.config import Settings, load_settings
+from helpers.pipeline.config import Settings, load_settings
 
 # Property tests share two cores with a local stack: no wall-clock deadlines, and in CI a
 # fixed derandomised sequence so a run is reproducible.

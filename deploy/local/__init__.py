@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from helpers.config import PROJECT_ROOT, Settings, load_settings
-from helpers.errors import LocalStackError
+from helpers.core.errors import LocalStackError
+from helpers.pipeline.config import PROJECT_ROOT, Settings, load_settings
 
 __all__ = ["START_TIMEOUT_SECONDS", "STOP_TIMEOUT_SECONDS", "StackStatus", "down", "status", "up"]
 

@@ -7,8 +7,8 @@ import json
 import sys
 
 from deploy.local import down, status, up
-from helpers.config import load_settings
-from helpers.errors import PipelineError
+from helpers.core.errors import PipelineError
+from helpers.pipeline.config import load_settings
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -43,7 +43,7 @@ from deploy.local._lambda.poller import POLL_INTERVAL_SECONDS, PollerContext, Sh
 from deploy.local._lambda.pool import IDLE_TTL_SECONDS, WorkerPool
 from deploy.local._lambda.sources import source_for
 from deploy.local._lambda.state import RuntimeState
-from helpers.config import PROJECT_ROOT
+from helpers.pipeline.config import PROJECT_ROOT
 
 __all__ = ["MAX_ASYNC_INVOCATIONS", "MAX_SHARD_POLLERS", "POLL_INTERVAL_SECONDS", "LambdaRuntime"]
 

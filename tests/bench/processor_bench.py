@@ -4,7 +4,7 @@
 
 The same N synthetic quotes go through
 
-(a) :func:`helpers.processor.process_batch`, in Kinesis-shaped events of 500 records;
+(a) :func:`helpers.pipeline.processor.process_batch`, in Kinesis-shaped events of 500 records;
 (b) a seed-style baseline: one ``PutItem`` and one ``PutObject`` per record, in sequence;
 
 each into a table and bucket of its own. AWS API calls are counted with botocore's
@@ -36,13 +36,19 @@ from typing import Any
 from urllib.parse import urlparse
 
 from deploy.provision import PROCESSED_KEY_SCHEMA
-from helpers import aws, verify
-from helpers.config import Settings, load_settings
-from helpers.processor import MANIFEST_PREFIX, MAX_ITEMS_PER_BATCH_WRITE, process_batch, processed_item
-from helpers.producer import MAX_RECORDS_PER_PUT, produce
-from helpers.quotes import Quote, parse_timestamp, utc_now_timestamp
-from helpers.report import reports_dir
-from helpers.sources import synthetic
+from helpers.core.quotes import Quote, parse_timestamp, utc_now_timestamp
+from helpers.notebook import verify
+from helpers.notebook.producer import MAX_RECORDS_PER_PUT, produce
+from helpers.notebook.report import reports_dir
+from helpers.notebook.sources import synthetic
+from helpers.pipeline import aws
+from helpers.pipeline.config import Settings, load_settings
+from helpers.pipeline.processor import (
+    MANIFEST_PREFIX,
+    MAX_ITEMS_PER_BATCH_WRITE,
+    process_batch,
+    processed_item,
+)
 
 DEFAULT_RECORDS = 2000
 DEFAULT_SYMBOLS = 2

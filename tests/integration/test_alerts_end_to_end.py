@@ -18,10 +18,11 @@ from typing import Any
 
 import pytest
 
-from helpers import alerts, aws, history
-from helpers.config import Settings
-from helpers.indicators import crossovers
-from helpers.sources import replay
+from helpers.core.indicators import crossovers
+from helpers.notebook import alerts, history
+from helpers.notebook.sources import replay
+from helpers.pipeline import aws
+from helpers.pipeline.config import Settings
 
 pytestmark = pytest.mark.integration
 
@@ -103,7 +104,7 @@ def test_alerts_received_equal_crossovers_and_a_replay_sends_nothing(
     deployed: Settings, tmp_path: Path
 ) -> None:
     from deploy.functions import deploy_functions
-    from helpers.producer import produce
+    from helpers.notebook.producer import produce
 
     s = deployed
     summary = produce(replay("aapl-1m", limit=BARS), s)

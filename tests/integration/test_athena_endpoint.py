@@ -1,10 +1,10 @@
 """The local Athena endpoint against the running stack, driven by boto3 and by pyathena unchanged.
 
-GIVEN a Glue table made by ``helpers.catalog`` over NDJSON objects in the raw layout (three
+GIVEN a Glue table made by ``helpers.pipeline.catalog`` over NDJSON objects in the raw layout (three
 symbols, three days, two batches per partition, one redelivered record), WHEN the analysis
 queries run through pyathena (default cursor and PandasCursor), THEN every result equals a pandas
 computation made independently from the same objects, and the crossovers equal
-``helpers.indicators``. Also: paging, failures, cancellation, the bytes-scanned cutoff and the
+``helpers.core.indicators``. Also: paging, failures, cancellation, the bytes-scanned cutoff and the
 workgroup API, with Athena's error codes.
 """
 
@@ -21,9 +21,11 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from helpers import athena, aws, catalog, indicators
-from helpers.config import Settings, load_settings
-from helpers.errors import QueryError
+from helpers.core import indicators
+from helpers.core.errors import QueryError
+from helpers.notebook import athena
+from helpers.pipeline import aws, catalog
+from helpers.pipeline.config import Settings, load_settings
 
 pytestmark = pytest.mark.integration
 

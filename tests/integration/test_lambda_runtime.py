@@ -27,9 +27,9 @@ import pytest
 from botocore.exceptions import ClientError
 
 from deploy.provision import PROCESSED_KEY_SCHEMA
-from helpers import aws
-from helpers.config import Settings, load_settings
-from helpers.errors import ResourceMissingError
+from helpers.core.errors import ResourceMissingError
+from helpers.pipeline import aws
+from helpers.pipeline.config import Settings, load_settings
 
 pytestmark = pytest.mark.integration
 

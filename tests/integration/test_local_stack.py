@@ -8,7 +8,7 @@ import socket
 import pytest
 
 from deploy.local import down, status, up
-from helpers.config import load_settings
+from helpers.pipeline.config import load_settings
 
 pytestmark = pytest.mark.integration
 
@@ -44,7 +44,7 @@ def test_up_is_idempotent_and_down_leaves_no_process(tmp_path, free_port) -> Non
 
 
 def test_up_refuses_a_port_taken_by_another_program(tmp_path) -> None:
-    from helpers.errors import LocalStackError
+    from helpers.core.errors import LocalStackError
 
     with socket.socket() as other:
         other.bind(("127.0.0.1", 0))

@@ -9,7 +9,8 @@ import pytest
 
 from deploy import iam
 from deploy.provision import provision, teardown, tls_only_policy
-from helpers import aws, doctor
+from helpers.notebook import doctor
+from helpers.pipeline import aws
 
 pytestmark = pytest.mark.integration
 
@@ -124,7 +125,7 @@ def test_resources_are_configured_securely(own_names) -> None:
 
 
 def test_policies_name_only_this_pipelines_resources() -> None:
-    from helpers.config import load_settings
+    from helpers.pipeline.config import load_settings
 
     s = load_settings(environ={})
     docs = iam.role_policies(iam.Arns.for_account(s, "123456789012"))

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from deploy.workbook import discover, run_workbook
-from helpers.config import load_settings
+from helpers.pipeline.config import load_settings
 
 FIXTURES = Path(__file__).parent / "fixtures"
 pytestmark = pytest.mark.notebooks

@@ -9,7 +9,7 @@ import pytest
 
 from deploy.local import status
 from deploy.workbook import discover, run_workbook
-from helpers.config import load_settings
+from helpers.pipeline.config import load_settings
 
 pytestmark = pytest.mark.notebooks
 

@@ -1,8 +1,8 @@
 """The local Athena endpoint's pure parts: Trino SQL handling, Athena types/values/files, the Glue table.
 
 The engine is also run end to end over an in-memory fake warehouse (no stack, no network): the
-analysis queries of ``helpers.athena`` go through the same parse → transpile → DuckDB path as
-behind the endpoint, and the crossover SQL is compared with ``helpers.indicators``.
+analysis queries of ``helpers.notebook.athena`` go through the same parse → transpile → DuckDB path as
+behind the endpoint, and the crossover SQL is compared with ``helpers.core.indicators``.
 """
 
 from __future__ import annotations
@@ -35,8 +35,10 @@ from deploy.local.athena.sql import (
     transpile,
 )
 from deploy.local.athena.tables import Partition, S3Object, TableDef
-from helpers import athena, catalog, indicators
-from helpers.config import load_settings
+from helpers.core import indicators
+from helpers.notebook import athena
+from helpers.pipeline import catalog
+from helpers.pipeline.config import load_settings
 
 SETTINGS = load_settings(raw_bucket="unit-raw", results_bucket="unit-results")
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from botocore.exceptions import ClientError
 
-from helpers import aws
-from helpers.config import load_settings
-from helpers.errors import DeployError
+from helpers.core.errors import DeployError
+from helpers.pipeline import aws
+from helpers.pipeline.config import load_settings
 
 
 def test_local_clients_are_bound_to_the_stack_endpoint_region_and_standard_retries() -> None:

@@ -15,8 +15,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from helpers.analysis import BACKTEST_NOTE, backtest, signals_frame
-from helpers.charts import (
+from helpers.core.indicators import crossovers
+from helpers.notebook.analysis import BACKTEST_NOTE, backtest, signals_frame
+from helpers.notebook.charts import (
     ALERTS_GID,
     BUY_GID,
     REPORTS_DIR,
@@ -26,8 +27,7 @@ from helpers.charts import (
     overview_chart,
     save_figure,
 )
-from helpers.config import PROJECT_ROOT
-from helpers.indicators import crossovers
+from helpers.pipeline.config import PROJECT_ROOT
 
 T0 = datetime(2026, 7, 29, 13, 30, tzinfo=UTC)
 # Known signals (see test_indicators.FLATS): BUY at bar 45 (11.0), SELL at bar 70 (10.0).
@@ -44,7 +44,7 @@ def frame(prices: list[float], symbol: str = "TEST") -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def minute() -> pd.DataFrame:
-    from helpers.sources import replay
+    from helpers.notebook.sources import replay
 
     return pd.DataFrame(
         [(q.symbol, q.timestamp, q.price) for q in replay("aapl-1m")],
@@ -54,7 +54,7 @@ def minute() -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def daily() -> pd.DataFrame:
-    from helpers.sources import replay
+    from helpers.notebook.sources import replay
 
     return pd.DataFrame(
         [(q.symbol, q.timestamp, q.price) for q in replay("daily")], columns=["symbol", "timestamp", "price"]
@@ -122,7 +122,7 @@ def test_minute_replay_markers_equal_signals_and_alerts_overlay(
     # Another symbol's alert is ignored; one for a timestamp that is not a bar is logged.
     received.append({"symbol": "MSFT", "timestamp": signals[0].timestamp, "price": 1.0})
     received.append({"symbol": "AAPL", "timestamp": "2030-01-01T00:00:00Z", "price": 1.0})
-    with caplog.at_level(logging.WARNING, logger="helpers.charts"):
+    with caplog.at_level(logging.WARNING, logger="helpers.notebook.charts"):
         fig = crossover_chart(minute, received)
     (ax,) = fig.axes
     assert plotted(ax, BUY_GID) == expected(minute, "BUY")

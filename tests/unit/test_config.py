@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from helpers.config import DEFAULT_LOCAL_PORT, Settings, load_settings
-from helpers.errors import ConfigError
+from helpers.core.errors import ConfigError
+from helpers.pipeline.config import DEFAULT_LOCAL_PORT, Settings, load_settings
 
 EMPTY_ENV: dict[str, str] = {}
 
@@ -127,7 +127,7 @@ def test_missing_config_file_is_a_clear_error(tmp_path) -> None:
 def test_cli_prints_resolved_settings_as_json(project_root) -> None:
     env = {"PATH": "/usr/bin:/bin", "STP_REGION": "eu-central-1", "PYTHONPATH": str(project_root)}
     out = subprocess.run(
-        [sys.executable, "-m", "helpers.config"], capture_output=True, text=True, env=env, check=True
+        [sys.executable, "-m", "helpers.pipeline.config"], capture_output=True, text=True, env=env, check=True
     )
     data = json.loads(out.stdout)
     assert data["region"] == "eu-central-1"
@@ -137,7 +137,9 @@ def test_cli_prints_resolved_settings_as_json(project_root) -> None:
 
 def test_cli_refuses_bad_settings_with_exit_code_2(project_root) -> None:
     env = {"PATH": "/usr/bin:/bin", "STP_RAW_BUCKET": "raw\u200bbucket", "PYTHONPATH": str(project_root)}
-    out = subprocess.run([sys.executable, "-m", "helpers.config"], capture_output=True, text=True, env=env)
+    out = subprocess.run(
+        [sys.executable, "-m", "helpers.pipeline.config"], capture_output=True, text=True, env=env
+    )
     assert out.returncode == 2
     assert "raw_bucket" in out.stderr and "U+200B" in out.stderr
 

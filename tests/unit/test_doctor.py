@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from helpers import doctor
-from helpers.config import load_settings
+from helpers.notebook import doctor
+from helpers.pipeline.config import load_settings
 
 
 def test_bad_setting_is_a_failed_check_with_the_field_name() -> None:

@@ -1,7 +1,8 @@
 """The crossover definition: incremental (Lambda) and vectorised (notebook) agree exactly.
 
-Three implementations are compared: ``helpers.indicators`` (incremental, stdlib), ``helpers.analysis``
-(vectorised numpy/pandas) and a deliberately naive reference written straight from DESIGN.md with
+Three implementations are compared: ``helpers.core.indicators`` (incremental, stdlib),
+``helpers.notebook.analysis`` (vectorised numpy/pandas) and a deliberately naive
+reference written straight from DESIGN.md with
 exact fractions. Signals are compared as full tuples, SMA floats included, with ``==``.
 """
 
@@ -23,8 +24,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from helpers.analysis import signals_frame, sma_frame
-from helpers.indicators import (
+from helpers.core.indicators import (
     LONG_WINDOW,
     CrossoverTracker,
     Signal,
@@ -35,6 +35,7 @@ from helpers.indicators import (
     price_units,
     signals_for_new_bars,
 )
+from helpers.notebook.analysis import signals_frame, sma_frame
 
 T0 = datetime(2026, 7, 29, 13, 30, tzinfo=UTC)
 
@@ -302,7 +303,7 @@ def test_batched_resume_chain_equals_full(prices: list[float], seed: int) -> Non
 
 
 def replay_bars(dataset: str) -> dict[str, list[tuple[str, float]]]:
-    sources = pytest.importorskip("helpers.sources", reason="helpers/sources.py is not there yet")
+    sources = pytest.importorskip("helpers.notebook.sources", reason="helpers/sources.py is not there yet")
     bars: dict[str, list[tuple[str, float]]] = {}
     for quote in sources.replay(dataset):
         bars.setdefault(quote.symbol, []).append((quote.timestamp, quote.price))
@@ -337,7 +338,7 @@ def test_replay_minute_resume_for_every_split_point() -> None:
 
 def test_indicators_import_no_heavy_packages() -> None:
     code = (
-        "import sys, helpers.indicators; "
+        "import sys, helpers.core.indicators; "
         "heavy = {'pandas', 'numpy', 'matplotlib', 'boto3'} & set(sys.modules); "
         "sys.exit(f'imported {sorted(heavy)}' if heavy else 0)"
     )

@@ -21,11 +21,11 @@ from pathlib import Path
 import pytest
 
 from deploy import package
-from helpers.config import PROJECT_ROOT, load_settings
-from helpers.errors import DeployError
+from helpers.core.errors import DeployError
+from helpers.pipeline.config import PROJECT_ROOT, load_settings
 
 FAKE_HANDLER = (
-    "import boto3\nfrom helpers.config import load_settings\n\n\n"
+    "import boto3\nfrom helpers.pipeline.config import load_settings\n\n\n"
     "def handler(event, context):\n    return {'batchItemFailures': []}\n"
 )
 
@@ -90,7 +90,7 @@ def _extract(zip_path: Path, target: Path) -> Path:
 
 def test_zip_is_byte_for_byte_reproducible(fake_root: Path, tmp_path: Path) -> None:
     first = package.build_zip("processor", tmp_path / "a", root=fake_root)
-    os.utime(fake_root / "helpers" / "config.py", (1_000_000_000, 1_000_000_000))  # mtimes do not matter
+    os.utime(fake_root / "helpers" / "pipeline" / "config.py", (1_000_000_000, 1_000_000_000))  # mtimes do not matter
     second = package.build_zip("processor", tmp_path / "b", root=fake_root)
 
     assert first.read_bytes() == second.read_bytes()
@@ -101,28 +101,50 @@ def test_zip_is_byte_for_byte_reproducible(fake_root: Path, tmp_path: Path) -> N
     assert {i.external_attr >> 16 for i in infos} == {0o100644}
 
 
-def test_zip_holds_the_handler_and_lambda_safe_helpers_only(fake_root: Path, tmp_path: Path) -> None:
+def test_zip_holds_the_handler_and_its_import_closure_only(fake_root: Path, tmp_path: Path) -> None:
     names = set(zipfile.ZipFile(package.build_zip("trend", tmp_path, root=fake_root)).namelist())
 
-    assert {
+    # The stand-in handler imports helpers.pipeline.config, which imports helpers.core.errors.
+    assert names == {
         "lambda_src/__init__.py",
         "lambda_src/trend.py",
         "helpers/__init__.py",
-        "helpers/config.py",
-    } <= names
-    assert "lambda_src/processor.py" not in names
-    excluded = {"helpers/analysis.py", "helpers/charts.py", "helpers/athena.py", "helpers/workbook_tools.py"}
-    assert not names & excluded
-    assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc") or "/." in n]
-    shipped = {p.relative_to(fake_root).as_posix() for p in (fake_root / "helpers").glob("*.py")} - excluded
-    assert shipped <= names
+        "helpers/core/__init__.py",
+        "helpers/core/errors.py",
+        "helpers/pipeline/__init__.py",
+        "helpers/pipeline/config.py",
+    }
 
 
-def test_every_shipped_helpers_module_imports_without_notebook_dependencies(
-    fake_root: Path, tmp_path: Path
-) -> None:
-    code = _extract(package.build_zip("processor", tmp_path, root=fake_root), tmp_path / "code")
-    modules = sorted(f"helpers.{p.stem}" for p in (code / "helpers").glob("*.py") if p.stem != "__init__")
+@pytest.mark.parametrize("function", package.FUNCTIONS)
+def test_zip_file_list_is_the_handlers_runtime_import_closure(function: str, tmp_path: Path) -> None:
+    """GIVEN the real handler WHEN a Lambda-like interpreter imports it from the project tree
+    THEN the project modules it loaded are exactly the files of the zip (an allow list, not a deny list)."""
+    module = package.HANDLERS[function].rsplit(".", 1)[0]
+    script = (
+        f"import importlib, json; importlib.import_module({module!r})\n"
+        "root = sys.path[0]\n"
+        "files = sorted(m.__file__[len(root) + 1:] for n, m in sys.modules.items()\n"
+        "               if n.split('.')[0] in ('helpers', 'lambda_src') and getattr(m, '__file__', None))\n"
+        "print(json.dumps(files))\n"
+    )
+
+    result = _run_isolated(PROJECT_ROOT, _runtime_dir(tmp_path), script)
+
+    assert result.returncode == 0, result.stderr
+    loaded = set(json.loads(result.stdout))
+    names = set(zipfile.ZipFile(package.build_zip(function, tmp_path / "zip")).namelist())
+    assert names == loaded
+    assert not [n for n in names if n.startswith("helpers/notebook/")]
+
+
+def test_every_shipped_helpers_module_imports_without_notebook_dependencies(tmp_path: Path) -> None:
+    code = _extract(package.build_zip("processor", tmp_path), tmp_path / "code")
+    modules = sorted(
+        ".".join(p.relative_to(code).with_suffix("").parts)
+        for p in (code / "helpers").rglob("*.py")
+        if p.stem != "__init__"
+    )
     script = (
         "import importlib, json\n"
         f"for name in {modules!r}: importlib.import_module(name)\n"

@@ -1,7 +1,7 @@
 """The processor Lambda's batch logic, driven directly against the local stack.
 
 Every test gets a fresh table and bucket, so counts are exact; stores are read back with the
-same helpers the verify notebook uses (:mod:`helpers.verify`).
+same helpers the verify notebook uses (:mod:`helpers.notebook.verify`).
 """
 
 from __future__ import annotations
@@ -18,12 +18,13 @@ import pytest
 from botocore.exceptions import ClientError
 
 from deploy.provision import PROCESSED_KEY_SCHEMA
-from helpers import aws, verify
-from helpers.config import Settings, load_settings
-from helpers.processor import manifest_key, process_batch, processed_item, quarantine_key, raw_key
-from helpers.producer import malformed_records
-from helpers.quotes import Quote, parse_record
-from helpers.sources import synthetic
+from helpers.core.quotes import Quote, parse_record
+from helpers.notebook import verify
+from helpers.notebook.producer import malformed_records
+from helpers.notebook.sources import synthetic
+from helpers.pipeline import aws
+from helpers.pipeline.config import Settings, load_settings
+from helpers.pipeline.processor import manifest_key, process_batch, processed_item, quarantine_key, raw_key
 
 EVENTS = Path(__file__).resolve().parent.parent / "events"
 SHARD = "shardId-000000000000"

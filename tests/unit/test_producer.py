@@ -9,10 +9,9 @@ from typing import Any
 
 import pytest
 
-from helpers import aws
-from helpers.config import Settings, load_settings
-from helpers.errors import ProducerError
-from helpers.producer import (
+from helpers.core.errors import ProducerError
+from helpers.core.quotes import Quote, parse_record
+from helpers.notebook.producer import (
     MAX_BYTES_PER_PUT,
     MAX_RECORD_BYTES,
     MAX_RECORDS_PER_PUT,
@@ -20,8 +19,9 @@ from helpers.producer import (
     produce,
     put_raw,
 )
-from helpers.quotes import Quote, parse_record
-from helpers.sources import synthetic
+from helpers.notebook.sources import synthetic
+from helpers.pipeline import aws
+from helpers.pipeline.config import Settings, load_settings
 
 SETTINGS = load_settings(environ={}, stream_name="unit-quotes")
 

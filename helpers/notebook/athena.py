@@ -26,10 +26,10 @@ from typing import Any
 
 import pandas as pd
 
-from helpers import aws
-from helpers.config import Settings, load_settings
-from helpers.errors import QueryError
-from helpers.quotes import SYMBOL_PATTERN
+from helpers.core.errors import QueryError
+from helpers.core.quotes import SYMBOL_PATTERN
+from helpers.pipeline import aws
+from helpers.pipeline.config import Settings, load_settings
 
 __all__ = [
     "ANOMALY_THRESHOLD_PCT",
@@ -109,7 +109,7 @@ SELECT symbol, "timestamp", price, sma5, sma20
 FROM bars
 WHERE bar >= 20
 ORDER BY symbol, "timestamp\"""",
-    # The crossover definition of helpers.indicators, on integer micro-units:
+    # The crossover definition of helpers.core.indicators, on integer micro-units:
     # units = round-half-even(price * 1e6); state = sign(4*sum5 - sum20) from the 20th bar;
     # a signal where the state flips against the last non-zero state (zeros keep the memory:
     # they are filtered out before lag()). Units are DECIMAL(38,0) so sums cannot overflow.
@@ -241,7 +241,8 @@ def _execute(conn: Any, sql: str, label: str, cursor: str) -> pd.DataFrame:
     except PyAthenaError as err:
         raise QueryError(
             f"Athena query {label!r} failed: {err}. Check the SQL, that the table exists "
-            "(run 01_provision) and that its partitions are registered (helpers.catalog.sync_partitions)."
+            "(run 01_provision) and that its partitions are registered "
+            "(helpers.pipeline.catalog.sync_partitions)."
         ) from err
     frame.attrs["athena"] = {
         "query_id": cur.query_id,
@@ -313,7 +314,7 @@ def _plain(value: Any) -> Any:
 
 
 # Largest differences accepted between Athena's values and the processed items: prices are the same
-# floats; the processor rounds change to 6 and change_pct to 4 decimals (helpers.quotes.derive).
+# floats; the processor rounds change to 6 and change_pct to 4 decimals (helpers.core.quotes.derive).
 CROSS_CHECK_TOLERANCE = {
     "price": 0.0,
     "previous_close": 0.0,
@@ -326,10 +327,10 @@ def cross_check(frames: Mapping[str, pd.DataFrame], processed: pd.DataFrame) -> 
     """Compare the Athena results with the processed DynamoDB items; one row per check, ``ok`` column.
 
     Counts per symbol, the top changes and anomalies (same bars, same values within
-    :data:`CROSS_CHECK_TOLERANCE`) and the crossovers (equal to :mod:`helpers.indicators` over the
+    :data:`CROSS_CHECK_TOLERANCE`) and the crossovers (equal to :mod:`helpers.core.indicators` over the
     processed series).
     """
-    from helpers.indicators import crossovers_by_symbol
+    from helpers.core.indicators import crossovers_by_symbol
 
     checks: list[dict[str, Any]] = []
 
@@ -361,7 +362,7 @@ def cross_check(frames: Mapping[str, pd.DataFrame], processed: pd.DataFrame) -> 
     theirs_signals = sorted((s.symbol, s.timestamp, s.signal) for s in signals)
     found = frames["crossovers"]
     ours = sorted(zip(found["symbol"], found["timestamp"], found["signal"], strict=True))
-    add("crossovers = helpers.indicators", len(ours), len(theirs_signals), ours == theirs_signals)
+    add("crossovers = helpers.core.indicators", len(ours), len(theirs_signals), ours == theirs_signals)
     return pd.DataFrame(checks)
 
 

@@ -14,7 +14,7 @@ DynamoDB put would).
 2. From the 20th bar on, ``state = sign(4 * sum(last 5 units) - sum(last 20 units))``.
    Because ``SMA5 - SMA20 = (4 * sum5 - sum20) / 20``, this *is* ``sign(SMA5 - SMA20)``, but on
    integers: no float rounding, so every implementation (this module, the vectorised pandas
-   version in ``helpers.analysis``, SQL) gets the same state, including exact ties (state 0).
+   version in ``helpers.notebook.analysis``, SQL) gets the same state, including exact ties (state 0).
 3. A **BUY** at bar t when ``state(t) = +1`` and the last non-zero state before t is ``-1``;
    a **SELL** symmetrically. The first non-zero state is not a signal. State-0 bars neither
    signal nor reset that memory. Signals therefore strictly alternate.

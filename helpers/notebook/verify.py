@@ -24,9 +24,9 @@ from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from typing import Any
 
-from helpers import aws
-from helpers.config import Settings, load_settings
-from helpers.processor import MANIFEST_PREFIX
+from helpers.pipeline import aws
+from helpers.pipeline.config import Settings, load_settings
+from helpers.pipeline.processor import MANIFEST_PREFIX
 
 __all__ = [
     "POLL_SECONDS",

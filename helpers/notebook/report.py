@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from helpers.config import PROJECT_ROOT
+from helpers.pipeline.config import PROJECT_ROOT
 
 __all__ = ["SUMMARY_FILE", "read_summary", "record", "reports_dir", "write_summary"]
 

@@ -1,6 +1,6 @@
 """Quote sources for the producer notebook: real recorded replay, seeded synthetic, live yfinance.
 
-Every source returns a lazy iterator of :class:`~helpers.quotes.Quote`; arguments are
+Every source returns a lazy iterator of :class:`~helpers.core.quotes.Quote`; arguments are
 checked when the source is opened, data is read as it is consumed. Nothing heavy is
 imported at module import (yfinance/pandas only inside :func:`yfinance_live`).
 
@@ -44,8 +44,8 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from helpers.errors import SourceError
-from helpers.quotes import (
+from helpers.core.errors import SourceError
+from helpers.core.quotes import (
     SYMBOL_PATTERN,
     Quote,
     canonical_timestamp,
@@ -426,7 +426,7 @@ def _yfinance_ticker_factory(cache_dir: str | Path | None) -> Callable[[str], An
     import yfinance as yf
 
     if cache_dir is None:
-        from helpers.config import load_settings
+        from helpers.pipeline.config import load_settings
 
         cache_dir = Path(load_settings().state_dir) / "yfinance"
     Path(cache_dir).mkdir(parents=True, exist_ok=True)
@@ -556,7 +556,7 @@ def open_source(name: str, *, speed: float | None = None, **kwargs: Any) -> Iter
         inspect.signature(factories[name]).bind(**kwargs)
     except TypeError as err:
         raise SourceError(
-            f"source {name!r}: {err}; see help(helpers.sources.{factories[name].__name__})"
+            f"source {name!r}: {err}; see help(helpers.notebook.sources.{factories[name].__name__})"
         ) from err
     quotes = factories[name](**kwargs)
     return quotes if speed is None else pace(quotes, speed)

@@ -34,9 +34,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from helpers import aws
-from helpers.config import Settings, load_settings
-from helpers.quotes import (
+from helpers.core.quotes import (
     Quote,
     Rejected,
     derive,
@@ -45,6 +43,9 @@ from helpers.quotes import (
     to_decimal,
     utc_now_timestamp,
 )
+from helpers.pipeline import aws
+from helpers.pipeline.catalog import register_partitions
+from helpers.pipeline.config import Settings, load_settings
 
 __all__ = [
     "ENVELOPE_REASONS",
@@ -419,8 +420,6 @@ def _register(s: Settings, glue: Any, raw_objects: Iterable[_Object]) -> None:
     if not new:
         return
     try:
-        from helpers.catalog import register_partitions
-
         register_partitions(s, [(sym, dt) for _, _, sym, dt in new], glue or aws.client("glue", s))
     except Exception as err:  # the archive is complete without it; sync_partitions repairs
         log.warning("could not register %d Glue partition(s): %s", len(new), err)

@@ -14,9 +14,9 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from helpers import aws
-from helpers.config import Settings, load_settings
-from helpers.errors import ResourceMissingError
+from helpers.core.errors import ResourceMissingError
+from helpers.pipeline import aws
+from helpers.pipeline.config import Settings, load_settings
 
 __all__ = ["processed_bars", "processed_frame", "processed_items", "symbols_in_table"]
 

@@ -1,6 +1,6 @@
 """Crossover alerts as delivered: the SQS inbox subscribed to the alert topic, and the alerts table.
 
-The trend Lambda publishes one SNS message per signal (see :mod:`helpers.trend`). The queue is
+The trend Lambda publishes one SNS message per signal (see :mod:`helpers.pipeline.trend`). The queue is
 subscribed with raw message delivery, so an SQS message's body is the human-readable alert and
 the SNS message attributes arrive as SQS message attributes; an SNS JSON envelope (raw delivery
 off) is understood too. The alerts table is the durable record of what was sent, one item per
@@ -22,9 +22,9 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from helpers import aws
-from helpers.config import Settings, load_settings
-from helpers.errors import ResourceMissingError
+from helpers.core.errors import ResourceMissingError
+from helpers.pipeline import aws
+from helpers.pipeline.config import Settings, load_settings
 
 __all__ = [
     "DEFAULT_WAIT_SECONDS",
@@ -279,7 +279,7 @@ def alerts_table(alerts: Any) -> Any:
     """Alerts as a DataFrame for reports: symbol, bar time, signal, price, SMA5, SMA20 (+ sent at)."""
     import pandas as pd
 
-    from helpers.indicators import LONG_WINDOW, SHORT_WINDOW
+    from helpers.core.indicators import LONG_WINDOW, SHORT_WINDOW
 
     frame = pd.DataFrame(_records(alerts))
     columns = ["symbol", "timestamp", "signal", "price", "sma_short", "sma_long", "sent_at"]

@@ -18,8 +18,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from helpers.config import Settings, load_settings
-from helpers.errors import ConfigError
+from helpers.core.errors import ConfigError
+from helpers.pipeline.config import Settings, load_settings
 
 __all__ = ["ENDPOINT_TIMEOUT_SECONDS", "Check", "check_settings", "failures", "run_checks"]
 
@@ -90,7 +90,7 @@ def _region_variables(s: Settings, environ: Mapping[str, str] | None = None) -> 
 
 
 def _credentials(s: Settings) -> Check:
-    from helpers import aws
+    from helpers.pipeline import aws
 
     try:
         creds = aws.session(s).get_credentials()
@@ -124,7 +124,7 @@ def _endpoint(s: Settings) -> Check:
         return Check(
             "endpoint", True, f"local stack {s.resolved_endpoint} up {health.get('uptime_seconds')} s"
         )
-    from helpers import aws
+    from helpers.pipeline import aws
 
     try:
         identity = aws.client("sts", s).get_caller_identity()
@@ -139,7 +139,7 @@ def _endpoint(s: Settings) -> Check:
 
 
 def _resources(s: Settings) -> list[Check]:
-    from helpers import aws
+    from helpers.pipeline import aws
 
     def probe(name: str, call: Callable[[], Any], region_of: Callable[[Any], str | None]) -> Check:
         try:

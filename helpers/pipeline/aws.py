@@ -1,7 +1,7 @@
 """The one factory for AWS clients, bound to the settings' region and endpoint.
 
 Every helper takes an optional ``settings`` (and often an optional client); when omitted,
-settings come from :func:`helpers.config.load_settings`. Clients use botocore's
+settings come from :func:`helpers.pipeline.config.load_settings`. Clients use botocore's
 ``standard`` retry mode, so throttling and transient errors are retried by botocore.
 """
 
@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from helpers.config import Settings, load_settings
+from helpers.pipeline.config import Settings, load_settings
 
 __all__ = ["LOCAL_CREDENTIALS", "account_id", "client", "resource", "session"]
 

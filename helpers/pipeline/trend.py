@@ -6,9 +6,9 @@ Lambda-safe (stdlib + boto3). For one stream batch, :func:`evaluate_batch`
 2. per symbol, reads the price window it needs with ONE Query, newest first, ending at the batch's
    newest bar: the batch's own bars, the ``lookback_needed()`` bars before its earliest bar and a
    margin. More pages only when that window shows no non-zero state yet (a flat run: the last
-   non-zero state can be arbitrarily old, see :mod:`helpers.indicators`) - no per-symbol state to
+   non-zero state can be arbitrarily old, see :mod:`helpers.core.indicators`) - no per-symbol state to
    keep consistent anywhere;
-3. evaluates every bar of the batch with :func:`~helpers.indicators.signals_for_new_bars`, the
+3. evaluates every bar of the batch with :func:`~helpers.core.indicators.signals_for_new_bars`, the
    shared crossover definition, so a crossover inside a batch is never skipped;
 4. delivers each signal exactly once per signal bar (:func:`deliver`):
 
@@ -46,9 +46,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from helpers import aws
-from helpers.config import Settings, load_settings
-from helpers.indicators import (
+from helpers.core.indicators import (
     BUY,
     LONG_WINDOW,
     SHORT_WINDOW,
@@ -58,7 +56,9 @@ from helpers.indicators import (
     lookback_needed,
     signals_for_new_bars,
 )
-from helpers.quotes import to_decimal, utc_now_timestamp
+from helpers.core.quotes import to_decimal, utc_now_timestamp
+from helpers.pipeline import aws
+from helpers.pipeline.config import Settings, load_settings
 
 __all__ = [
     "ALERT_ATTRIBUTES",

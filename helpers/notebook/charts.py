@@ -24,9 +24,9 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, Formatter
 
-from helpers.analysis import SMA_LONG, SMA_SHORT, signals_frame, sma_frame
-from helpers.config import PROJECT_ROOT
-from helpers.indicators import BUY, LONG_WINDOW, SELL, SHORT_WINDOW
+from helpers.core.indicators import BUY, LONG_WINDOW, SELL, SHORT_WINDOW
+from helpers.notebook.analysis import SMA_LONG, SMA_SHORT, signals_frame, sma_frame
+from helpers.pipeline.config import PROJECT_ROOT
 
 __all__ = [
     "ALERTS_GID",
@@ -185,7 +185,7 @@ def crossover_chart(
     """Price, SMA5, SMA20 and the BUY/SELL signals of one symbol; received alerts as hollow circles.
 
     ``df_symbol`` has columns symbol, timestamp, price (one symbol); ``alerts`` are
-    :class:`~helpers.indicators.Signal` objects or alert dicts (timestamp, price, optional symbol).
+    :class:`~helpers.core.indicators.Signal` objects or alert dicts (timestamp, price, optional symbol).
     """
     symbol, frame, times = _symbol_frame(df_symbol)
     fig = Figure(figsize=FIGSIZE, dpi=DPI, layout="constrained")

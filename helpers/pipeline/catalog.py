@@ -27,8 +27,8 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from helpers import aws
-from helpers.config import Settings, load_settings
+from helpers.pipeline import aws
+from helpers.pipeline.config import Settings, load_settings
 
 __all__ = [
     "BATCH_CREATE_PARTITION_MAX",

@@ -1,6 +1,6 @@
 """Vectorised SMA crossover analysis for the notebooks (pandas/numpy; never imported by Lambda code).
 
-The same exact integer-units rule as :mod:`helpers.indicators` (read its docstring), computed on
+The same exact integer-units rule as :mod:`helpers.core.indicators` (read its docstring), computed on
 whole frames with numpy int64 prefix sums — no Python loop per bar — so the signals found here
 equal, bar for bar, the alerts the trend Lambda publishes.
 """
@@ -12,7 +12,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from helpers.indicators import BUY, LONG_WINDOW, SELL, SHORT_WINDOW, UNITS_PER_PRICE
+from helpers.core.indicators import BUY, LONG_WINDOW, SELL, SHORT_WINDOW, UNITS_PER_PRICE
 
 __all__ = ["BACKTEST_NOTE", "SMA_LONG", "SMA_SHORT", "backtest", "signals_frame", "sma_frame"]
 
@@ -29,7 +29,7 @@ def _ordered(df: pd.DataFrame) -> pd.DataFrame:
     missing = [c for c in _REQUIRED if c not in df.columns]
     if missing:
         raise ValueError(f"frame lacks column(s) {missing}; expected at least {list(_REQUIRED)}")
-    # One bar per (symbol, timestamp), the last one given wins — as in helpers.indicators.
+    # One bar per (symbol, timestamp), the last one given wins — as in helpers.core.indicators.
     out = df.drop_duplicates(["symbol", "timestamp"], keep="last")
     return out.sort_values(["symbol", "timestamp"], kind="stable").reset_index(drop=True)
 

@@ -1,0 +1,358 @@
+"""Settings: the one source of truth for target, region, endpoint and resource names.
+
+Settings are built from, in increasing precedence:
+
+1. defaults in this module (a complete, working local configuration);
+2. the ``[tool.stock-trend]`` table of ``pyproject.toml`` in the project root, or the
+   TOML file named by ``STP_CONFIG`` (keys are the field names below);
+3. environment variables ``STP_<FIELD>`` (e.g. ``STP_TARGET=aws``, ``STP_REGION=eu-west-1``);
+4. keyword arguments to :func:`load_settings` (notebook parameters).
+
+Every value is validated on load, before any AWS call: stray whitespace, invisible
+characters (zero-width spaces, BOMs, non-breaking spaces...), AWS naming rules and a known
+region. ``python -m helpers.config`` prints the resolved settings as JSON.
+
+Lambda functions receive their settings through ``STP_*`` environment variables set at
+deploy time, so the same module works inside Lambda (stdlib only).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import difflib
+import ipaddress
+import json
+import os
+import re
+import sys
+import unicodedata
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from helpers.core.errors import ConfigError
+
+__all__ = ["ENV_PREFIX", "PROJECT_ROOT", "TARGETS", "Settings", "load_settings"]
+
+ENV_PREFIX = "STP_"
+TARGETS = ("local", "aws")
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_LOCAL_PORT = 4566
+
+# Regions where every service of the pipeline (incl. Athena and Glue) is offered.
+# botocore's bundled endpoint data is the authority when available (offline, no call).
+_FALLBACK_REGIONS = frozenset(
+    {
+        "us-east-1", "us-east-2", "us-west-1", "us-west-2", "ca-central-1",
+        "eu-west-1", "eu-west-2", "eu-west-3", "eu-central-1", "eu-central-2", "eu-north-1",
+        "eu-south-1", "eu-south-2", "ap-south-1", "ap-south-2", "ap-northeast-1",
+        "ap-northeast-2", "ap-northeast-3", "ap-southeast-1", "ap-southeast-2",
+        "ap-southeast-3", "ap-southeast-4", "ap-east-1", "sa-east-1", "me-south-1",
+        "me-central-1", "af-south-1", "il-central-1",
+    }
+)  # fmt: skip
+
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_STREAM = re.compile(r"^[a-zA-Z0-9_.-]{1,128}$")
+_TABLE = re.compile(r"^[a-zA-Z0-9_.-]{3,255}$")
+_FUNCTION = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+_ROLE = re.compile(r"^[\w+=,.@-]{1,64}$")
+_TOPIC = re.compile(r"^[a-zA-Z0-9_-]{1,256}$")
+_QUEUE = re.compile(r"^[a-zA-Z0-9_-]{1,80}$")
+_GLUE = re.compile(r"^[a-z0-9_]{1,255}$")
+_WORKGROUP = re.compile(r"^[a-zA-Z0-9._-]{1,128}$")
+_PROFILE = re.compile(r"^[\w+=,.@-]{1,64}$")
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Resolved, validated settings. Build it with :func:`load_settings`."""
+
+    target: str = "local"
+    region: str = "us-east-1"
+    endpoint_url: str | None = None
+    profile: str | None = None
+    local_port: int = DEFAULT_LOCAL_PORT
+    state_dir: str = str(PROJECT_ROOT / ".local")
+    stream_name: str = "stock-trend-quotes"
+    stream_retention_hours: int = 24
+    table_name: str = "stock-trend-processed"
+    alerts_table_name: str = "stock-trend-alerts-sent"
+    raw_bucket: str = "stock-trend-raw-local"
+    results_bucket: str = "stock-trend-athena-results-local"
+    topic_name: str = "stock-trend-alerts"
+    alert_queue_name: str = "stock-trend-alerts-inbox"
+    failure_queue_name: str = "stock-trend-failures"
+    alert_email: str | None = None
+    glue_database: str = "stock_trend"
+    glue_table: str = "raw_quotes"
+    athena_workgroup: str = "stock-trend"
+    athena_bytes_scanned_cutoff: int = 1_000_000_000
+    processor_function: str = "stock-trend-processor"
+    trend_function: str = "stock-trend-trend"
+    processor_role: str = "stock-trend-processor-role"
+    trend_role: str = "stock-trend-trend-role"
+
+    # --- derived values -------------------------------------------------------------
+    @property
+    def is_local(self) -> bool:
+        return self.target == "local"
+
+    @property
+    def resolved_endpoint(self) -> str | None:
+        """Endpoint every client uses: the local stack's, an explicit one, or AWS's own."""
+        if self.endpoint_url:
+            return self.endpoint_url
+        if self.is_local:
+            return f"http://127.0.0.1:{self.local_port}"
+        return None
+
+    @property
+    def raw_prefix(self) -> str:
+        return "raw/"
+
+    @property
+    def quarantine_prefix(self) -> str:
+        return "quarantine/"
+
+    @property
+    def raw_location(self) -> str:
+        return f"s3://{self.raw_bucket}/{self.raw_prefix}"
+
+    @property
+    def results_location(self) -> str:
+        return f"s3://{self.results_bucket}/athena/"
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["endpoint_url"] = self.resolved_endpoint
+        return data
+
+    def lambda_environment(self) -> dict[str, str]:
+        """The ``STP_*`` variables a deployed function needs to rebuild these settings."""
+        keys = (
+            "target", "region", "stream_name", "table_name", "alerts_table_name",
+            "raw_bucket", "topic_name", "failure_queue_name",
+        )  # fmt: skip
+        env = {ENV_PREFIX + k.upper(): str(getattr(self, k)) for k in keys}
+        env[ENV_PREFIX + "TARGET"] = "aws" if not self.is_local else "local"
+        return env
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
+_INT_FIELDS = {"local_port", "stream_retention_hours", "athena_bytes_scanned_cutoff"}
+_OPTIONAL = {"endpoint_url", "profile", "alert_email"}
+
+
+def load_settings(
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    config_file: str | Path | None = None,
+    **kwargs: Any,
+) -> Settings:
+    """Resolve and validate settings; raises :class:`ConfigError` naming the bad field."""
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    values.update(_read_config_file(config_file, env))
+    for name in _FIELDS:
+        key = ENV_PREFIX + name.upper()
+        if key in env:
+            values[name] = env[key]
+    if "endpoint_url" not in values:
+        for key in ("AWS_ENDPOINT_URL",):
+            if env.get(key):
+                values["endpoint_url"] = env[key]
+    merged = {**(overrides or {}), **kwargs}
+    for name, value in merged.items():
+        if name not in _FIELDS:
+            raise ConfigError(name, value, "unknown setting", f"use one of {sorted(_FIELDS)}")
+        values[name] = value
+    for name in list(values):
+        if name not in _FIELDS:
+            raise ConfigError(name, values[name], "unknown setting", f"use one of {sorted(_FIELDS)}")
+    clean = {name: _coerce(name, value) for name, value in values.items()}
+    settings = Settings(**clean)
+    _validate(settings)
+    return settings
+
+
+def _read_config_file(config_file: str | Path | None, env: Mapping[str, str]) -> dict[str, Any]:
+    import tomllib
+
+    path = Path(config_file) if config_file else None
+    if path is None and env.get(ENV_PREFIX + "CONFIG"):
+        path = Path(env[ENV_PREFIX + "CONFIG"])
+    if path is not None:
+        if not path.is_file():
+            raise ConfigError(
+                "config_file", str(path), "file not found", "point STP_CONFIG at an existing TOML file"
+            )
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+        return dict(data.get("tool", {}).get("stock-trend", data))
+    pyproject = PROJECT_ROOT / "pyproject.toml"
+    if pyproject.is_file():
+        with pyproject.open("rb") as fh:
+            return dict(tomllib.load(fh).get("tool", {}).get("stock-trend", {}))
+    return {}
+
+
+def _coerce(name: str, value: Any) -> Any:
+    if value is None:
+        return None
+    if name in _OPTIONAL and isinstance(value, str) and value == "":
+        return None
+    if name in _INT_FIELDS:
+        if isinstance(value, bool):
+            raise ConfigError(name, value, "must be an integer", "give a whole number")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, str):
+            _check_text(name, value)
+            if re.fullmatch(r"\d+", value):
+                return int(value)
+        raise ConfigError(name, value, "must be an integer", "give a whole number")
+    if not isinstance(value, str):
+        raise ConfigError(name, value, "must be a string", "quote the value")
+    _check_text(name, value)
+    return value
+
+
+_INVISIBLE_CATEGORIES = {"Cf", "Cc", "Zl", "Zp", "Co", "Cn"}
+
+
+def _check_text(name: str, value: str) -> None:
+    if value != value.strip() or any(ch.isspace() for ch in (value[:1] + value[-1:])):
+        raise ConfigError(
+            name, value, "has leading or trailing whitespace",
+            f"remove the spaces, e.g. {value.strip()!r}",
+        )  # fmt: skip
+    for index, ch in enumerate(value):
+        category = unicodedata.category(ch)
+        if category in _INVISIBLE_CATEGORIES or (ch.isspace() and ch != " ") or ch == "\u00a0":
+            code = f"U+{ord(ch):04X}"
+            label = unicodedata.name(ch, "control character")
+            cleaned = "".join(
+                c for c in value if unicodedata.category(c) not in _INVISIBLE_CATEGORIES and c != "\u00a0"
+            )
+            raise ConfigError(
+                name, value,
+                f"contains an invisible character {code} ({label}) at position {index}",
+                f"retype the value without it, e.g. {cleaned!r}",
+            )  # fmt: skip
+    if not value.isascii():
+        raise ConfigError(name, value, "contains non-ASCII characters", "use plain ASCII names")
+
+
+def known_regions() -> frozenset[str]:
+    """Regions offering Athena, from botocore's bundled data when importable (no network)."""
+    try:
+        import boto3
+
+        regions = frozenset(boto3.session.Session().get_available_regions("athena"))
+        return regions or _FALLBACK_REGIONS
+    except Exception:  # pragma: no cover - boto3 is always present in practice
+        return _FALLBACK_REGIONS
+
+
+def _validate(s: Settings) -> None:
+    if s.target not in TARGETS:
+        raise ConfigError("target", s.target, "unknown target", "use 'local' or 'aws'")
+    regions = known_regions()
+    if s.region not in regions:
+        close = difflib.get_close_matches(s.region.lower(), sorted(regions), n=3, cutoff=0.6)
+        hint = f"did you mean one of {close}?" if close else "e.g. 'us-east-1'"
+        raise ConfigError("region", s.region, "is not a known AWS region offering Athena", hint)
+    _pattern("stream_name", s.stream_name, _STREAM, "1-128 of letters, digits, '_', '-', '.'")
+    _pattern("table_name", s.table_name, _TABLE, "3-255 of letters, digits, '_', '-', '.'")
+    _pattern("alerts_table_name", s.alerts_table_name, _TABLE, "3-255 of letters, digits, '_', '-', '.'")
+    for name in ("raw_bucket", "results_bucket"):
+        _bucket(name, getattr(s, name))
+    if s.raw_bucket == s.results_bucket:
+        raise ConfigError(
+            "results_bucket",
+            s.results_bucket,
+            "equals raw_bucket",
+            "use a separate bucket for Athena results",
+        )
+    _pattern("topic_name", s.topic_name, _TOPIC, "1-256 of letters, digits, '_', '-'")
+    for name in ("alert_queue_name", "failure_queue_name"):
+        _pattern(name, getattr(s, name), _QUEUE, "1-80 of letters, digits, '_', '-'")
+    for name in ("glue_database", "glue_table"):
+        _pattern(name, getattr(s, name), _GLUE, "lower-case letters, digits and '_' (Athena-safe)")
+    _pattern("athena_workgroup", s.athena_workgroup, _WORKGROUP, "1-128 of letters, digits, '.', '_', '-'")
+    for name in ("processor_function", "trend_function"):
+        _pattern(name, getattr(s, name), _FUNCTION, "1-64 of letters, digits, '_', '-'")
+    for name in ("processor_role", "trend_role"):
+        _pattern(name, getattr(s, name), _ROLE, "1-64 of letters, digits and +=,.@_-")
+    if s.profile is not None:
+        _pattern("profile", s.profile, _PROFILE, "a profile name from ~/.aws/config")
+    if s.alert_email is not None and not _EMAIL.match(s.alert_email):
+        raise ConfigError(
+            "alert_email", s.alert_email, "is not an email address", "give name@example.com or leave empty"
+        )
+    if not 1 <= s.local_port <= 65535:
+        raise ConfigError("local_port", s.local_port, "out of range", "use a port between 1024 and 65535")
+    if not 24 <= s.stream_retention_hours <= 8760:
+        raise ConfigError(
+            "stream_retention_hours", s.stream_retention_hours, "out of range", "use 24..8760 hours"
+        )
+    if s.athena_bytes_scanned_cutoff < 10_000_000:
+        raise ConfigError(
+            "athena_bytes_scanned_cutoff", s.athena_bytes_scanned_cutoff,
+            "below Athena's minimum of 10 MB", "use at least 10000000",
+        )  # fmt: skip
+    if s.endpoint_url is not None:
+        _endpoint(s)
+
+
+def _pattern(name: str, value: str, pattern: re.Pattern[str], rule: str) -> None:
+    if not pattern.fullmatch(value):
+        raise ConfigError(name, value, "breaks the AWS naming rule", f"use {rule}")
+
+
+def _bucket(name: str, value: str) -> None:
+    rule = "3-63 lower-case letters, digits, '-' and '.', starting and ending with a letter or digit"
+    if not _BUCKET.fullmatch(value):
+        raise ConfigError(name, value, "is not a valid S3 bucket name", f"use {rule}")
+    if ".." in value or value.startswith("xn--") or value.endswith("-s3alias"):
+        raise ConfigError(name, value, "is not a valid S3 bucket name", f"use {rule}")
+    if re.fullmatch(r"\d+\.\d+\.\d+\.\d+", value):
+        raise ConfigError(name, value, "looks like an IP address", "use a name, not an address")
+
+
+def _endpoint(s: Settings) -> None:
+    url = s.endpoint_url or ""
+    parsed = urlparse(url)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise ConfigError("endpoint_url", url, "is not an http(s) URL", "use e.g. 'http://127.0.0.1:4566'")
+    if s.is_local:
+        host = parsed.hostname
+        loopback = host == "localhost"
+        with contextlib.suppress(ValueError):
+            loopback = loopback or ipaddress.ip_address(host).is_loopback
+        if not loopback:
+            raise ConfigError(
+                "endpoint_url", url, "is not a loopback address but target is 'local'",
+                "use http://127.0.0.1:<port>, or set target='aws'",
+            )  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print the resolved settings as JSON (``python -m helpers.config``)."""
+    try:
+        settings = load_settings()
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    json.dump(settings.to_dict(), sys.stdout, indent=2, sort_keys=True)
+    sys.stdout.write("\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
