@@ -8,6 +8,7 @@ settings come from :func:`helpers.pipeline.config.load_settings`. Clients use bo
 from __future__ import annotations
 
 import functools
+import random
 import threading
 import time
 from collections.abc import Callable
@@ -15,13 +16,29 @@ from typing import Any
 
 from helpers.pipeline.config import Settings, load_settings
 
-__all__ = ["LOCAL_CREDENTIALS", "account_id", "client", "resource", "session"]
+__all__ = [
+    "BUCKET_MISSING_CODES",
+    "LOCAL_CREDENTIALS",
+    "QUEUE_MISSING_CODES",
+    "account_id",
+    "backoff_seconds",
+    "client",
+    "error_code",
+    "is_missing",
+    "resource",
+    "session",
+    "wait_until",
+]
 
 # The local stack accepts any credentials; these well-known dummies keep real keys out of it.
 LOCAL_CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
 RETRY_CONFIG = {"mode": "standard", "max_attempts": 8}
 CONNECT_TIMEOUT_SECONDS = 5
 READ_TIMEOUT_SECONDS = 60
+
+# Error codes meaning "no such resource", where a service has several spellings.
+QUEUE_MISSING_CODES = ("AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist")
+BUCKET_MISSING_CODES = ("404", "NoSuchBucket", "NotFound")
 
 _lock = threading.Lock()
 
@@ -83,6 +100,20 @@ def error_code(err: BaseException) -> str:
     """The AWS error code of a botocore ``ClientError`` (``""`` for any other exception)."""
     response = getattr(err, "response", None) or {}
     return str(response.get("Error", {}).get("Code", ""))
+
+
+def is_missing(err: BaseException, *codes: str) -> bool:
+    """True if ``err`` is a ``ClientError`` whose code is one of ``codes`` (default: ResourceNotFound)."""
+    return error_code(err) in (codes or ("ResourceNotFoundException",))
+
+
+def backoff_seconds(attempt: int, *, base: float, cap: float) -> float:
+    """Full-jitter exponential backoff before retry ``attempt``: ``U(0, min(cap, base * 2**attempt))``.
+
+    For retries botocore cannot do itself: entries a batch call reports as failed
+    (PutRecords' failed records, BatchWriteItem's UnprocessedItems).
+    """
+    return random.uniform(0, min(cap, base * 2**attempt))
 
 
 def wait_until(
