@@ -65,17 +65,6 @@ def _declared_parameters(path: Path) -> set[str]:
     return set(papermill.inspect_notebook(str(path)))
 
 
-def _settings_environment(settings: Settings) -> dict[str, str]:
-    """STP_* variables so every kernel resolves exactly these settings."""
-    env = {}
-    for key, value in settings.to_dict().items():
-        if key == "endpoint_url":
-            value = settings.endpoint_url
-        if value is not None:
-            env["STP_" + key.upper()] = str(value)
-    return env
-
-
 def run_workbook(
     settings: Settings | None = None,
     *,
@@ -90,7 +79,7 @@ def run_workbook(
 
     s = settings or load_settings()
     out = reports_dir(output_dir)
-    os.environ.update(_settings_environment(s))
+    os.environ.update(s.to_environment())  # every kernel resolves exactly these settings
     os.environ[REPORTS_ENV] = str(out)
     os.environ.setdefault("MPLBACKEND", "Agg")
     write_summary({"target": s.target, "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}, out)

@@ -13,7 +13,9 @@ characters (zero-width spaces, BOMs, non-breaking spaces...), AWS naming rules a
 region. ``python -m helpers.config`` prints the resolved settings as JSON.
 
 Lambda functions receive their settings through ``STP_*`` environment variables set at
-deploy time, so the same module works inside Lambda (stdlib only).
+deploy time, so the same module works inside Lambda (stdlib only). One serialiser,
+:meth:`Settings.to_environment`, writes them, for functions (:data:`LAMBDA_FIELDS`: every
+field but :data:`DEPLOYER_ONLY_FIELDS`) and for notebook kernels (every field).
 """
 
 from __future__ import annotations
@@ -21,20 +23,31 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import difflib
+import functools
 import ipaddress
 import json
 import os
 import re
 import sys
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 from helpers.core.errors import ConfigError
 
-__all__ = ["ENV_PREFIX", "PROJECT_ROOT", "TARGETS", "Settings", "load_settings"]
+__all__ = [
+    "DEPLOYER_ONLY_FIELDS",
+    "ENV_PREFIX",
+    "LAMBDA_FIELDS",
+    "PROJECT_ROOT",
+    "TARGETS",
+    "Settings",
+    "env_key",
+    "known_regions",
+    "load_settings",
+]
 
 ENV_PREFIX = "STP_"
 TARGETS = ("local", "aws")
@@ -131,20 +144,58 @@ class Settings:
         data["endpoint_url"] = self.resolved_endpoint
         return data
 
+    def to_environment(self, fields: Iterable[str] | None = None) -> dict[str, str]:
+        """``STP_*`` variables from which :func:`load_settings` rebuilds ``fields`` (default: all).
+
+        Every named field is written, default or not, and ``None`` as ``""`` (read back as
+        ``None``): the variables outrank the config file and the defaults, so the receiving
+        side resolves exactly these values whatever its own ``pyproject.toml`` says.
+        ``endpoint_url`` is the explicit one (``None`` when derived from ``local_port``).
+        """
+        names = tuple(_FIELDS) if fields is None else tuple(fields)
+        unknown = sorted(set(names) - set(_FIELDS))
+        if unknown:
+            raise ValueError(f"not settings fields: {unknown}")
+        return {env_key(name): _env_text(getattr(self, name)) for name in names}
+
     def lambda_environment(self) -> dict[str, str]:
-        """The ``STP_*`` variables a deployed function needs to rebuild these settings."""
-        keys = (
-            "target", "region", "stream_name", "table_name", "alerts_table_name",
-            "raw_bucket", "topic_name", "failure_queue_name",
-        )  # fmt: skip
-        env = {ENV_PREFIX + k.upper(): str(getattr(self, k)) for k in keys}
-        env[ENV_PREFIX + "TARGET"] = "aws" if not self.is_local else "local"
-        return env
+        """The ``STP_*`` variables of a deployed function: :data:`LAMBDA_FIELDS`, by construction.
+
+        Inside the function, ``load_settings()`` returns these settings with the fields of
+        :data:`DEPLOYER_ONLY_FIELDS` at their defaults: ``load_settings(environ=env)`` equals
+        :meth:`for_lambda` (a unit test asserts the whole object).
+        """
+        return self.to_environment(LAMBDA_FIELDS)
+
+    def for_lambda(self) -> Settings:
+        """These settings as a deployed function resolves them (deployer-only fields reset)."""
+        return dataclasses.replace(self, **{name: _FIELDS[name].default for name in DEPLOYER_ONLY_FIELDS})
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
 _INT_FIELDS = {"local_port", "stream_retention_hours", "athena_bytes_scanned_cutoff"}
 _OPTIONAL = {"endpoint_url", "profile", "alert_email"}
+
+# Settings that describe the machine deploying the pipeline, not the pipeline: a deployed
+# function must not inherit them. Every other field reaches the Lambda environment.
+DEPLOYER_ONLY_FIELDS: dict[str, str] = {
+    "profile": "a function's credentials are its execution role's, never a named profile",
+    "endpoint_url": (
+        "a function uses its runtime's endpoint: AWS's own, or the local stack's, which the local "
+        "Lambda runtime passes as AWS_ENDPOINT_URL (read by load_settings)"
+    ),
+    "state_dir": "a folder of the deploying machine (local stack state, build folder)",
+}
+LAMBDA_FIELDS: tuple[str, ...] = tuple(name for name in _FIELDS if name not in DEPLOYER_ONLY_FIELDS)
+
+
+def env_key(name: str) -> str:
+    """The environment variable of the settings field ``name`` (``STP_<NAME>``)."""
+    return ENV_PREFIX + name.upper()
+
+
+def _env_text(value: Any) -> str:
+    return "" if value is None else str(value)
 
 
 def load_settings(
@@ -159,7 +210,7 @@ def load_settings(
     values: dict[str, Any] = {}
     values.update(_read_config_file(config_file, env))
     for name in _FIELDS:
-        key = ENV_PREFIX + name.upper()
+        key = env_key(name)
         if key in env:
             values[name] = env[key]
     if "endpoint_url" not in values:
@@ -248,8 +299,13 @@ def _check_text(name: str, value: str) -> None:
         raise ConfigError(name, value, "contains non-ASCII characters", "use plain ASCII names")
 
 
+@functools.cache
 def known_regions() -> frozenset[str]:
-    """Regions offering Athena, from botocore's bundled data when importable (no network)."""
+    """Regions offering Athena, from botocore's bundled data when importable (no network).
+
+    Read once per process: building a boto3 session costs about 0.16 s, paid by every
+    ``load_settings`` call (and every Lambda cold start) before this cache.
+    """
     try:
         import boto3
 

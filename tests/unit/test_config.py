@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -9,7 +10,15 @@ import sys
 import pytest
 
 from helpers.core.errors import ConfigError
-from helpers.pipeline.config import DEFAULT_LOCAL_PORT, Settings, load_settings
+from helpers.pipeline.config import (
+    DEFAULT_LOCAL_PORT,
+    DEPLOYER_ONLY_FIELDS,
+    LAMBDA_FIELDS,
+    Settings,
+    env_key,
+    known_regions,
+    load_settings,
+)
 
 EMPTY_ENV: dict[str, str] = {}
 
@@ -144,7 +153,97 @@ def test_cli_refuses_bad_settings_with_exit_code_2(project_root) -> None:
     assert "raw_bucket" in out.stderr and "U+200B" in out.stderr
 
 
-def test_lambda_environment_round_trips() -> None:
-    s = load(table_name="my-table", raw_bucket="my-raw-bucket")
+# Non-default values for every field, so a field the serialiser dropped would come back as its default.
+EVERY_FIELD_CHANGED = {
+    "target": "aws",
+    "region": "eu-west-1",
+    "endpoint_url": "https://example.com",
+    "profile": "deployer",
+    "local_port": 4600,
+    "state_dir": "/tmp/stp-state",
+    "stream_name": "rt-quotes",
+    "stream_retention_hours": 48,
+    "table_name": "rt-processed",
+    "alerts_table_name": "rt-alerts-sent",
+    "raw_bucket": "rt-raw-bucket",
+    "results_bucket": "rt-results-bucket",
+    "topic_name": "rt-alerts",
+    "alert_queue_name": "rt-inbox",
+    "failure_queue_name": "rt-failures",
+    "alert_email": "ops@example.com",
+    "glue_database": "rt_db",
+    "glue_table": "rt_quotes",
+    "athena_workgroup": "rt-workgroup",
+    "athena_bytes_scanned_cutoff": 20_000_000,
+    "processor_function": "rt-processor",
+    "trend_function": "rt-trend",
+    "processor_role": "rt-processor-role",
+    "trend_role": "rt-trend-role",
+}
+
+
+def test_the_round_trip_sample_changes_every_field() -> None:
+    assert set(EVERY_FIELD_CHANGED) == {f.name for f in dataclasses.fields(Settings)}
+    defaults = Settings()
+    assert all(getattr(defaults, k) != v for k, v in EVERY_FIELD_CHANGED.items())
+
+
+def test_lambda_environment_round_trips_the_whole_settings_object() -> None:
+    # GIVEN settings where every field differs from its default
+    s = load(**EVERY_FIELD_CHANGED)
+    # WHEN a function rebuilds them from its environment alone
     rebuilt = load_settings(environ=s.lambda_environment())
-    assert (rebuilt.table_name, rebuilt.raw_bucket, rebuilt.target) == ("my-table", "my-raw-bucket", "local")
+    # THEN it has every pipeline field, deployer-only ones at their defaults
+    assert rebuilt == s.for_lambda()
+    assert dataclasses.replace(rebuilt, **{k: getattr(s, k) for k in DEPLOYER_ONLY_FIELDS}) == s
+    assert (rebuilt.glue_database, rebuilt.glue_table) == ("rt_db", "rt_quotes")
+
+
+def test_lambda_fields_are_every_field_but_the_deployer_only_ones() -> None:
+    names = {f.name for f in dataclasses.fields(Settings)}
+    assert set(LAMBDA_FIELDS) == names - set(DEPLOYER_ONLY_FIELDS)
+    assert set(DEPLOYER_ONLY_FIELDS) <= names
+    env = load(profile="deployer").lambda_environment()
+    assert set(env) == {env_key(n) for n in LAMBDA_FIELDS}
+    assert "STP_PROFILE" not in env and "STP_ENDPOINT_URL" not in env
+
+
+def test_local_function_finds_the_stack_through_aws_endpoint_url() -> None:
+    s = load(local_port=4600)
+    inside = load_settings(environ={**s.lambda_environment(), "AWS_ENDPOINT_URL": "http://127.0.0.1:4700"})
+    assert inside.resolved_endpoint == "http://127.0.0.1:4700"
+    assert dataclasses.replace(inside, endpoint_url=None) == s.for_lambda()
+
+
+def test_kernel_environment_round_trips_every_field() -> None:
+    s = load(**{**EVERY_FIELD_CHANGED, "target": "local", "endpoint_url": "http://localhost:4600"})
+    assert load_settings(environ=s.to_environment()) == s
+    cleared = load(profile=None)
+    assert load_settings(environ=cleared.to_environment()) == cleared
+
+
+def test_settings_from_the_environment_outrank_the_config_file(tmp_path) -> None:
+    config = tmp_path / "stock-trend.toml"
+    config.write_text('[tool.stock-trend]\nglue_table = "from_file"\nalert_email = "file@example.com"\n')
+    s = load()
+    rebuilt = load_settings(environ={**s.lambda_environment(), "STP_CONFIG": str(config)})
+    assert rebuilt == s.for_lambda()
+
+
+def test_to_environment_refuses_unknown_fields() -> None:
+    with pytest.raises(ValueError, match="colour"):
+        load().to_environment(["colour"])
+
+
+def test_region_list_is_read_once(monkeypatch) -> None:
+    import boto3
+
+    known_regions()
+
+    def no_session(*args: object, **kwargs: object) -> None:
+        raise AssertionError("load_settings built a boto3 session")
+
+    monkeypatch.setattr(boto3.session, "Session", no_session)
+    assert load(region="eu-west-1").region == "eu-west-1"
+    with pytest.raises(ConfigError, match="not a known AWS region"):
+        load(region="eu-west-9")
