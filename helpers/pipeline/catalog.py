@@ -1,9 +1,9 @@
 """The Glue table over the raw archive, so Athena can query the NDJSON the processor writes.
 
-Layout (the processor's contract): ``s3://<raw_bucket>/raw/symbol=<SYM>/dt=<YYYY-MM-DD>/<batch>.ndjson``,
-one quote object per line. The table maps every quote field except ``symbol`` to a column
-(``symbol`` and ``dt`` are partition keys, taken from the path) and reads the lines with the
-OpenX JSON SerDe.
+Layout (the processor's contract, defined once in :mod:`helpers.core.layout` with the columns):
+``s3://<raw_bucket>/raw/symbol=<SYM>/dt=<YYYY-MM-DD>/<batch>.ndjson``, one quote object per line.
+The table maps every quote field except ``symbol`` to a column (``symbol`` and ``dt`` are
+partition keys, taken from the path) and reads the lines with the OpenX JSON SerDe.
 
 Partition strategy: **registered partitions**. Partition projection cannot describe this
 layout for arbitrary symbols — an ``enum`` needs the symbol list up front and ``injected``
@@ -21,12 +21,13 @@ stdlib + boto3 only: importable inside Lambda.
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Iterable
 from typing import Any
 
 from botocore.exceptions import ClientError
 
+from helpers.core.errors import PipelineError
+from helpers.core.layout import DATA_COLUMNS, PARTITION_KEYS, Partition, partition_dir, partitions_from_keys
 from helpers.pipeline import aws
 from helpers.pipeline.config import Settings, load_settings
 
@@ -35,6 +36,7 @@ __all__ = [
     "DATA_COLUMNS",
     "PARTITION_KEYS",
     "SERDE",
+    "CatalogError",
     "Partition",
     "create_table_ddl",
     "discover_partitions",
@@ -52,28 +54,16 @@ BATCH_CREATE_PARTITION_MAX = 100  # Glue's limit of PartitionInputList entries p
 SERDE = "org.openx.data.jsonserde.JsonSerDe"
 INPUT_FORMAT = "org.apache.hadoop.mapred.TextInputFormat"
 OUTPUT_FORMAT = "org.apache.hadoop.hive.ql.io.HiveIgnoreKeyTextOutputFormat"
-DATA_COLUMNS: tuple[tuple[str, str], ...] = (
-    ("timestamp", "string"),
-    ("price", "double"),
-    ("previous_close", "double"),
-    ("open", "double"),
-    ("high", "double"),
-    ("low", "double"),
-    ("volume", "bigint"),
-    ("source", "string"),
-    ("produced_at", "string"),
-)
-PARTITION_KEYS: tuple[tuple[str, str], ...] = (("symbol", "string"), ("dt", "string"))
 _COMMENTS = {
     "timestamp": "quote time, UTC, canonical 2026-07-29T13:30:00Z",
     "produced_at": "time the producer emitted the quote, UTC, canonical form",
     "symbol": "ticker symbol (partition)",
     "dt": "quote date YYYY-MM-DD, UTC (partition)",
 }
-_PARTITION_DIR = re.compile(r"symbol=(?P<symbol>[^/]+)/dt=(?P<dt>\d{4}-\d{2}-\d{2})/")
 
-Partition = tuple[str, str]
-"""One partition of the raw table: ``(symbol, dt)``."""
+
+class CatalogError(PipelineError):
+    """Glue refused to register a partition of the raw table."""
 
 
 def _column(name: str, type_: str) -> dict[str, str]:
@@ -187,18 +177,7 @@ def ensure_table(settings: Settings | None = None, glue: Any = None) -> str:
 
 def partition_location(settings: Settings, partition: Partition) -> str:
     """S3 folder of one partition, ``s3://<raw_bucket>/raw/symbol=<SYM>/dt=<YYYY-MM-DD>/``."""
-    symbol, dt = partition
-    return f"{settings.raw_location}symbol={symbol}/dt={dt}/"
-
-
-def partitions_from_keys(keys: Iterable[str]) -> set[Partition]:
-    """The ``(symbol, dt)`` partitions of raw-archive object keys (other keys are ignored)."""
-    found = set()
-    for key in keys:
-        match = _PARTITION_DIR.search(key)
-        if match:
-            found.add((match["symbol"], match["dt"]))
-    return found
+    return f"{settings.raw_location}{partition_dir(*partition)}"
 
 
 def register_partitions(settings: Settings | None, partitions: Iterable[Partition], glue: Any = None) -> int:
@@ -229,9 +208,11 @@ def register_partitions(settings: Settings | None, partitions: Iterable[Partitio
         ]
         if unexpected:
             detail = unexpected[0].get("ErrorDetail", {})
-            raise RuntimeError(
+            raise CatalogError(
                 f"Glue refused partition {unexpected[0].get('PartitionValues')} of "
-                f"{s.glue_database}.{s.glue_table}: {detail.get('ErrorCode')}: {detail.get('ErrorMessage')}"
+                f"{s.glue_database}.{s.glue_table}: {detail.get('ErrorCode')}: {detail.get('ErrorMessage')}; "
+                "check the table with catalog.ensure_table(settings) (run 01_provision first), "
+                "then catalog.sync_partitions(settings)"
             )
         created += len(chunk) - len(errors)
     if created:

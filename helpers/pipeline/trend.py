@@ -1,6 +1,8 @@
 """The trend Lambda's core: DynamoDB stream batches of processed bars -> SMA5/SMA20 crossover alerts.
 
-Lambda-safe (stdlib + boto3). For one stream batch, :func:`evaluate_batch`
+Lambda-safe (stdlib + boto3). This module is the I/O (Query, PutItem, Publish); the pure rules --
+grouping stream records, the window decision, the alert message and record -- are in
+:mod:`helpers.core.trend_plan`. For one stream batch, :func:`evaluate_batch`
 
 1. takes the bars of the INSERT and MODIFY records (REMOVE is ignored), grouped by symbol;
 2. per symbol, reads the price window it needs with ONE Query, newest first, ending at the batch's
@@ -39,24 +41,29 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from helpers.core.indicators import (
-    BUY,
-    LONG_WINDOW,
-    SHORT_WINDOW,
-    Bar,
-    Signal,
-    last_nonzero_state,
-    lookback_needed,
-    signals_for_new_bars,
+from helpers.core.errors import PipelineError
+from helpers.core.indicators import Bar, Signal, signals_for_new_bars
+from helpers.core.quotes import utc_now_timestamp
+from helpers.core.trend_plan import (
+    ALERT_ATTRIBUTES,
+    QUERY_MARGIN,
+    SymbolBatch,
+    alert_item,
+    first_limit,
+    format_alert,
+    group_stream_records,
+    message_attributes,
+    next_limit,
+    window_bars,
+    window_request,
+    window_state,
 )
-from helpers.core.quotes import to_decimal, utc_now_timestamp
 from helpers.pipeline import aws
 from helpers.pipeline.config import Settings, load_settings
 
@@ -78,62 +85,19 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-EVALUATED_EVENTS = ("INSERT", "MODIFY")
-QUERY_MARGIN = 40  # bars beyond the lookback on the first page, so one Query nearly always suffices
-MAX_QUERY_LIMIT = 1000  # cap of the Limit when paging further back through a flat run
-ALERT_ATTRIBUTES = ("symbol", "signal", "timestamp", "alert_id", "price", "sma_short", "sma_long")
-"""SNS message attributes of an alert (raw SQS delivery carries at most 10)."""
-_NUMBER_ATTRIBUTES = ("price", "sma_short", "sma_long")
 _CONDITION_FAILED = "ConditionalCheckFailedException"
 
 # Outcomes of deliver()
 PUBLISHED, REPUBLISHED, ALREADY_SENT = "published", "republished", "already_sent"
 
 
-class AlertInProgress(Exception):
-    """Another invocation claimed the same unpublished alert a moment ago; retry the record later."""
+class AlertInProgress(PipelineError):
+    """Another invocation holds the same unpublished alert right now; its stream records are retried.
 
-
-# --------------------------------------------------------------------------- message
-
-
-def _plain_number(value: float) -> str:
-    """A float as fixed-point text (no exponent), exact to its shortest repr."""
-    return format(to_decimal(float(value)), "f")
-
-
-def format_alert(signal: Signal) -> tuple[str, str]:
-    """The alert's SNS ``Subject`` (ASCII, < 100 characters) and human-readable ``Message``."""
-    when = signal.timestamp.replace("T", " ").replace("Z", " UTC")
-    subject = f"{signal.signal} {signal.symbol} at {signal.price:.2f} - SMA crossover {when}"
-    direction = "above" if signal.signal == BUY else "below"
-    message = "\n".join(
-        [
-            f"{signal.signal} signal for {signal.symbol}",
-            "",
-            f"Bar time (UTC): {signal.timestamp}",
-            f"Price:          {signal.price:.4f}",
-            f"SMA{SHORT_WINDOW}:           {signal.sma_short:.4f}",
-            f"SMA{LONG_WINDOW}:          {signal.sma_long:.4f}",
-            "",
-            f"SMA{SHORT_WINDOW} crossed {direction} SMA{LONG_WINDOW} at this bar.",
-            f"Alert id: {signal.alert_id}",
-            "",
-            "Sent by the stock trend pipeline. Illustrative signal, not investment advice.",
-        ]
-    )
-    return subject[:99], message
-
-
-def _message_attributes(signal: Signal) -> dict[str, dict[str, str]]:
-    data = signal.to_dict()
-    attributes = {}
-    for name in ALERT_ATTRIBUTES:
-        if name in _NUMBER_ATTRIBUTES:
-            attributes[name] = {"DataType": "Number", "StringValue": _plain_number(data[name])}
-        else:
-            attributes[name] = {"DataType": "String", "StringValue": str(data[name])}
-    return attributes
+    :func:`evaluate` reports the symbol's records in ``batchItemFailures``, so Lambda retries them
+    and the retry publishes the alert or finds it sent; calling :func:`deliver` yourself, call it
+    again a moment later.
+    """
 
 
 # --------------------------------------------------------------------------- topic
@@ -156,46 +120,6 @@ def topic_arn_for_function(settings: Settings, function_arn: str) -> str:
     return topic_arn(settings, account=parts[4], partition=parts[1])
 
 
-# --------------------------------------------------------------------------- stream records
-
-
-@dataclass
-class _SymbolBatch:
-    """The new bars of one symbol in a batch and the stream records that carried them."""
-
-    bars: dict[str, Decimal] = field(default_factory=dict)  # timestamp -> price (last image wins)
-    sequence_numbers: list[str] = field(default_factory=list)
-
-
-def _group(records: Iterable[Mapping[str, Any]]) -> tuple[dict[str, _SymbolBatch], int]:
-    """INSERT/MODIFY bars by symbol; returns them and the number of malformed records skipped."""
-    groups: dict[str, _SymbolBatch] = {}
-    malformed = 0
-    for record in records:
-        body = record.get("dynamodb") or {}
-        if record.get("eventName") not in EVALUATED_EVENTS:
-            continue
-        try:
-            image = body["NewImage"]
-            symbol, timestamp = image["symbol"]["S"], image["timestamp"]["S"]
-            price = Decimal(image["price"]["N"])
-            if not price.is_finite():
-                raise InvalidOperation(str(price))
-            sequence = str(body["SequenceNumber"])
-        except (KeyError, TypeError, InvalidOperation) as err:
-            malformed += 1
-            log.warning(
-                "skipping stream record %s: its NewImage lacks a valid symbol/timestamp/price (%s: %s); "
-                "the processor writes complete items, so this item came from elsewhere",
-                record.get("eventID"), type(err).__name__, err,
-            )  # fmt: skip
-            continue
-        group = groups.setdefault(symbol, _SymbolBatch())
-        group.bars[timestamp] = price
-        group.sequence_numbers.append(sequence)
-    return groups, malformed
-
-
 # --------------------------------------------------------------------------- history window
 
 
@@ -207,49 +131,25 @@ def _history(
     Returns (bars, last_state, queries): ``last_state`` is the last non-zero state before
     ``first`` when the window had to be bounded, 0 when the window reaches the series' start.
     """
-    lookback = lookback_needed()
-    limit = new_count + lookback + QUERY_MARGIN
-    request: dict[str, Any] = {
-        "TableName": table,
-        "KeyConditionExpression": "#s = :s AND #t <= :last",
-        "ExpressionAttributeNames": {"#s": "symbol", "#t": "timestamp", "#p": "price"},
-        "ExpressionAttributeValues": {":s": {"S": symbol}, ":last": {"S": last}},
-        "ProjectionExpression": "#t, #p",
-        "ScanIndexForward": False,  # newest first: the window right before the new bars
-        "ConsistentRead": True,
-    }
+    request = window_request(table, symbol, last)
+    limit = first_limit(new_count)
     newest_first: list[Bar] = []
     queries = 0
     while True:
         page = dynamodb.query(Limit=limit, **request)
         queries += 1
-        newest_first.extend((i["timestamp"]["S"], Decimal(i["price"]["N"])) for i in page.get("Items", []))
+        newest_first.extend(window_bars(page.get("Items", [])))
         start = page.get("LastEvaluatedKey")
         if not start:
             return newest_first[::-1], 0, queries  # the whole prior series
-        prior = [bar for bar in newest_first if bar[0] < first]
-        if len(prior) >= lookback:
-            state = last_nonzero_state(reversed(prior))
-            if state is not None:
-                return newest_first[::-1], state, queries
+        state = window_state(newest_first, first)
+        if state is not None:
+            return newest_first[::-1], state, queries
         request["ExclusiveStartKey"] = start
-        limit = min(2 * limit, MAX_QUERY_LIMIT)
+        limit = next_limit(limit)
 
 
 # --------------------------------------------------------------------------- delivery
-
-
-def _alert_item(signal: Signal, now: str) -> dict[str, Any]:
-    return {
-        "alert_id": {"S": signal.alert_id},
-        "symbol": {"S": signal.symbol},
-        "timestamp": {"S": signal.timestamp},
-        "signal": {"S": signal.signal},
-        **{name: {"N": _plain_number(getattr(signal, name))} for name in _NUMBER_ATTRIBUTES},
-        "published": {"BOOL": False},
-        "attempts": {"N": "1"},
-        "created_at": {"S": now},
-    }
 
 
 def _claim(dynamodb: Any, table: str, signal: Signal, existing: Mapping[str, Any] | None) -> bool:
@@ -258,7 +158,10 @@ def _claim(dynamodb: Any, table: str, signal: Signal, existing: Mapping[str, Any
     if existing is None:  # older servers do not return the item with the condition failure
         existing = dynamodb.get_item(TableName=table, Key=key, ConsistentRead=True).get("Item")
     if existing is None:
-        raise AlertInProgress(f"{signal.alert_id}: the alert record vanished; retry")
+        raise AlertInProgress(
+            f"alert {signal.alert_id}: its record in {table} vanished while being claimed; "
+            "retry the stream record (Lambda retries the records reported in batchItemFailures)"
+        )
     if existing.get("published", {}).get("BOOL"):
         return False
     seen = existing.get("attempts", {"N": "1"})
@@ -271,8 +174,11 @@ def _claim(dynamodb: Any, table: str, signal: Signal, existing: Mapping[str, Any
             ExpressionAttributeValues={":one": {"N": "1"}, ":false": {"BOOL": False}, ":seen": seen},
         )
     except ClientError as err:
-        if err.response.get("Error", {}).get("Code") == _CONDITION_FAILED:
-            raise AlertInProgress(f"{signal.alert_id} is being published by another invocation") from err
+        if aws.error_code(err) == _CONDITION_FAILED:
+            raise AlertInProgress(
+                f"alert {signal.alert_id} in {table} is being published by another invocation; retry "
+                "the stream record later: the retry publishes it or finds it sent"
+            ) from err
         raise
     return True
 
@@ -284,19 +190,19 @@ def deliver(signal: Signal, *, dynamodb: Any, sns: Any, alerts_table: str, topic
     try:
         dynamodb.put_item(
             TableName=alerts_table,
-            Item=_alert_item(signal, now),
+            Item=alert_item(signal, now),
             ConditionExpression="attribute_not_exists(alert_id)",
             ReturnValuesOnConditionCheckFailure="ALL_OLD",
         )
     except ClientError as err:
-        if err.response.get("Error", {}).get("Code") != _CONDITION_FAILED:
+        if aws.error_code(err) != _CONDITION_FAILED:
             raise
         if not _claim(dynamodb, alerts_table, signal, err.response.get("Item")):
             return ALREADY_SENT
         outcome = REPUBLISHED
     subject, message = format_alert(signal)
     message_id = sns.publish(
-        TopicArn=topic, Subject=subject, Message=message, MessageAttributes=_message_attributes(signal)
+        TopicArn=topic, Subject=subject, Message=message, MessageAttributes=message_attributes(signal)
     )["MessageId"]
     dynamodb.update_item(
         TableName=alerts_table,
@@ -334,7 +240,7 @@ class BatchResult:
 
 
 def _evaluate_symbol(
-    symbol: str, group: _SymbolBatch, s: Settings, dynamodb: Any, sns: Any, topic: str, result: BatchResult
+    symbol: str, group: SymbolBatch, s: Settings, dynamodb: Any, sns: Any, topic: str, result: BatchResult
 ) -> None:
     """One Query (rarely more) for the window, then every new bar evaluated and its signals delivered."""
     first, last = min(group.bars), max(group.bars)
@@ -360,7 +266,7 @@ def evaluate(
     dynamodb = dynamodb or aws.client("dynamodb", s)
     sns = sns or aws.client("sns", s)
     records = list(event.get("Records") or [])
-    groups, malformed = _group(records)
+    groups, malformed = group_stream_records(records)
     result = BatchResult(records=len(records), malformed=malformed, symbols=len(groups))
     arn = topic or (topic_arn(s) if groups else "")
     for symbol, group in sorted(groups.items()):

@@ -1,150 +1,81 @@
-"""The processor Lambda's batch logic, driven directly against the local stack.
+"""The processor's batch planning rules, without a stack (:mod:`helpers.core.batch_plan`).
 
-Every test gets a fresh table and bucket, so counts are exact; stores are read back with the
-same helpers the verify notebook uses (:mod:`helpers.notebook.verify`).
+What a Kinesis batch becomes (records, items, raw and quarantine objects and their keys) and what
+is committed after a partial failure (cutoffs, manifests, trims, the partial batch response).
+The last tests drive :func:`~helpers.pipeline.processor.process_batch` with in-memory S3 and
+DynamoDB stand-ins. The same rules against the local stack: tests/integration/test_processor_stack.py.
 """
 
 from __future__ import annotations
 
 import base64
 import json
-import re
 from collections.abc import Iterable
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
-from botocore.exceptions import ClientError
 
-from deploy.provision import PROCESSED_KEY_SCHEMA
-from helpers.core.quotes import Quote, parse_record
-from helpers.notebook import verify
-from helpers.notebook.producer import malformed_records
-from helpers.notebook.sources import synthetic
-from helpers.pipeline import aws
-from helpers.pipeline.config import Settings, load_settings
-from helpers.pipeline.processor import manifest_key, process_batch, processed_item, quarantine_key, raw_key
+from helpers.core import batch_plan
+from helpers.core.batch_plan import Record, StoreObject
+from helpers.core.quotes import Quote, Rejected, parse_record
+from helpers.pipeline.config import load_settings
+from helpers.pipeline.processor import (
+    MAX_ITEMS_PER_BATCH_WRITE,
+    manifest_key,
+    plan,
+    process_batch,
+    processed_item,
+    quarantine_key,
+    raw_key,
+)
 
 EVENTS = Path(__file__).resolve().parent.parent / "events"
 SHARD = "shardId-000000000000"
+OTHER = "shardId-000000000001"
 NOW = "2026-07-29T14:00:00Z"
+ARRIVAL = 1785331801.5  # 2026-07-29T13:30:01.5Z
+SETTINGS = load_settings(environ={})
 
 
 # --------------------------------------------------------------------------- helpers
 
 
-def kinesis_event(entries: Iterable[tuple[int, bytes, str]], shard: str = SHARD) -> dict[str, Any]:
-    """A Kinesis Lambda event of ``(sequence number, data, partition key)`` records."""
+def _quote(symbol: str, minute: int, price: float = 100.0, day: str = "2026-07-29") -> Quote:
+    return Quote(symbol, f"{day}T13:{minute:02d}:00Z", price, 99.0, 99.5, price + 1, price - 1, 10, "test")
+
+
+def _entry(seq: int, data: bytes, shard: str = SHARD, key: str = "K") -> dict[str, Any]:
+    return {
+        "kinesis": {
+            "partitionKey": key,
+            "sequenceNumber": str(seq),
+            "data": base64.b64encode(data).decode(),
+            "approximateArrivalTimestamp": ARRIVAL,
+        },
+        "eventID": f"{shard}:{seq}",
+    }
+
+
+def _event(entries: Iterable[tuple[int, bytes | Quote]], shard: str = SHARD) -> dict[str, Any]:
     return {
         "Records": [
-            {
-                "kinesis": {
-                    "kinesisSchemaVersion": "1.0",
-                    "partitionKey": key,
-                    "sequenceNumber": str(seq),
-                    "data": base64.b64encode(data).decode(),
-                    "approximateArrivalTimestamp": 1785331801.5,  # 2026-07-29
-                },
-                "eventSource": "aws:kinesis",
-                "eventID": f"{shard}:{seq}",
-                "eventSourceARN": "arn:aws:kinesis:us-east-1:123456789012:stream/test",
-            }
-            for seq, data, key in entries
+            _entry(seq, data.to_json() if isinstance(data, Quote) else data, shard) for seq, data in entries
         ]
     }
 
 
-def quotes_event(quotes: Iterable[Quote], first_seq: int = 1) -> dict[str, Any]:
-    return kinesis_event((first_seq + i, q.to_json(), q.symbol) for i, q in enumerate(quotes))
+def _plan(event: dict[str, Any]) -> batch_plan.BatchPlan:
+    return plan(event, SETTINGS, NOW)
 
 
-def objects(s: Settings) -> dict[str, str]:
-    """Every object of the bucket: key -> ETag (content hash)."""
-    s3 = aws.client("s3", s)
-    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=s.raw_bucket)
-    return {o["Key"]: o["ETag"] for page in pages for o in page.get("Contents", [])}
+def _by_key(objects: list[StoreObject]) -> dict[str, list[str]]:
+    """Object key -> the sequence numbers it holds."""
+    return {o.key: [r.seq for r in o.records] for o in objects}
 
 
-def lines(s: Settings, key: str) -> list[dict[str, Any]]:
-    body = aws.client("s3", s).get_object(Bucket=s.raw_bucket, Key=key)["Body"].read()
-    return [json.loads(line) for line in body.splitlines()]
-
-
-def raw_lines(s: Settings) -> list[dict[str, Any]]:
-    return [row for key in objects(s) if key.startswith("raw/") for row in lines(s, key)]
-
-
-class Wrapped:
-    """A real client with some methods replaced (fault injection)."""
-
-    def __init__(self, inner: Any, **overrides: Any) -> None:
-        self._inner = inner
-        self.__dict__.update(overrides)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
-
-
-def _error(code: str, operation: str) -> ClientError:
-    return ClientError({"Error": {"Code": code, "Message": "injected"}}, operation)
-
-
-# --------------------------------------------------------------------------- fixtures
-
-
-@pytest.fixture(scope="module")
-def base(local_stack: Settings) -> Settings:
-    """Provisioned resources of this module's own names (Glue table included)."""
-    from deploy.provision import provision
-
-    names = {  # every resource name of its own: other modules share the session's stack
-        field: f"proc-test-{field.replace('_', '-')}"
-        for field in (
-            "stream_name", "table_name", "alerts_table_name", "raw_bucket", "results_bucket", "topic_name",
-            "alert_queue_name", "failure_queue_name", "athena_workgroup", "processor_function",
-            "trend_function", "processor_role", "trend_role",
-        )
-    }  # fmt: skip
-    s = load_settings(
-        environ={},
-        local_port=local_stack.local_port,
-        state_dir=local_stack.state_dir,
-        glue_database="proc_test",
-        **names,
-    )
-    provision(s)
-    return s
-
-
-@pytest.fixture
-def store(base: Settings, request: pytest.FixtureRequest) -> Settings:
-    """A fresh, empty table and bucket for one test."""
-    name = "proc-" + re.sub(r"[^a-z0-9]+", "-", request.node.name.lower())[:40].strip("-")
-    s = load_settings(**{**base.to_dict(), "endpoint_url": None, "table_name": name, "raw_bucket": name})
-    aws.client("s3", s).create_bucket(Bucket=name)
-    aws.client("dynamodb", s).create_table(
-        TableName=name,
-        **PROCESSED_KEY_SCHEMA,
-        BillingMode="PAY_PER_REQUEST",
-    )
-    return s
-
-
-@pytest.fixture
-def handler(store: Settings, monkeypatch: pytest.MonkeyPatch) -> Any:
-    """The deployed handler, with the Lambda environment pointing at this test's store."""
-    from lambda_src import processor as handler_module
-
-    for key, value in store.lambda_environment().items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.setenv("AWS_ENDPOINT_URL", str(store.resolved_endpoint))
-    handler_module._clients.cache_clear()
-    yield handler_module.handler
-    handler_module._clients.cache_clear()
-
-
-# --------------------------------------------------------------------------- pure parts
+# --------------------------------------------------------------------------- records and items
 
 
 def test_an_empty_event_makes_no_call() -> None:
@@ -172,224 +103,304 @@ def test_processed_item_has_decimals_derived_fields_and_processed_at() -> None:
     assert not any(isinstance(v, float) for v in item.values())
 
 
-# --------------------------------------------------------------------------- against the stack
+def test_decode_takes_shard_sequence_and_arrival_from_the_envelope() -> None:
+    quote = _quote("AAPL", 30)
+    record = batch_plan.decode(3, _entry(17, quote.to_json(), OTHER, "AAPL"), NOW)
+    assert (record.index, record.shard, record.seq, record.order) == (3, OTHER, "17", 17)
+    assert record.partition_key == "AAPL" and record.data == quote.to_json()
+    assert record.arrival == "2026-07-29T13:30:01Z" and record.parsed == quote
 
 
-@pytest.mark.integration
-def test_sample_event_stores_valid_records_and_quarantines_the_bad_symbol(store: Settings) -> None:
+def test_decode_quarantines_bad_base64_and_falls_back_on_missing_fields() -> None:
+    raw = {"kinesis": {"sequenceNumber": "x9", "data": "not base64!"}, "eventID": ""}
+    record = batch_plan.decode(0, raw, NOW)
+    assert record.shard == "shardId-unknown" and record.order == -1 and record.arrival == NOW
+    assert isinstance(record.parsed, Rejected) and record.parsed.reason == "bad_base64"
+    assert record.data == b"not base64!" and record.parsed.reason in batch_plan.ENVELOPE_REASONS
+
+
+def test_sample_event_plans_two_raw_objects_a_quarantine_object_and_three_items() -> None:
     event = json.loads((EVENTS / "kinesis_batch.json").read_text())
     seqs = [r["kinesis"]["sequenceNumber"] for r in event["Records"]]
+    p = _plan(event)
 
-    assert process_batch(event, store, now=NOW) == {"batchItemFailures": []}
-
-    aapl = raw_key(store, "AAPL", "2026-07-29", SHARD, seqs[0])
-    msft = raw_key(store, "MSFT", "2026-07-29", SHARD, seqs[2])
-    quarantine = quarantine_key(store, "2026-07-29", SHARD, seqs[3])
-    manifest = manifest_key(SHARD, seqs[0])
-    assert set(objects(store)) == {aapl, msft, quarantine, manifest}
-    assert [row["timestamp"] for row in lines(store, aapl)] == [
+    aapl = raw_key(SETTINGS, "AAPL", "2026-07-29", SHARD, seqs[0])
+    msft = raw_key(SETTINGS, "MSFT", "2026-07-29", SHARD, seqs[2])
+    quarantine = quarantine_key(SETTINGS, "2026-07-29", SHARD, seqs[3])
+    assert aapl == f"raw/symbol=AAPL/dt=2026-07-29/{SHARD}-{seqs[0]}.ndjson"
+    assert quarantine == f"quarantine/dt=2026-07-29/{SHARD}-{seqs[3]}.ndjson"
+    assert _by_key(p.objects) == {aapl: seqs[:2], msft: [seqs[2]], quarantine: [seqs[3]]}
+    (raw,) = [o for o in p.objects if o.key == aapl]
+    assert [json.loads(line)["timestamp"] for line in raw.body().splitlines()] == [
         "2026-07-29T13:30:00Z",
         "2026-07-29T13:31:00Z",
     ]
-    (bad,) = lines(store, quarantine)
+    (bad,) = [json.loads(o.body()) for o in p.objects if o.kind == "quarantine"]
     assert bad["reason"] == "invalid_symbol" and bad["sequence_number"] == seqs[3]
     assert "\\u200b" in bad["detail"] and bad["shard"] == SHARD and bad["arrival"] == "2026-07-29T13:31:02Z"
-    assert lines(store, manifest) == [
-        {
-            "shard": SHARD,
-            "first_sequence_number": seqs[0],
-            "last_committed_sequence_number": seqs[3],
-            "accepted": seqs[:3],
-            "quarantined": {seqs[3]: "invalid_symbol"},
-        }
+    assert base64.b64decode(bad["data_base64"]) == p.records[3].data
+
+    items = {batch_plan.item_key(i): i for i in p.items}
+    assert sorted(items) == [
+        ("AAPL", "2026-07-29T13:30:00Z"),
+        ("AAPL", "2026-07-29T13:31:00Z"),
+        ("MSFT", "2026-07-29T13:30:00Z"),
     ]
-    item = aws.client("dynamodb", store).get_item(
-        TableName=store.table_name, Key={"symbol": {"S": "MSFT"}, "timestamp": {"S": "2026-07-29T13:30:00Z"}}
-    )["Item"]
-    assert item["change"] == {"N": "-2.25"} and item["change_pct"] == {"N": "-0.5455"}
-    assert item["processed_at"] == {"S": NOW} and item["price"] == {"N": "410.25"}
+    msft_item = items[("MSFT", "2026-07-29T13:30:00Z")]
+    assert msft_item["change"] == {"N": "-2.25"} and msft_item["change_pct"] == {"N": "-0.5455"}
+    assert msft_item["processed_at"] == {"S": NOW} and msft_item["price"] == {"N": "410.25"}
 
 
-@pytest.mark.integration
-def test_mixed_batch_stores_every_valid_record_and_quarantines_every_invalid_one(store: Settings) -> None:
-    # GIVEN valid quotes interleaved with malformed records (bad JSON, non-UTF-8, NaN/negative/
-    # boolean price, missing field, U+200B and trailing space in the symbol)
-    valid = list(synthetic(["AAA", "BBB"], 12))
-    bad = malformed_records()
-    entries: list[tuple[int, bytes, str]] = []
-    expected_reasons: dict[str, str] = {}
-    for i, quote in enumerate(valid):
-        entries.append((len(entries) + 1, quote.to_json(), quote.symbol))
-        if i < len(bad):
-            reason, data = bad[i]
-            entries.append((len(entries) + 1, data, "BAD"))
-            expected_reasons[str(len(entries))] = reason
-    # WHEN the batch is processed
-    assert process_batch(kinesis_event(entries), store, now=NOW) == {"batchItemFailures": []}
-    # THEN every valid record is stored once and every invalid one is quarantined with its reason
-    counts = verify.store_counts(store)
-    assert counts["records_accepted"] == counts["dynamodb_items"] == counts["raw_records"] == len(valid)
-    assert counts["records_quarantined"] == {
-        "bad_json": 1, "invalid_price": 3, "invalid_symbol": 2, "missing_field": 1, "not_utf8": 1,
-    }  # fmt: skip
-    quarantined = verify.quarantined_records(store)
-    assert dict(zip(quarantined["sequence_number"], quarantined["reason"], strict=True)) == expected_reasons
-    assert sorted(row["timestamp"] + row["symbol"] for row in raw_lines(store)) == sorted(
-        q.timestamp + q.symbol for q in valid
+def test_objects_are_per_shard_symbol_and_date_and_named_by_their_first_record() -> None:
+    shard0 = _event([(5, _quote("AAA", 1)), (3, _quote("AAA", 2, day="2026-07-30")), (4, _quote("BBB", 1))])
+    shard1 = _event([(2, _quote("AAA", 3)), (6, b"{}")], shard=OTHER)
+    p = _plan({"Records": shard0["Records"] + shard1["Records"]})
+    assert _by_key(p.objects) == {
+        f"raw/symbol=AAA/dt=2026-07-30/{SHARD}-3.ndjson": ["3"],
+        f"raw/symbol=BBB/dt=2026-07-29/{SHARD}-4.ndjson": ["4"],
+        f"raw/symbol=AAA/dt=2026-07-29/{SHARD}-5.ndjson": ["5"],
+        f"raw/symbol=AAA/dt=2026-07-29/{OTHER}-2.ndjson": ["2"],
+        f"quarantine/dt=2026-07-29/{OTHER}-6.ndjson": ["6"],
+    }
+    assert [o.shard for o in p.objects] == [SHARD, SHARD, SHARD, OTHER, OTHER]
+
+
+def test_a_redelivered_timestamp_makes_one_item_the_last_record_wins() -> None:
+    p = _plan(_event([(1, _quote("AAA", 1, 100.0)), (2, _quote("AAA", 1, 101.0))]))
+    (item,) = p.items
+    assert item["price"] == {"N": "101.0"}
+    assert [r.seq for r in p.covers[("AAA", "2026-07-29T13:01:00Z")]] == ["1", "2"]
+    assert _by_key(p.objects) == {f"raw/symbol=AAA/dt=2026-07-29/{SHARD}-1.ndjson": ["1", "2"]}
+
+
+def test_a_quote_the_serializer_refuses_is_quarantined_as_invalid_field() -> None:
+    def serialize(item: dict[str, Any]) -> dict[str, Any]:
+        if item["symbol"] == "BAD":
+            raise ValueError("number out of range")
+        return {"symbol": {"S": item["symbol"]}, "timestamp": {"S": item["timestamp"]}}
+
+    event = _event([(1, _quote("BAD", 1)), (2, _quote("OK", 1))])
+    decoded = [batch_plan.decode(i, raw, NOW) for i, raw in enumerate(event["Records"])]
+    records, items, covers = batch_plan.plan_items(decoded, NOW, serialize)
+    assert items == [{"symbol": {"S": "OK"}, "timestamp": {"S": "2026-07-29T13:01:00Z"}}]
+    assert list(covers) == [("OK", "2026-07-29T13:01:00Z")]
+    assert records[0].parsed == Rejected("invalid_field", "cannot be stored in DynamoDB: number out of range")
+    objects = batch_plan.group_objects(records)
+    assert _by_key(objects) == {
+        f"quarantine/dt=2026-07-29/{SHARD}-1.ndjson": ["1"],
+        f"raw/symbol=OK/dt=2026-07-29/{SHARD}-2.ndjson": ["2"],
+    }
+
+
+def test_series_are_per_symbol_in_time_order_and_cut_into_batch_write_chunks() -> None:
+    entries = [(n + 1, _quote("AAA" if n % 3 else "BBB", 59 - n)) for n in range(60)]
+    series = batch_plan.series_by_symbol(_plan(_event(entries)).items)
+    assert [s[0]["symbol"]["S"] for s in series] == ["AAA", "BBB"] and [len(s) for s in series] == [40, 20]
+    for s in series:
+        stamps = [i["timestamp"]["S"] for i in s]
+        assert stamps == sorted(stamps)
+    assert [len(c) for c in batch_plan.chunks(series[0], MAX_ITEMS_PER_BATCH_WRITE)] == [25, 15]
+    assert batch_plan.chunks([], MAX_ITEMS_PER_BATCH_WRITE) == []
+
+
+# --------------------------------------------------------------------------- commit
+
+
+def _records(*specs: tuple[str, int, bool]) -> list[Record]:
+    """Records of (shard, sequence number, accepted?); a rejected one has reason ``bad_json``."""
+    out = []
+    for index, (shard, seq, accepted) in enumerate(specs):
+        parsed: Quote | Rejected = _quote("AAA", seq % 60) if accepted else Rejected("bad_json", "x")
+        out.append(Record(index, shard, str(seq), seq, "K", b"", "2026-07-29T13:30:01Z", parsed))
+    return out
+
+
+def test_cutoff_is_the_lowest_failed_sequence_number_per_shard() -> None:
+    records = _records(
+        (SHARD, 1, True), (SHARD, 2, True), (SHARD, 3, True), (OTHER, 9, True), (OTHER, 7, True)
     )
+    cutoffs = batch_plan.cutoffs(records, failed={2, 1, 3})  # indexes: seq 3, 2 of SHARD and 9 of OTHER
+    assert cutoffs == {SHARD: 2, OTHER: 9}
+    assert [r.seq for r in records if batch_plan.committed(r, cutoffs)] == ["1", "7"]
+    assert batch_plan.cutoffs(records, failed=set()) == {}
+    assert all(batch_plan.committed(r, {}) for r in records)
 
 
-@pytest.mark.integration
-def test_redelivery_through_the_handler_changes_no_count_and_adds_no_object(
-    store: Settings, handler: Any
-) -> None:
-    event = quotes_event(synthetic(["AAA", "BBB", "CCC"], 90))
-    event["Records"] += kinesis_event([(91, b"not json", "BAD")])["Records"]
+def test_manifest_lists_the_committed_prefix_with_quarantine_reasons() -> None:
+    records = _records((SHARD, 1, True), (SHARD, 2, False), (SHARD, 3, True), (SHARD, 4, True))
+    (rows,) = batch_plan.records_by_shard(records).values()
+    key, body = batch_plan.manifest(SHARD, rows, {SHARD: 4})
+    assert key == manifest_key(SHARD, "1") == f"manifests/{SHARD}/1.json"
+    assert body == {
+        "shard": SHARD,
+        "first_sequence_number": "1",
+        "last_committed_sequence_number": "3",
+        "accepted": ["1", "3"],
+        "quarantined": {"2": "bad_json"},
+    }
+    everything = {**body, "last_committed_sequence_number": "4", "accepted": ["1", "3", "4"]}
+    assert batch_plan.manifest(SHARD, rows, {})[1] == everything
+    assert batch_plan.manifest(SHARD, rows, {SHARD: 1}) == (key, None)  # nothing committed: delete it
 
-    assert handler(event, None) == {"batchItemFailures": []}
-    first_objects, first_counts = objects(store), verify.store_counts(store)
-    assert handler(event, None) == {"batchItemFailures": []}  # the same batch, redelivered
 
-    assert objects(store) == first_objects  # same keys, same content
-    assert verify.store_counts(store) == first_counts
-    assert first_counts["records_accepted"] == first_counts["dynamodb_items"] == 90
-    assert first_counts["raw_records"] == 90 and first_counts["records_quarantined"] == {"bad_json": 1}
+def test_records_by_shard_are_in_sequence_order() -> None:
+    records = _records((SHARD, 12, True), (OTHER, 3, True), (SHARD, 4, True), (SHARD, 100, True))
+    assert {s: [r.seq for r in rows] for s, rows in batch_plan.records_by_shard(records).items()} == {
+        SHARD: ["4", "12", "100"],
+        OTHER: ["3"],
+    }
 
 
-@pytest.mark.integration
-def test_partial_failure_commits_the_prefix_and_the_retry_adds_no_duplicate(store: Settings) -> None:
-    # GIVEN 40 quotes alternating AAA/BBB (seq 1-40), then 5 CCC quotes (41-45) and a bad record (46);
-    # one bad record early (seq 10) and DynamoDB refusing the item of seq 21 (an AAA quote)
-    quotes = list(synthetic(["AAA", "BBB"], 40)) + list(synthetic(["CCC"], 5))
-    entries = [(i + 1, q.to_json(), q.symbol) for i, q in enumerate(quotes)]
-    entries[9] = (10, b"\xff bad", "BAD")
-    entries.append((46, b"{}", "BAD"))
-    poison = (quotes[20].symbol, quotes[20].timestamp)
-    real = aws.client("dynamodb", store)
+def test_a_shard_whose_manifest_failed_is_wholly_uncommitted() -> None:
+    records = _records((SHARD, 5, True), (OTHER, 1, True), (SHARD, 3, True))
+    assert batch_plan.uncommit_shard(records, SHARD) == ({0, 2}, 3)
 
-    def refusing(RequestItems: dict[str, Any]) -> dict[str, Any]:
+
+def test_trim_cuts_straddling_objects_deletes_those_above_and_leaves_the_rest() -> None:
+    p = _plan(_event([(n, _quote("AAA" if n <= 4 else "BBB", n)) for n in range(1, 8)] + [(8, b"{}")]))
+    other = _plan(_event([(9, _quote("CCC", 9))], shard=OTHER))
+    objects = p.objects + other.objects
+    actions = batch_plan.trim_plan(objects, {SHARD: 3})
+    by_key = {a.obj.key: (a.cutoff, a.delete) for a in actions}
+    assert by_key == {
+        f"raw/symbol=AAA/dt=2026-07-29/{SHARD}-1.ndjson": (3, False),  # 1 2 | 3 4
+        f"raw/symbol=BBB/dt=2026-07-29/{SHARD}-5.ndjson": (3, True),
+        f"quarantine/dt=2026-07-29/{SHARD}-8.ndjson": (3, True),
+    }
+    (aaa,) = [a for a in actions if not a.delete]
+    assert [json.loads(line)["timestamp"] for line in aaa.obj.body(aaa.cutoff).splitlines()] == [
+        "2026-07-29T13:01:00Z",
+        "2026-07-29T13:02:00Z",
+    ]
+    assert batch_plan.trim_plan(objects, {SHARD: 9}) == []  # every record of the shard is below 9
+
+
+def test_committed_partitions_are_the_written_raw_objects_not_deleted() -> None:
+    p = _plan(_event([(1, _quote("AAA", 1)), (2, _quote("BBB", 2)), (3, _quote("CCC", 3)), (4, b"{}")]))
+    for obj in p.objects:
+        obj.written = not obj.key.startswith("raw/symbol=CCC/")
+    deleted = {o.key for o in p.objects if "symbol=BBB" in o.key}
+    assert batch_plan.committed_partitions(p.objects, deleted) == {("AAA", "2026-07-29")}
+
+
+def test_batch_item_failures_are_the_failed_sequence_numbers_in_order() -> None:
+    records = _records((SHARD, 30, True), (SHARD, 4, True), (SHARD, 100, True), (SHARD, 5, True))
+    assert batch_plan.batch_item_failures(records, {0, 2, 1}) == [
+        {"itemIdentifier": "4"},
+        {"itemIdentifier": "30"},
+        {"itemIdentifier": "100"},
+    ]
+
+
+def test_summary_counts_what_the_batch_did() -> None:
+    p = _plan(_event([(1, _quote("AAA", 1)), (2, b"{}"), (3, _quote("AAA", 2)), (4, b"not json")]))
+    summary = batch_plan.summary(p, failed={2}, cutoffs={SHARD: 3}, deleted=set())
+    assert summary == {
+        "message": "processed batch",
+        "records": 4,
+        "accepted": 2,
+        "quarantined": {"missing_field": 1, "bad_json": 1},
+        "failed": 1,
+        "committed": 2,
+        "raw_objects": 1,
+        "quarantine_objects": 1,
+        "dynamodb_items": 2,
+        "deleted_objects": 0,
+        "shards": [SHARD],
+        "first_sequence_number": "1",
+    }
+
+
+# --------------------------------------------------------------------------- process_batch in memory
+
+
+class MemoryS3:
+    """put_object / delete_object into a dict; ``refuse`` makes PutObject of matching keys fail."""
+
+    def __init__(self, refuse: str = "\0") -> None:
+        self.objects: dict[str, bytes] = {}
+        self.refuse = refuse
+
+    def put_object(self, Bucket: str, Key: str, Body: bytes, ContentType: str) -> dict[str, Any]:
+        if self.refuse in Key:
+            raise RuntimeError("injected PutObject failure")
+        self.objects[Key] = Body
+        return {}
+
+    def delete_object(self, Bucket: str, Key: str) -> dict[str, Any]:
+        self.objects.pop(Key, None)
+        return {}
+
+
+class MemoryTable:
+    """batch_write_item into a dict; items whose key is in ``refuse`` come back unprocessed."""
+
+    def __init__(self, refuse: set[tuple[str, str]] | None = None) -> None:
+        self.items: dict[tuple[str, str], dict[str, Any]] = {}
+        self.refuse = refuse or set()
+
+    def batch_write_item(self, RequestItems: dict[str, Any]) -> dict[str, Any]:
         ((table, requests),) = RequestItems.items()
-        keep, refuse = [], []
+        unprocessed = []
         for request in requests:
             item = request["PutRequest"]["Item"]
-            (refuse if (item["symbol"]["S"], item["timestamp"]["S"]) == poison else keep).append(request)
-        if keep:
-            real.batch_write_item(RequestItems={table: keep})
-        return {"UnprocessedItems": {table: refuse} if refuse else {}}
+            key = batch_plan.item_key(item)
+            if key in self.refuse:
+                unprocessed.append(request)
+            else:
+                self.items[key] = item
+        return {"UnprocessedItems": {table: unprocessed} if unprocessed else {}}
 
-    event = kinesis_event(entries)
+
+def _lines(body: bytes) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in body.splitlines()]
+
+
+def test_process_batch_commits_the_prefix_below_the_first_failed_item() -> None:
+    # GIVEN AAA and BBB alternating (seq 1-8), a bad record (9), and a table refusing AAA at seq 5
+    quotes = [_quote("AAA" if n % 2 else "BBB", n) for n in range(1, 9)]
+    event = _event([(n, q) for n, q in enumerate(quotes, start=1)] + [(9, b"{}")])
+    s3, table = MemoryS3(), MemoryTable(refuse={("AAA", quotes[4].timestamp)})
+    sleeps: list[float] = []
+
     response = process_batch(
-        event, store, dynamodb=Wrapped(real, batch_write_item=refusing), sleep=lambda _: None
+        event, SETTINGS, s3=s3, dynamodb=table, now=NOW, register_partitions=False, sleep=sleeps.append
     )
 
     # THEN only the refused record is reported, and the stores hold exactly the records below it
-    assert response == {"batchItemFailures": [{"itemIdentifier": "21"}]}
-    aaa, bbb, ccc = (raw_key(store, sym, quotes[0].timestamp[:10], SHARD, seq) for sym, seq in
-                     (("AAA", "1"), ("BBB", "2"), ("CCC", "41")))  # fmt: skip
-    keys = objects(store)
-    assert ccc not in keys  # a group entirely above the failure is deleted
-    assert [r["timestamp"] for r in lines(store, aaa)] == [q.timestamp for q in quotes[0:20:2]]
-    assert [r["timestamp"] for r in lines(store, bbb)] == [
-        q.timestamp for q in quotes[1:20:2] if q is not quotes[9]
-    ]
-    assert len(lines(store, quarantine_key(store, "2026-07-29", SHARD, "10"))) == 1  # 46 cut off
-    counts = verify.store_counts(store)
-    assert counts["records_accepted"] == counts["raw_records"] == 19
-    assert counts["records_quarantined"] == {"not_utf8": 1}
-
-    # WHEN Lambda retries from the failed sequence number with a healthy table
-    retry = kinesis_event(e for e in entries if e[0] >= 21)
-    assert process_batch(retry, store) == {"batchItemFailures": []}
-
-    # THEN every record is stored exactly once
-    counts = verify.store_counts(store)
-    assert counts["records_accepted"] == counts["raw_records"] == counts["dynamodb_items"] == 44
-    assert counts["records_quarantined"] == {"not_utf8": 1, "missing_field": 1}
-    rows = raw_lines(store)
-    assert len({(r["symbol"], r["timestamp"]) for r in rows}) == len(rows) == 44
-    day = quotes[0].timestamp[:10]
-    assert {ccc, raw_key(store, "AAA", day, SHARD, "21"), raw_key(store, "BBB", day, SHARD, "22")} <= set(
-        objects(store)
+    assert response == {"batchItemFailures": [{"itemIdentifier": "5"}]}
+    assert len(sleeps) == 4 and all(0 <= s <= 1.0 for s in sleeps)  # MAX_WRITE_ATTEMPTS - 1 backoffs
+    aaa, bbb = (
+        f"raw/symbol={sym}/dt=2026-07-29/{SHARD}-{seq}.ndjson" for sym, seq in (("AAA", 1), ("BBB", 2))
     )
+    assert sorted(s3.objects) == sorted([aaa, bbb, manifest_key(SHARD, "1")])  # quarantine of 9 deleted
+    assert [r["timestamp"] for r in _lines(s3.objects[aaa])] == [quotes[0].timestamp, quotes[2].timestamp]
+    assert [r["timestamp"] for r in _lines(s3.objects[bbb])] == [quotes[1].timestamp, quotes[3].timestamp]
+    assert json.loads(s3.objects[manifest_key(SHARD, "1")]) == {
+        "shard": SHARD,
+        "first_sequence_number": "1",
+        "last_committed_sequence_number": "4",
+        "accepted": ["1", "2", "3", "4"],
+        "quarantined": {},
+    }
+    # the table keeps the items written above the cutoff (6, 7, 8): the retry rewrites them identically
+    assert sorted(table.items) == sorted((q.symbol, q.timestamp) for q in quotes if q is not quotes[4])
 
 
-@pytest.mark.integration
-def test_s3_failure_fails_only_that_partitions_records(store: Settings) -> None:
-    real = aws.client("s3", store)
-
-    def put_object(**kwargs: Any) -> Any:
-        if "symbol=BBB/" in kwargs["Key"]:
-            raise _error("SlowDown", "PutObject")
-        return real.put_object(**kwargs)
-
-    quotes = list(synthetic(["AAA", "BBB"], 10))
-    response = process_batch(quotes_event(quotes), store, s3=Wrapped(real, put_object=put_object))
-
-    assert response == {"batchItemFailures": [{"itemIdentifier": str(n)} for n in (2, 4, 6, 8, 10)]}
-    (aaa,) = [k for k in objects(store) if k.startswith("raw/")]
-    assert len(lines(store, aaa)) == 1  # AAA seq 1 is below the lowest failure (2); 3, 5... are retried
-    assert verify.store_counts(store)["records_accepted"] == 1
+def test_process_batch_uncommits_a_shard_whose_manifest_failed() -> None:
+    s3 = MemoryS3(refuse="manifests/")
+    event = _event([(1, _quote("AAA", 1)), (2, _quote("AAA", 2))])
+    response = process_batch(event, SETTINGS, s3=s3, dynamodb=MemoryTable(), register_partitions=False)
+    assert response == {"batchItemFailures": [{"itemIdentifier": "1"}, {"itemIdentifier": "2"}]}
+    assert s3.objects == {}  # the raw object was deleted again: the retry rewrites it
 
 
-@pytest.mark.integration
-def test_unprocessed_items_are_retried_until_written(store: Settings) -> None:
-    real = aws.client("dynamodb", store)
-    calls: list[int] = []
-
-    def flaky(RequestItems: dict[str, Any]) -> dict[str, Any]:
-        ((table, requests),) = RequestItems.items()
-        calls.append(len(requests))
-        if len(calls) <= 2:  # the first two calls write half and hand back the rest
-            half = len(requests) // 2
-            real.batch_write_item(RequestItems={table: requests[:half]})
-            return {"UnprocessedItems": {table: requests[half:]}}
-        return real.batch_write_item(RequestItems=RequestItems)
-
-    sleeps: list[float] = []
-    event = quotes_event(synthetic(["AAA"], 30))
-    response = process_batch(
-        event, store, dynamodb=Wrapped(real, batch_write_item=flaky), sleep=sleeps.append
-    )
-
-    assert response == {"batchItemFailures": []}
-    assert verify.dynamodb_count(store) == 30 and max(calls) <= 25 and len(calls) >= 4
-    assert sleeps and all(0 <= s <= 1.0 for s in sleeps)
-
-
-@pytest.mark.integration
-def test_each_symbol_is_written_in_time_order_and_stops_at_its_first_failed_chunk(store: Settings) -> None:
-    # GIVEN 60 AAA quotes (chunks of 25, 25, 10) interleaved with 30 BBB quotes, shuffled in the batch,
-    # and a table that refuses the second AAA chunk
-    quotes = list(synthetic(["AAA"], 60)) + list(synthetic(["BBB"], 30))
-    order = sorted(range(len(quotes)), key=lambda i: (i * 37) % len(quotes))
-    entries = [(n + 1, quotes[i].to_json(), quotes[i].symbol) for n, i in enumerate(order)]
-    real = aws.client("dynamodb", store)
-    written: dict[str, list[str]] = {"AAA": [], "BBB": []}
-    aaa_calls: list[int] = []
-
-    def recording(RequestItems: dict[str, Any]) -> dict[str, Any]:
-        ((_table, requests),) = RequestItems.items()
-        items = [r["PutRequest"]["Item"] for r in requests]
-        (symbol,) = {i["symbol"]["S"] for i in items}  # one symbol per request
-        if symbol == "AAA":
-            aaa_calls.append(len(items))
-            if len(aaa_calls) == 2:
-                raise _error("InternalServerError", "BatchWriteItem")
-        written[symbol].extend(i["timestamp"]["S"] for i in items)
-        return real.batch_write_item(RequestItems=RequestItems)
-
-    response = process_batch(
-        kinesis_event(entries),
-        store,
-        dynamodb=Wrapped(real, batch_write_item=recording),
-        sleep=lambda _: None,
-    )
-
-    # THEN each symbol's items went out in timestamp order, AAA stopped after its failed chunk
-    assert written["BBB"] == sorted(q.timestamp for q in quotes[60:])
-    assert written["AAA"] == sorted(q.timestamp for q in quotes[:60])[:25]
-    assert aaa_calls == [25, 25]  # the third chunk was never attempted
-    failed_seqs = {int(f["itemIdentifier"]) for f in response["batchItemFailures"]}
-    first_unwritten = sorted(q.timestamp for q in quotes[:60])[25]
-    expected = {n + 1 for n, i in enumerate(order) if i < 60 and quotes[i].timestamp >= first_unwritten}
-    assert len(expected) == 35 and failed_seqs == expected
+@pytest.mark.parametrize("failing", ["symbol=BBB/", "quarantine/"])
+def test_process_batch_fails_the_records_of_an_object_that_could_not_be_put(failing: str) -> None:
+    s3 = MemoryS3(refuse=failing)
+    event = _event([(1, _quote("AAA", 1)), (2, _quote("BBB", 1)), (3, b"{}"), (4, _quote("AAA", 2))])
+    response = process_batch(event, SETTINGS, s3=s3, dynamodb=MemoryTable(), register_partitions=False)
+    first_failed = 2 if failing == "symbol=BBB/" else 3
+    assert response == {"batchItemFailures": [{"itemIdentifier": str(first_failed)}]}
+    (manifest,) = [json.loads(body) for key, body in s3.objects.items() if key.startswith("manifests/")]
+    assert manifest["accepted"] == [str(n) for n in range(1, first_failed)]

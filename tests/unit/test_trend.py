@@ -1,41 +1,29 @@
-"""The trend Lambda's core (helpers.pipeline.trend) and the alert inbox (helpers.notebook.alerts).
+"""The trend Lambda's pure rules (helpers.core.trend_plan) and the alert inbox's parsing, without a stack.
 
-Pure tests first (message format, parsing, the sample event); then, against the session's local
-stack after ``provision()``: real replay bars written to the processed table, the table's real
-DynamoDB stream read back and cut into batches of several sizes, each batch given to
-``evaluate_batch`` as the Lambda runtime would, and the alerts received from the SQS inbox
-(subscribed to the SNS topic) compared with ``indicators.crossovers`` over the stored series.
+Message format and attributes, grouping stream records, the history-window decision and, with an
+in-memory table, the Query paging and the delivery outcomes of :mod:`helpers.pipeline.trend`. The
+same Lambda against the local stack: tests/integration/test_trend_stack.py.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import uuid
-from collections import Counter
-from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
-from boto3.dynamodb.types import TypeSerializer
 from botocore.exceptions import ClientError
 
-from helpers.core.indicators import Signal, crossovers
-from helpers.core.quotes import Quote
-from helpers.notebook import alerts, history
-from helpers.notebook.sources import replay
-from helpers.pipeline import aws, trend
+from helpers.core import trend_plan
+from helpers.core.errors import PipelineError
+from helpers.core.indicators import Bar, Signal, crossovers, lookback_needed
+from helpers.notebook import alerts
+from helpers.pipeline import trend
 from helpers.pipeline.config import Settings
-from helpers.pipeline.processor import processed_item
 
 EVENT_FILE = Path(__file__).resolve().parent.parent / "events" / "dynamodb_stream_batch.json"
-SPLITS = {"1": 1, "7": 7, "100": 100, "all": None}
-# H1 2010 of the real daily bars: four symbols (FB starts in 2012) interleaved by date, 496 bars,
-# 31 crossovers. (moto answers a Query in ~20-40 ms here, so the single-bar split costs ~15 s.)
-DAILY = ("daily", None, "2010-01-01", "2010-07-01")
-MAX_QUERIES_PER_SYMBOL = 2  # per batch; one in practice (measured), two leaves room for a flat run
-_serializer = TypeSerializer()
 
 
 def _signal(**overrides: Any) -> Signal:
@@ -63,8 +51,8 @@ def test_format_alert_is_readable_and_within_sns_limits() -> None:
 
 def test_message_attributes_round_trip_through_parse_message() -> None:
     signal = _signal(price=1e-05)
-    attributes = trend._message_attributes(signal)
-    assert set(attributes) == set(trend.ALERT_ATTRIBUTES) and len(attributes) <= 10
+    attributes = trend_plan.message_attributes(signal)
+    assert set(attributes) == set(trend_plan.ALERT_ATTRIBUTES) and len(attributes) <= 10
     assert attributes["symbol"] == {"DataType": "String", "StringValue": "AAPL"}
     assert attributes["price"] == {"DataType": "Number", "StringValue": "0.00001"}  # no exponent
     raw = {
@@ -89,7 +77,7 @@ def test_parse_message_understands_the_sns_envelope_and_skips_strangers() -> Non
         "Message": message,
         "MessageAttributes": {
             k: {"Type": v["DataType"], "Value": v["StringValue"]}
-            for k, v in trend._message_attributes(signal).items()
+            for k, v in trend_plan.message_attributes(signal).items()
         },
     }
     alert = alerts.parse_message({"MessageId": "q-1", "Body": json.dumps(envelope)})
@@ -112,7 +100,7 @@ def test_compare_reports_missing_extra_and_duplicates() -> None:
 def test_sample_event_groups_new_bars_by_symbol() -> None:
     """GIVEN 3 INSERTs and a MODIFY of AAPL, a REMOVE and an image without a price."""
     event = json.loads(EVENT_FILE.read_text())
-    groups, malformed = trend._group(event["Records"])
+    groups, malformed = trend_plan.group_stream_records(event["Records"])
     assert malformed == 1  # the MSFT image without a price
     assert list(groups) == ["AAPL"]  # REMOVE ignored
     aapl = groups["AAPL"]
@@ -126,271 +114,232 @@ def test_topic_arn_for_function_uses_the_functions_account() -> None:
     assert arn == "arn:aws-cn:sns:eu-west-1:210987654321:alerts-x"
 
 
-# --------------------------------------------------------------------------- local stack
+# --------------------------------------------------------------------------- stream records
 
 
-@dataclasses.dataclass
-class Pipeline:
-    settings: Settings
-    topic: str
-    stream_records: list[dict[str, Any]]  # every record of the table's stream so far
-    expected: list[Signal]  # crossovers of the stored series
+def _stream_record(
+    seq: int, symbol: str, timestamp: str, price: Any, event: str = "INSERT"
+) -> dict[str, Any]:
+    image = {"symbol": {"S": symbol}, "timestamp": {"S": timestamp}, "price": {"N": str(price)}}
+    return {
+        "eventID": f"e{seq}",
+        "eventName": event,
+        "dynamodb": {"SequenceNumber": str(seq), "NewImage": image},
+    }
 
 
-def _item(quote: Quote, processed_at: str) -> dict[str, Any]:
-    return {k: _serializer.serialize(v) for k, v in processed_item(quote, processed_at).items()}
+def test_grouping_keeps_the_last_image_of_a_bar_and_skips_malformed_ones() -> None:
+    no_sequence = _stream_record(7, "AAA", "2026-07-29T13:35:00Z", 1)
+    del no_sequence["dynamodb"]["SequenceNumber"]
+    records = [
+        _stream_record(1, "AAA", "2026-07-29T13:30:00Z", "10.5"),
+        _stream_record(2, "BBB", "2026-07-29T13:30:00Z", "20"),
+        _stream_record(3, "AAA", "2026-07-29T13:30:00Z", "10.75", event="MODIFY"),  # last image wins
+        _stream_record(4, "AAA", "2026-07-29T13:31:00Z", "NaN"),
+        _stream_record(5, "AAA", "2026-07-29T13:32:00Z", "Infinity"),
+        _stream_record(6, "AAA", "2026-07-29T13:33:00Z", "ten"),
+        no_sequence,
+        {"eventID": "e8", "eventName": "INSERT", "dynamodb": {"SequenceNumber": "8", "NewImage": None}},
+        {"eventID": "e9", "eventName": "REMOVE", "dynamodb": {"SequenceNumber": "9"}},
+        {"eventID": "e10", "dynamodb": {"SequenceNumber": "10"}},  # no event name: not evaluated
+    ]
+    groups, malformed = trend_plan.group_stream_records(records)
+    assert malformed == 5
+    assert {sym: g.bars for sym, g in groups.items()} == {
+        "AAA": {"2026-07-29T13:30:00Z": Decimal("10.75")},
+        "BBB": {"2026-07-29T13:30:00Z": Decimal("20")},
+    }
+    assert groups["AAA"].sequence_numbers == ["1", "3"] and groups["BBB"].sequence_numbers == ["2"]
+    assert trend_plan.group_stream_records([]) == ({}, 0)
 
 
-def _write(settings: Settings, quotes: list[Quote], processed_at: str) -> None:
-    dynamodb = aws.client("dynamodb", settings)
-    for start in range(0, len(quotes), 25):
-        chunk = quotes[start : start + 25]
-        response = dynamodb.batch_write_item(
-            RequestItems={
-                settings.table_name: [{"PutRequest": {"Item": _item(q, processed_at)}} for q in chunk]
-            }
-        )
-        assert not response.get("UnprocessedItems")
+# --------------------------------------------------------------------------- history window
 
 
-def _stream_records(settings: Settings) -> list[dict[str, Any]]:
-    """Every record of the processed table's stream, in order (the shape Lambda receives)."""
-    dynamodb = aws.client("dynamodb", settings)
-    streams = aws.client("dynamodbstreams", settings)
-    arn = dynamodb.describe_table(TableName=settings.table_name)["Table"]["LatestStreamArn"]
-    records: list[dict[str, Any]] = []
-    for shard in streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"]:
-        iterator = streams.get_shard_iterator(
-            StreamArn=arn, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON"
-        )["ShardIterator"]
-        for _ in range(10_000):  # bounded: stops at the first empty page
-            page = streams.get_records(ShardIterator=iterator, Limit=1000)
-            if not page["Records"]:
-                break
-            records.extend({**r, "eventSourceARN": arn} for r in page["Records"])
-            iterator = page["NextShardIterator"]
-    return records
+def _minute(i: int) -> str:
+    return f"2020-01-01T{i // 60:02d}:{i % 60:02d}:00Z"
 
 
-def _expected(settings: Settings) -> list[Signal]:
-    return [
-        s
-        for symbol in history.symbols_in_table(settings)
-        for s in crossovers(history.processed_bars(settings, symbol), symbol)
+def _bars(prices: list[float]) -> list[Bar]:
+    return [(_minute(i), Decimal(str(price))) for i, price in enumerate(prices)]
+
+
+def test_window_limits_cover_the_new_bars_the_lookback_and_a_margin() -> None:
+    assert lookback_needed() == 19
+    assert trend_plan.first_limit(10) == 10 + 19 + trend_plan.QUERY_MARGIN == 69
+    assert [trend_plan.next_limit(n) for n in (69, 138, 600)] == [138, 276, trend_plan.MAX_QUERY_LIMIT]
+
+
+def test_window_request_reads_one_symbol_newest_first_up_to_the_last_bar() -> None:
+    request = trend_plan.window_request("processed", "AAPL", "2026-07-29T14:00:00Z")
+    assert request["TableName"] == "processed" and request["ScanIndexForward"] is False
+    assert request["ExpressionAttributeValues"] == {
+        ":s": {"S": "AAPL"},
+        ":last": {"S": "2026-07-29T14:00:00Z"},
+    }
+    assert request["ConsistentRead"] is True and "Limit" not in request
+    assert trend_plan.window_bars([{"timestamp": {"S": "t"}, "price": {"N": "1.25"}}]) == [
+        ("t", Decimal("1.25"))
     ]
 
 
-def _reset_alerts(settings: Settings) -> None:
-    """Empty the alerts table and the inbox between scenarios."""
-    dynamodb = aws.client("dynamodb", settings)
-    for page in dynamodb.get_paginator("scan").paginate(
-        TableName=settings.alerts_table_name, ProjectionExpression="alert_id"
-    ):
-        for item in page["Items"]:
-            dynamodb.delete_item(TableName=settings.alerts_table_name, Key=item)
-    alerts.receive_alerts(settings, wait_seconds=0)
-
-
-def _batches(records: list[dict[str, Any]], size: int | None) -> list[list[dict[str, Any]]]:
-    size = size or len(records)
-    return [records[i : i + size] for i in range(0, len(records), size)]
-
-
-def _counting(settings: Settings, service: str, operation: str) -> tuple[Any, Counter[str]]:
-    """A fresh client counting the calls of one operation."""
-    client = aws.client(service, settings, cached=False)
-    calls: Counter[str] = Counter()
-    client.meta.events.register(f"before-call.{service}.{operation}", lambda **_: calls.update([operation]))
-    return client, calls
-
-
-@pytest.fixture(scope="module")
-def pipeline(local_stack: Settings) -> Iterator[Pipeline]:
-    """Provisioned alert resources of their own, and the processed table holding real daily bars."""
-    from deploy.provision import provision
-
-    tag = uuid.uuid4().hex[:8]
-    settings = dataclasses.replace(
-        local_stack,
-        table_name=f"trend-test-processed-{tag}",
-        alerts_table_name=f"trend-test-alerts-{tag}",
-        topic_name=f"trend-test-alerts-{tag}",
-        alert_queue_name=f"trend-test-inbox-{tag}",
+def test_window_state_needs_the_lookback_and_a_nonzero_state_before_the_first_new_bar() -> None:
+    rising, falling, flat = (
+        _bars([100.0 + i for i in range(30)]),
+        _bars([130.0 - i for i in range(30)]),
+        _bars([5.0] * 30),
     )
-    provision(settings)
-    _write(settings, list(replay(*DAILY)), "2026-01-01T00:00:00Z")
-    records, expected = _stream_records(settings), _expected(settings)
-    assert len(records) == 496 and len(expected) == 31
-    yield Pipeline(settings, trend.topic_arn(settings), records, expected)
+    first = _minute(25)  # bars 0..24 are prior: 25 >= 19
+    assert trend_plan.window_state(rising[::-1], first) == 1
+    assert trend_plan.window_state(falling[::-1], first) == -1
+    assert trend_plan.window_state(flat[::-1], first) is None  # a flat run: read further back
+    assert trend_plan.window_state(rising[::-1], _minute(18)) is None  # 18 prior bars < 19
 
 
-def _evaluate(p: Pipeline, batch: list[dict[str, Any]], **clients: Any) -> dict[str, Any]:
-    return trend.evaluate_batch({"Records": batch}, p.settings, topic=p.topic, **clients)
+class MemoryTables:
+    """The processed table (Query) and the alerts table (PutItem/GetItem/UpdateItem) in memory.
+
+    ``busy``: alert ids another invocation is claiming (the claim's condition fails).
+    """
+
+    def __init__(self, series: dict[str, list[Bar]], busy: set[str] | None = None) -> None:
+        self.series = series
+        self.alerts: dict[str, dict[str, Any]] = {}
+        self.busy = busy or set()
+        self.limits: list[int] = []
+
+    def query(self, Limit: int, ExpressionAttributeValues: dict[str, Any], **request: Any) -> dict[str, Any]:
+        self.limits.append(Limit)
+        symbol, last = ExpressionAttributeValues[":s"]["S"], ExpressionAttributeValues[":last"]["S"]
+        bars = sorted((b for b in self.series.get(symbol, []) if b[0] <= last), reverse=True)
+        if "ExclusiveStartKey" in request:
+            bars = [b for b in bars if b[0] < request["ExclusiveStartKey"]["timestamp"]["S"]]
+        page = bars[:Limit]
+        items = [{"timestamp": {"S": t}, "price": {"N": str(price)}} for t, price in page]
+        full = {"LastEvaluatedKey": {"timestamp": {"S": page[-1][0]}}} if len(page) == Limit else {}
+        return {"Items": items, **full}
+
+    def _conflict(self, operation: str, item: dict[str, Any] | None = None) -> ClientError:
+        response: dict[str, Any] = {"Error": {"Code": "ConditionalCheckFailedException", "Message": "x"}}
+        return ClientError({**response, **({"Item": item} if item else {})}, operation)
+
+    def put_item(self, Item: dict[str, Any], **_: Any) -> dict[str, Any]:
+        alert_id = Item["alert_id"]["S"]
+        if alert_id in self.alerts:
+            raise self._conflict("PutItem", self.alerts[alert_id])
+        self.alerts[alert_id] = dict(Item)
+        return {}
+
+    def get_item(self, Key: dict[str, Any], **_: Any) -> dict[str, Any]:
+        item = self.alerts.get(Key["alert_id"]["S"])
+        return {"Item": item} if item else {}
+
+    def update_item(
+        self, Key: dict[str, Any], ExpressionAttributeValues: dict[str, Any], **kw: Any
+    ) -> dict[str, Any]:
+        alert_id = Key["alert_id"]["S"]
+        item = self.alerts[alert_id]
+        if "ConditionExpression" in kw:  # the claim
+            if alert_id in self.busy or item["published"]["BOOL"]:
+                raise self._conflict("UpdateItem")
+            item["attempts"] = {"N": str(int(item["attempts"]["N"]) + 1)}
+        else:
+            item["published"] = {"BOOL": True}
+        return {}
 
 
-@pytest.mark.integration
-@pytest.mark.parametrize("split", list(SPLITS))
-def test_alerts_equal_crossovers_whatever_the_batch_size(pipeline: Pipeline, split: str) -> None:
-    """GIVEN the table's stream cut into batches WHEN each is evaluated THEN one alert per crossover;
-    AND redelivering every batch publishes nothing new."""
-    p = pipeline
-    _reset_alerts(p.settings)
-    dynamodb, queries = _counting(p.settings, "dynamodb", "Query")
-    sns, publishes = _counting(p.settings, "sns", "Publish")
-    batches = _batches(p.stream_records, SPLITS[split])
-    for batch in batches:
-        before = queries["Query"]
-        assert _evaluate(p, batch, dynamodb=dynamodb, sns=sns) == {"batchItemFailures": []}
-        symbols = {r["dynamodb"]["NewImage"]["symbol"]["S"] for r in batch}
-        assert queries["Query"] - before <= MAX_QUERIES_PER_SYMBOL * len(symbols)
+class Vanishing(MemoryTables):
+    """An alerts table whose record disappears between the failed PutItem and the GetItem."""
 
-    received = alerts.receive_alerts(p.settings, wait_seconds=1)
-    check = alerts.compare(received, p.expected)
-    assert check["ok"], check
-    assert {Signal.from_dict(a) for a in received} == set(p.expected)  # the values too, exactly
-    assert publishes["Publish"] == len(p.expected)
-    recorded = alerts.published_alerts(p.settings, include_unpublished=True)
-    assert [r["alert_id"] for r in recorded] == sorted(s.alert_id for s in p.expected)
-    assert all(r["published"] and r["attempts"] == 1 for r in recorded)
-    print(f"split {split}: {len(batches)} batches, {queries['Query']} Query, {publishes['Publish']} Publish")
-
-    if split == "1":
-        return  # redelivery is checked with the coarser splits: 500 more Query calls add nothing
-    for batch in batches:  # redelivery of every batch, as after a lost checkpoint
-        assert _evaluate(p, batch, dynamodb=dynamodb, sns=sns) == {"batchItemFailures": []}
-    assert publishes["Publish"] == len(p.expected)
-    assert alerts.receive_alerts(p.settings, wait_seconds=1) == []
+    def put_item(self, Item: dict[str, Any], **_: Any) -> dict[str, Any]:
+        raise self._conflict("PutItem")
 
 
-@pytest.mark.integration
-def test_modify_of_evaluated_bars_publishes_nothing(pipeline: Pipeline) -> None:
-    """GIVEN every alert sent WHEN the signal bars are written again (MODIFY) THEN nothing is sent."""
-    p = pipeline
-    _reset_alerts(p.settings)
-    assert _evaluate(p, p.stream_records) == {"batchItemFailures": []}
-    assert len(alerts.receive_alerts(p.settings, wait_seconds=1)) == len(p.expected)
-    signal_bars = {(s.symbol, s.timestamp) for s in p.expected}
-    quotes = [q for q in replay(*DAILY) if (q.symbol, q.timestamp) in signal_bars]
-    _write(p.settings, quotes, "2026-01-02T00:00:00Z")
-    modified = _stream_records(p.settings)[len(p.stream_records) :]
-    assert len(modified) == len(quotes) and {r["eventName"] for r in modified} == {"MODIFY"}
+class MemoryTopic:
+    def __init__(self) -> None:
+        self.messages: list[dict[str, Any]] = []
 
-    result = trend.evaluate({"Records": modified}, p.settings, topic=p.topic)
-    assert result.response() == {"batchItemFailures": []}
-    assert result.outcomes == {trend.ALREADY_SENT: len(p.expected)}
-    assert alerts.receive_alerts(p.settings, wait_seconds=1) == []
-    p.stream_records.extend(modified)  # later tests see the table's whole stream
+    def publish(self, **message: Any) -> dict[str, Any]:
+        self.messages.append(message)
+        return {"MessageId": f"m-{len(self.messages)}"}
 
 
-class _Crash(Exception):
-    """Stands for the function dying (timeout, out of memory) at a given call."""
+FLAT_RUN = [100.0 + i for i in range(30)] + [127.0 - 2 * i for i in range(1, 31)] + [67.0] * 150
+FLAT_RUN += [67.0 + i for i in range(1, 11)]  # rise, fall, 150 flat bars, rise: SELL then BUY
 
 
-def _fail_once(client: Any, event: str, error: Exception) -> list[int]:
-    calls = [0]
+def test_history_pages_back_through_a_flat_run_to_the_last_nonzero_state() -> None:
+    bars = _bars(FLAT_RUN)
+    table = MemoryTables({"FLAT": bars})
+    history, last_state, queries = trend._history(table, "t", "FLAT", bars[-10][0], bars[-1][0], 10)
+    assert (last_state, queries, table.limits) == (-1, 2, [69, 138])
+    assert history == bars[-(69 + 138) :]  # ascending, ending at the newest bar
 
-    def hook(**_: Any) -> None:
-        calls[0] += 1
-        if calls[0] == 1:
-            raise error
-
-    client.meta.events.register(event, hook)
-    return calls
-
-
-def _run_like_lambda(p: Pipeline, batch: list[dict[str, Any]], **clients: Any) -> int:
-    """Invoke with retries as the event source mapping does; returns the invocations used."""
-    for attempt in range(1, 5):
-        try:
-            failures = _evaluate(p, batch, **clients)["batchItemFailures"]
-        except _Crash:
-            continue  # a function error: the whole batch again
-        if not failures:
-            return attempt
-        failed = {f["itemIdentifier"] for f in failures}
-        batch = batch[min(i for i, r in enumerate(batch) if r["dynamodb"]["SequenceNumber"] in failed) :]
-    raise AssertionError("batch still failing after 4 invocations")
+    short = _bars([1.0, 2.0, 3.0])
+    table = MemoryTables({"S": short})
+    assert trend._history(table, "t", "S", short[-1][0], short[-1][0], 1) == (short, 0, 1)  # the whole series
 
 
-@pytest.mark.integration
-@pytest.mark.parametrize(
-    "error",
-    [
-        ClientError({"Error": {"Code": "InternalError", "Message": "injected"}}, "Publish"),
-        _Crash("function died between recording the alert and publishing it"),
-    ],
-    ids=["publish-error", "crash"],
-)
-def test_failure_between_record_and_publish_still_sends_once(pipeline: Pipeline, error: Exception) -> None:
-    p = pipeline
-    _reset_alerts(p.settings)
-    sns = aws.client("sns", p.settings, cached=False)
-    publishes = _fail_once(sns, "before-call.sns.Publish", error)
-    invocations = [_run_like_lambda(p, batch, sns=sns) for batch in _batches(p.stream_records, 100)]
-    assert sum(invocations) == len(invocations) + 1  # one retry, for the batch that failed
-    received = alerts.receive_alerts(p.settings, wait_seconds=1)
-    check = alerts.compare(received, p.expected)
-    assert check["ok"], check
-    assert publishes[0] == len(p.expected) + 1  # the failed attempt + one per signal
-    recorded = alerts.published_alerts(p.settings, include_unpublished=True)
-    assert all(r["published"] for r in recorded) and len(recorded) == len(p.expected)
-    assert sorted(r["attempts"] for r in recorded)[-2:] == [1, 2]  # the interrupted one was claimed again
+def _batch(symbol: str, bars: list[Bar], first_seq: int) -> list[dict[str, Any]]:
+    return [_stream_record(first_seq + i, symbol, t, price) for i, (t, price) in enumerate(bars)]
 
 
-@pytest.mark.integration
-def test_pending_record_is_published_once_then_skipped(pipeline: Pipeline) -> None:
-    """A record left unpublished (crash after the conditional write) is claimed and sent once."""
-    p = pipeline
-    _reset_alerts(p.settings)
-    signal = p.expected[0]
-    dynamodb = aws.client("dynamodb", p.settings)
-    dynamodb.put_item(
-        TableName=p.settings.alerts_table_name, Item=trend._alert_item(signal, "2026-01-01T00:00:00Z")
-    )
-    sns = aws.client("sns", p.settings)
-    common = dict(dynamodb=dynamodb, sns=sns, alerts_table=p.settings.alerts_table_name, topic=p.topic)
-    assert trend.deliver(signal, **common) == trend.REPUBLISHED
-    assert trend.deliver(signal, **common) == trend.ALREADY_SENT
-    assert trend.deliver(p.expected[1], **common) == trend.PUBLISHED
-    received = alerts.receive_alerts(p.settings, wait_seconds=1)
-    assert sorted(a["alert_id"] for a in received) == sorted([signal.alert_id, p.expected[1].alert_id])
+def test_evaluate_delivers_each_signal_once_and_fails_only_the_busy_symbols_records() -> None:
+    # GIVEN two symbols of the flat-run series, the last 10 bars of each in the batch; BBB's BUY
+    # is being claimed by another invocation (its record left unpublished)
+    bars = _bars(FLAT_RUN)
+    expected = crossovers(bars, "AAA")[-1:]
+    busy = crossovers(bars, "BBB")[-1]
+    table = MemoryTables({"AAA": bars, "BBB": bars}, busy={busy.alert_id})
+    table.alerts[busy.alert_id] = trend_plan.alert_item(busy, "2026-01-01T00:00:00Z")
+    topic = MemoryTopic()
+    event = {"Records": _batch("AAA", bars[-10:], 1) + _batch("BBB", bars[-10:], 11)}
+    settings = dataclasses.replace(Settings(), table_name="t", alerts_table_name="a")
+
+    result = trend.evaluate(event, settings, dynamodb=table, sns=topic, topic="arn:topic")
+
+    # THEN AAA's BUY is published and marked; BBB's records are reported for a retry
+    assert [s.signal for s in expected] == ["BUY"] and result.signals == expected
+    assert result.outcomes == {trend.PUBLISHED: 1} and result.queries == 4
+    assert result.response() == {"batchItemFailures": [{"itemIdentifier": str(n)} for n in range(11, 21)]}
+    (message,) = topic.messages
+    assert message["Subject"] == trend_plan.format_alert(expected[0])[0]
+    assert message["MessageAttributes"] == trend_plan.message_attributes(expected[0])
+    assert table.alerts[expected[0].alert_id]["published"] == {"BOOL": True}
+    assert table.alerts[busy.alert_id]["published"] == {"BOOL": False}
+
+    # WHEN the same batch is delivered again with BBB free THEN only BBB's alert goes out
+    table.busy = set()
+    again = trend.evaluate(event, settings, dynamodb=table, sns=topic, topic="arn:topic")
+    assert again.outcomes == {trend.ALREADY_SENT: 1, trend.REPUBLISHED: 1} and again.response() == {
+        "batchItemFailures": []
+    }
+    assert len(topic.messages) == 2 and table.alerts[busy.alert_id]["attempts"] == {"N": "2"}
 
 
-def _flat_quote(minute: int, price: float) -> Quote:
-    timestamp = f"2020-01-01T{minute // 60:02d}:{minute % 60:02d}:00Z"
-    return Quote("FLAT", timestamp, price, price, price, price, price, volume=100, source="test")
+def test_alert_in_progress_is_a_pipeline_error_that_says_to_retry() -> None:
+    signal = _signal()
+    table = MemoryTables({}, busy={signal.alert_id})
+    table.alerts[signal.alert_id] = trend_plan.alert_item(signal, "2026-01-01T00:00:00Z")
+    common: dict[str, Any] = dict(dynamodb=table, sns=MemoryTopic(), alerts_table="alerts", topic="arn:topic")
+    with pytest.raises(trend.AlertInProgress, match="being published by another invocation; retry") as err:
+        trend.deliver(signal, **common)
+    assert isinstance(err.value, PipelineError) and isinstance(err.value.__cause__, ClientError)
+    with pytest.raises(trend.AlertInProgress, match="vanished while being claimed; retry the stream record"):
+        trend.deliver(signal, **{**common, "dynamodb": Vanishing({})})
 
 
-@pytest.mark.integration
-def test_flat_run_pages_back_to_the_last_nonzero_state(pipeline: Pipeline) -> None:
-    """GIVEN a rise, a fall, 150 flat bars, then a rise WHEN only the last rise is in the batch THEN
-    it is a BUY: the first window's states are all 0, so the Query pages back to find the -1."""
-    p = pipeline
-    _reset_alerts(p.settings)
-    rise, fall = [100.0 + i for i in range(30)], [127.0 - 2 * i for i in range(1, 31)]
-    prices = rise + fall + [67.0] * 150 + [67.0 + i for i in range(1, 11)]
-    quotes = [_flat_quote(i, price) for i, price in enumerate(prices)]
-    _write(p.settings, quotes, "2026-01-03T00:00:00Z")
-    new = _stream_records(p.settings)[len(p.stream_records) :]
-    p.stream_records.extend(new)
-    p.expected = _expected(p.settings)
-    expected = crossovers([(q.timestamp, q.price) for q in quotes], "FLAT")
-    assert [s.signal for s in expected] == ["SELL", "BUY"] and expected[1].timestamp == quotes[-10].timestamp
-
-    dynamodb, queries = _counting(p.settings, "dynamodb", "Query")
-    result = trend.evaluate({"Records": new[-10:]}, p.settings, topic=p.topic, dynamodb=dynamodb)
-    assert result.signals == expected[1:] and result.outcomes == {trend.PUBLISHED: 1}
-    # Limit 69 (10 new + 19 + 40): 59 flat bars, all state 0; then up to 138 more reach the fall.
-    assert queries["Query"] == result.queries == 2
-    assert alerts.compare(alerts.receive_alerts(p.settings, wait_seconds=1), expected[1:])["ok"]
-
-
-@pytest.mark.integration
-def test_processed_frame_reads_the_series_by_query(pipeline: Pipeline) -> None:
-    frame = history.processed_frame(pipeline.settings, ["IBM", "AAPL"])
-    assert list(frame["symbol"].unique()) == ["AAPL", "IBM"] and len(frame) == 248
-    assert frame.equals(frame.sort_values(["symbol", "timestamp"]).reset_index(drop=True))
-    assert frame["price"].dtype == float and frame["volume"].dtype == "int64"
-    assert history.processed_bars(pipeline.settings, "IBM") == list(
-        frame.loc[frame["symbol"] == "IBM", ["timestamp", "price"]].itertuples(index=False, name=None)
-    )
+def test_alert_item_records_the_signal_unpublished_with_exact_numbers() -> None:
+    signal = _signal(price=1e-05)
+    assert trend_plan.alert_item(signal, "2026-07-29T14:05:01Z") == {
+        "alert_id": {"S": signal.alert_id},
+        "symbol": {"S": "AAPL"},
+        "timestamp": {"S": "2026-07-29T14:05:00Z"},
+        "signal": {"S": "BUY"},
+        "price": {"N": "0.00001"},
+        "sma_short": {"N": "211.148"},
+        "sma_long": {"N": "211.0905000001"},
+        "published": {"BOOL": False},
+        "attempts": {"N": "1"},
+        "created_at": {"S": "2026-07-29T14:05:01Z"},
+    }

@@ -1,0 +1,367 @@
+"""The processor's batch planning rules, pure: what one Kinesis batch becomes, and what is committed.
+
+Standard library only; :mod:`helpers.pipeline.processor` does the I/O around these functions.
+
+1. :func:`decode` turns each Lambda record into a :class:`Record`: shard, sequence number, arrival
+   time and the parsed :class:`~helpers.core.quotes.Quote` or its :class:`~helpers.core.quotes.Rejected`
+   reason (``bad_base64`` when the envelope itself is broken).
+2. :func:`plan_items` builds one DynamoDB item per (symbol, timestamp) -- the record with the highest
+   sequence number wins -- and remembers which records each item covers. Serialising to DynamoDB's
+   wire format is the caller's (boto3's ``TypeSerializer``); a quote it refuses is quarantined as
+   ``invalid_field``.
+3. :func:`group_objects` groups records into raw objects per (shard, symbol, quote date) and
+   quarantine objects per (shard, arrival date), keyed by :mod:`helpers.core.layout`.
+4. After the writes, :func:`cutoffs` gives per shard the lowest failed sequence number X. Lambda
+   resumes the shard at X and re-sends every record >= X, so only records < X are committed:
+   :func:`manifest` lists exactly those (or says to delete the manifest when none is), and
+   :func:`trim_plan` cuts every written object back to them (same key; an object holding only
+   records >= X is deleted). The retry then adds the rest under keys >= X: no duplicate.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from helpers.core import layout
+from helpers.core.quotes import Quote, Rejected, derive, format_timestamp, parse_record, to_decimal
+
+__all__ = [
+    "ENVELOPE_REASONS",
+    "BatchPlan",
+    "ItemKey",
+    "Record",
+    "StoreObject",
+    "TrimAction",
+    "batch_item_failures",
+    "chunks",
+    "committed",
+    "committed_partitions",
+    "cutoffs",
+    "decode",
+    "group_objects",
+    "item_key",
+    "manifest",
+    "plan_batch",
+    "plan_items",
+    "processed_item",
+    "quarantine_line",
+    "records_by_shard",
+    "series_by_symbol",
+    "summary",
+    "trim_plan",
+    "uncommit_shard",
+]
+
+ENVELOPE_REASONS = ("bad_base64",)  # quarantine reasons found before parse_record
+
+ItemKey = tuple[str, str]
+"""``(symbol, timestamp)``: the key of a processed item."""
+Serializer = Callable[[dict[str, Any]], dict[str, Any]]
+"""Turns a :func:`processed_item` into DynamoDB attribute values; raises if it cannot be stored."""
+
+
+@dataclass(frozen=True)
+class Record:
+    """One Kinesis record of the batch, decoded."""
+
+    index: int  # position in the event
+    shard: str
+    seq: str
+    order: int  # the sequence number as an int (moto's are short integers); -1 if not a number
+    partition_key: str
+    data: bytes
+    arrival: str  # canonical approximate arrival time
+    parsed: Quote | Rejected
+
+
+@dataclass
+class StoreObject:
+    """One S3 object to write: its key, kind (``raw`` or ``quarantine``), records and their lines."""
+
+    key: str
+    kind: str  # raw | quarantine
+    records: list[Record] = field(default_factory=list)
+    lines: list[bytes] = field(default_factory=list)
+    written: bool = False
+
+    @property
+    def shard(self) -> str:
+        return self.records[0].shard
+
+    def body(self, cutoff: int | None = None) -> bytes:
+        """NDJSON body: every line, or only those of records below ``cutoff``."""
+        kept = [
+            line
+            for r, line in zip(self.records, self.lines, strict=True)
+            if cutoff is None or r.order < cutoff
+        ]
+        return b"".join(line + b"\n" for line in kept)
+
+
+@dataclass(frozen=True)
+class TrimAction:
+    """Cut a written object back to its records below ``cutoff``; ``delete`` if none is left."""
+
+    obj: StoreObject
+    cutoff: int
+    delete: bool
+
+
+@dataclass
+class BatchPlan:
+    """What a batch is made of before any write."""
+
+    records: list[Record]  # decoded, with quotes DynamoDB refused turned into rejections
+    items: list[dict[str, Any]]  # serialized DynamoDB items, one per (symbol, timestamp)
+    covers: dict[ItemKey, list[Record]]  # item key -> the records it stores
+    objects: list[StoreObject]  # raw and quarantine objects
+
+
+# --------------------------------------------------------------------------- records
+
+
+def decode(index: int, raw: Mapping[str, Any], fallback_arrival: str) -> Record:
+    """One record of a Kinesis Lambda event; never raises (bad data becomes a :class:`Rejected`)."""
+    kinesis = raw.get("kinesis") or {}
+    seq = str(kinesis.get("sequenceNumber", ""))
+    shard = str(raw.get("eventID", "")).split(":", 1)[0] or "shardId-unknown"
+    arrival = fallback_arrival
+    stamp = kinesis.get("approximateArrivalTimestamp")
+    if isinstance(stamp, int | float) and not isinstance(stamp, bool):
+        arrival = format_timestamp(datetime.fromtimestamp(float(stamp), UTC))
+    parsed: Quote | Rejected
+    try:
+        data = base64.b64decode(kinesis.get("data") or "", validate=True)
+        parsed = parse_record(data)
+    except (binascii.Error, ValueError, TypeError) as err:
+        data = str(kinesis.get("data", "")).encode("utf-8", "replace")
+        parsed = Rejected("bad_base64", f"record data is not base64: {err}")
+    order = int(seq) if seq.isdigit() else -1
+    return Record(index, shard, seq, order, str(kinesis.get("partitionKey", "")), data, arrival, parsed)
+
+
+def processed_item(quote: Quote, processed_at: str) -> dict[str, Any]:
+    """The DynamoDB item of a quote: its fields, ``change``/``change_pct`` and ``processed_at``; Decimals."""
+    item: dict[str, Any] = {
+        k: (to_decimal(v) if isinstance(v, float) else v) for k, v in quote.to_dict().items() if v is not None
+    }
+    item.update({k: to_decimal(v) for k, v in derive(quote).items()})
+    item["processed_at"] = processed_at
+    return item
+
+
+def quarantine_line(r: Record) -> bytes:
+    """The quarantine NDJSON line of a rejected record: reason, detail, where it came from, its bytes."""
+    assert isinstance(r.parsed, Rejected)
+    return json.dumps(
+        {
+            "reason": r.parsed.reason,
+            "detail": r.parsed.detail,
+            "sequence_number": r.seq,
+            "partition_key": r.partition_key,
+            "shard": r.shard,
+            "data_base64": base64.b64encode(r.data).decode("ascii"),
+            "arrival": r.arrival,
+        },
+        separators=(",", ":"),
+    ).encode("utf-8")
+
+
+def group_objects(
+    records: Iterable[Record],
+    *,
+    raw_prefix: str = layout.RAW_PREFIX,
+    quarantine_prefix: str = layout.QUARANTINE_PREFIX,
+) -> list[StoreObject]:
+    """Group records into raw (shard, symbol, dt) and quarantine (shard, arrival dt) objects.
+
+    Records go in (shard, sequence number) order; an object is named by its first record.
+    """
+    groups: dict[tuple[str, ...], StoreObject] = {}
+    for r in sorted(records, key=lambda r: (r.shard, r.order, r.index)):
+        if isinstance(r.parsed, Quote):
+            q = r.parsed
+            dt = q.timestamp[:10]
+            group: tuple[str, ...] = ("raw", r.shard, q.symbol, dt)
+            if group not in groups:
+                key = layout.raw_key(q.symbol, dt, r.shard, r.seq, prefix=raw_prefix)
+                groups[group] = StoreObject(key, "raw")
+            line = q.to_json()
+        else:
+            dt = r.arrival[:10]
+            group = ("quarantine", r.shard, dt)
+            if group not in groups:
+                key = layout.quarantine_key(dt, r.shard, r.seq, prefix=quarantine_prefix)
+                groups[group] = StoreObject(key, "quarantine")
+            line = quarantine_line(r)
+        groups[group].records.append(r)
+        groups[group].lines.append(line)
+    return list(groups.values())
+
+
+# --------------------------------------------------------------------------- items
+
+
+def item_key(item: Mapping[str, Any]) -> ItemKey:
+    """``(symbol, timestamp)`` of a serialized item."""
+    return item["symbol"]["S"], item["timestamp"]["S"]
+
+
+def plan_items(
+    records: Iterable[Record], processed_at: str, serialize: Serializer
+) -> tuple[list[Record], list[dict[str, Any]], dict[ItemKey, list[Record]]]:
+    """Serialized items, one per (symbol, timestamp) -- the last record wins -- and who they cover.
+
+    Returns the records in sequence order, a quote ``serialize`` refuses turned into a quarantined
+    record (``invalid_field``), the items and, per item key, the records it stores.
+    """
+    items: dict[ItemKey, dict[str, Any]] = {}
+    covers: dict[ItemKey, list[Record]] = {}
+    out: list[Record] = []
+    for r in sorted(records, key=lambda r: (r.order, r.index)):
+        quote = r.parsed
+        if isinstance(quote, Quote):
+            try:
+                item = serialize(processed_item(quote, processed_at))
+            except Exception as err:  # e.g. a number outside DynamoDB's range
+                r = replace(r, parsed=Rejected("invalid_field", f"cannot be stored in DynamoDB: {err}"))
+            else:
+                items[(quote.symbol, quote.timestamp)] = item
+                covers.setdefault((quote.symbol, quote.timestamp), []).append(r)
+        out.append(r)
+    return out, list(items.values()), covers
+
+
+def series_by_symbol(items: Iterable[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """Items grouped per symbol, each group in timestamp order (the order they must be written in)."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for item in sorted(items, key=item_key):
+        groups.setdefault(item["symbol"]["S"], []).append(item)
+    return list(groups.values())
+
+
+def chunks(items: list[dict[str, Any]], size: int) -> list[list[dict[str, Any]]]:
+    """``items`` cut into consecutive chunks of at most ``size``."""
+    return [items[start : start + size] for start in range(0, len(items), size)]
+
+
+def plan_batch(
+    event: Mapping[str, Any],
+    processed_at: str,
+    serialize: Serializer,
+    *,
+    raw_prefix: str = layout.RAW_PREFIX,
+    quarantine_prefix: str = layout.QUARANTINE_PREFIX,
+) -> BatchPlan:
+    """Everything a Kinesis event is to be written as: records, items and objects."""
+    decoded = [decode(i, raw, processed_at) for i, raw in enumerate(event.get("Records") or [])]
+    records, items, covers = plan_items(decoded, processed_at, serialize)
+    objects = group_objects(records, raw_prefix=raw_prefix, quarantine_prefix=quarantine_prefix)
+    return BatchPlan(records, items, covers, objects)
+
+
+# --------------------------------------------------------------------------- commit
+
+
+def cutoffs(records: Iterable[Record], failed: set[int]) -> dict[str, int]:
+    """Per shard, the lowest failed sequence number (records at or above it are not committed)."""
+    found: dict[str, int] = {}
+    for r in records:
+        if r.index in failed:
+            found[r.shard] = min(found.get(r.shard, r.order), r.order)
+    return found
+
+
+def committed(r: Record, cutoffs: Mapping[str, int]) -> bool:
+    """True if ``r`` is below its shard's cutoff (or its shard has none)."""
+    return r.shard not in cutoffs or r.order < cutoffs[r.shard]
+
+
+def records_by_shard(records: Iterable[Record]) -> dict[str, list[Record]]:
+    """Records per shard, in sequence order."""
+    by_shard: dict[str, list[Record]] = {}
+    for r in sorted(records, key=lambda r: (r.order, r.index)):
+        by_shard.setdefault(r.shard, []).append(r)
+    return by_shard
+
+
+def uncommit_shard(records: Iterable[Record], shard: str) -> tuple[set[int], int]:
+    """A shard whose manifest could not be written: (every record index of it, its new cutoff).
+
+    The manifest is the commit: without it the whole shard's part of the batch is retried.
+    """
+    rows = [r for r in records if r.shard == shard]
+    return {r.index for r in rows}, min(r.order for r in rows)
+
+
+def manifest(shard: str, rows: list[Record], cutoffs: Mapping[str, int]) -> tuple[str, dict[str, Any] | None]:
+    """The manifest key of one shard's records (in sequence order) and its body; ``None``: delete it."""
+    key = layout.manifest_key(shard, rows[0].seq)
+    kept = [r for r in rows if committed(r, cutoffs)]
+    if not kept:
+        return key, None
+    return key, {
+        "shard": shard,
+        "first_sequence_number": rows[0].seq,
+        "last_committed_sequence_number": kept[-1].seq,
+        "accepted": [r.seq for r in kept if isinstance(r.parsed, Quote)],
+        "quarantined": {r.seq: r.parsed.reason for r in kept if isinstance(r.parsed, Rejected)},
+    }
+
+
+def trim_plan(objects: Iterable[StoreObject], cutoffs: Mapping[str, int]) -> list[TrimAction]:
+    """The objects holding records at or above their shard's cutoff, and whether to delete them."""
+    actions = []
+    for obj in objects:
+        cutoff = cutoffs.get(obj.shard)
+        if cutoff is not None and obj.records[-1].order >= cutoff:
+            actions.append(TrimAction(obj, cutoff, delete=obj.records[0].order >= cutoff))
+    return actions
+
+
+def committed_partitions(objects: Iterable[StoreObject], deleted: set[str]) -> set[layout.Partition]:
+    """The ``(symbol, dt)`` partitions of raw objects written and not deleted."""
+    found = set()
+    for obj in objects:
+        if obj.kind == "raw" and obj.written and obj.key not in deleted:
+            q = obj.records[0].parsed
+            assert isinstance(q, Quote)
+            found.add((q.symbol, q.timestamp[:10]))
+    return found
+
+
+def batch_item_failures(records: Iterable[Record], failed: set[int]) -> list[dict[str, str]]:
+    """The ``batchItemFailures`` of the failed record indexes, in sequence order."""
+    by_index = {r.index: r for r in records}
+    return [{"itemIdentifier": by_index[i].seq} for i in sorted(failed, key=lambda i: by_index[i].order)]
+
+
+def summary(
+    plan: BatchPlan, failed: set[int], cutoffs: Mapping[str, int], deleted: set[str]
+) -> dict[str, Any]:
+    """The batch's one log line, as a dict (the caller adds the duration)."""
+    records = plan.records
+    reasons: dict[str, int] = {}
+    for r in records:
+        if isinstance(r.parsed, Rejected):
+            reasons[r.parsed.reason] = reasons.get(r.parsed.reason, 0) + 1
+    return {
+        "message": "processed batch",
+        "records": len(records),
+        "accepted": sum(isinstance(r.parsed, Quote) for r in records),
+        "quarantined": reasons,
+        "failed": len(failed),
+        "committed": sum(committed(r, cutoffs) for r in records),
+        "raw_objects": sum(o.kind == "raw" for o in plan.objects),
+        "quarantine_objects": sum(o.kind == "quarantine" for o in plan.objects),
+        "dynamodb_items": len(plan.items),
+        "deleted_objects": len(deleted),
+        "shards": sorted({r.shard for r in records}),
+        "first_sequence_number": min((r.seq for r in records), key=lambda q: (len(q), q), default=None),
+    }

@@ -1,0 +1,204 @@
+"""The trend Lambda's pure rules: stream records -> per-symbol bars, the history window, the alert.
+
+Standard library only; :mod:`helpers.pipeline.trend` does the Query, PutItem and Publish calls.
+
+* :func:`group_stream_records`: the bars of the INSERT and MODIFY records of a DynamoDB stream
+  batch, by symbol (the last image of a timestamp wins), and the count of malformed images;
+* :func:`window_request`, :func:`first_limit`, :func:`window_state`: the one Query that reads a
+  symbol's price window newest first, and whether the bars read so far suffice to resume the
+  crossover state before the batch's earliest bar (else :func:`next_limit` pages further back
+  through a flat run);
+* :func:`format_alert`, :func:`message_attributes`, :func:`alert_item`: the SNS message and the
+  alerts-table record of a :class:`~helpers.core.indicators.Signal`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from helpers.core.indicators import (
+    BUY,
+    LONG_WINDOW,
+    SHORT_WINDOW,
+    Bar,
+    Signal,
+    last_nonzero_state,
+    lookback_needed,
+)
+from helpers.core.quotes import to_decimal
+
+__all__ = [
+    "ALERT_ATTRIBUTES",
+    "EVALUATED_EVENTS",
+    "MAX_QUERY_LIMIT",
+    "NUMBER_ATTRIBUTES",
+    "QUERY_MARGIN",
+    "SymbolBatch",
+    "alert_item",
+    "first_limit",
+    "format_alert",
+    "group_stream_records",
+    "message_attributes",
+    "next_limit",
+    "plain_number",
+    "window_bars",
+    "window_request",
+    "window_state",
+]
+
+log = logging.getLogger(__name__)
+
+EVALUATED_EVENTS = ("INSERT", "MODIFY")
+QUERY_MARGIN = 40  # bars beyond the lookback on the first page, so one Query nearly always suffices
+MAX_QUERY_LIMIT = 1000  # cap of the Limit when paging further back through a flat run
+ALERT_ATTRIBUTES = ("symbol", "signal", "timestamp", "alert_id", "price", "sma_short", "sma_long")
+"""SNS message attributes of an alert (raw SQS delivery carries at most 10)."""
+NUMBER_ATTRIBUTES = ("price", "sma_short", "sma_long")
+
+
+# --------------------------------------------------------------------------- stream records
+
+
+@dataclass
+class SymbolBatch:
+    """The new bars of one symbol in a batch and the stream records that carried them."""
+
+    bars: dict[str, Decimal] = field(default_factory=dict)  # timestamp -> price (last image wins)
+    sequence_numbers: list[str] = field(default_factory=list)
+
+
+def group_stream_records(records: Iterable[Mapping[str, Any]]) -> tuple[dict[str, SymbolBatch], int]:
+    """INSERT/MODIFY bars by symbol; returns them and the number of malformed records skipped.
+
+    REMOVE records are ignored; an image without a valid symbol, timestamp, finite price or a
+    sequence number is malformed (logged, counted, skipped).
+    """
+    groups: dict[str, SymbolBatch] = {}
+    malformed = 0
+    for record in records:
+        body = record.get("dynamodb") or {}
+        if record.get("eventName") not in EVALUATED_EVENTS:
+            continue
+        try:
+            image = body["NewImage"]
+            symbol, timestamp = image["symbol"]["S"], image["timestamp"]["S"]
+            price = Decimal(image["price"]["N"])
+            if not price.is_finite():
+                raise InvalidOperation(str(price))
+            sequence = str(body["SequenceNumber"])
+        except (KeyError, TypeError, InvalidOperation) as err:
+            malformed += 1
+            log.warning(
+                "skipping stream record %s: its NewImage lacks a valid symbol/timestamp/price (%s: %s); "
+                "the processor writes complete items, so this item came from elsewhere",
+                record.get("eventID"), type(err).__name__, err,
+            )  # fmt: skip
+            continue
+        group = groups.setdefault(symbol, SymbolBatch())
+        group.bars[timestamp] = price
+        group.sequence_numbers.append(sequence)
+    return groups, malformed
+
+
+# --------------------------------------------------------------------------- history window
+
+
+def window_request(table: str, symbol: str, last: str) -> dict[str, Any]:
+    """Query parameters (without ``Limit``) of ``symbol``'s bars up to ``last``, newest first."""
+    return {
+        "TableName": table,
+        "KeyConditionExpression": "#s = :s AND #t <= :last",
+        "ExpressionAttributeNames": {"#s": "symbol", "#t": "timestamp", "#p": "price"},
+        "ExpressionAttributeValues": {":s": {"S": symbol}, ":last": {"S": last}},
+        "ProjectionExpression": "#t, #p",
+        "ScanIndexForward": False,  # newest first: the window right before the new bars
+        "ConsistentRead": True,
+    }
+
+
+def first_limit(new_count: int) -> int:
+    """``Limit`` of the first page: the new bars, the lookback before them and a margin."""
+    return new_count + lookback_needed() + QUERY_MARGIN
+
+
+def next_limit(limit: int) -> int:
+    """``Limit`` of the next page through a flat run: doubled, capped."""
+    return min(2 * limit, MAX_QUERY_LIMIT)
+
+
+def window_bars(items: Iterable[Mapping[str, Any]]) -> list[Bar]:
+    """The ``(timestamp, price)`` bars of a Query page's items, in page order."""
+    return [(i["timestamp"]["S"], Decimal(i["price"]["N"])) for i in items]
+
+
+def window_state(newest_first: list[Bar], first: str) -> int | None:
+    """The last non-zero crossover state before ``first``, if the bars read (newest first) show one.
+
+    ``None`` means read further back: fewer than the lookback bars before ``first``, or only
+    state 0 (a flat run) among them.
+    """
+    prior = [bar for bar in newest_first if bar[0] < first]
+    if len(prior) < lookback_needed():
+        return None
+    return last_nonzero_state(reversed(prior))
+
+
+# --------------------------------------------------------------------------- the alert
+
+
+def plain_number(value: float) -> str:
+    """A float as fixed-point text (no exponent), exact to its shortest repr."""
+    return format(to_decimal(float(value)), "f")
+
+
+def format_alert(signal: Signal) -> tuple[str, str]:
+    """The alert's SNS ``Subject`` (ASCII, < 100 characters) and human-readable ``Message``."""
+    when = signal.timestamp.replace("T", " ").replace("Z", " UTC")
+    subject = f"{signal.signal} {signal.symbol} at {signal.price:.2f} - SMA crossover {when}"
+    direction = "above" if signal.signal == BUY else "below"
+    message = "\n".join(
+        [
+            f"{signal.signal} signal for {signal.symbol}",
+            "",
+            f"Bar time (UTC): {signal.timestamp}",
+            f"Price:          {signal.price:.4f}",
+            f"SMA{SHORT_WINDOW}:           {signal.sma_short:.4f}",
+            f"SMA{LONG_WINDOW}:          {signal.sma_long:.4f}",
+            "",
+            f"SMA{SHORT_WINDOW} crossed {direction} SMA{LONG_WINDOW} at this bar.",
+            f"Alert id: {signal.alert_id}",
+            "",
+            "Sent by the stock trend pipeline. Illustrative signal, not investment advice.",
+        ]
+    )
+    return subject[:99], message
+
+
+def message_attributes(signal: Signal) -> dict[str, dict[str, str]]:
+    """The SNS message attributes of an alert: :data:`ALERT_ATTRIBUTES`, numbers without exponent."""
+    data = signal.to_dict()
+    attributes = {}
+    for name in ALERT_ATTRIBUTES:
+        if name in NUMBER_ATTRIBUTES:
+            attributes[name] = {"DataType": "Number", "StringValue": plain_number(data[name])}
+        else:
+            attributes[name] = {"DataType": "String", "StringValue": str(data[name])}
+    return attributes
+
+
+def alert_item(signal: Signal, now: str) -> dict[str, Any]:
+    """The alerts-table record of a signal, first written unpublished with one attempt."""
+    return {
+        "alert_id": {"S": signal.alert_id},
+        "symbol": {"S": signal.symbol},
+        "timestamp": {"S": signal.timestamp},
+        "signal": {"S": signal.signal},
+        **{name: {"N": plain_number(getattr(signal, name))} for name in NUMBER_ATTRIBUTES},
+        "published": {"BOOL": False},
+        "attempts": {"N": "1"},
+        "created_at": {"S": now},
+    }
