@@ -19,15 +19,22 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from botocore.exceptions import ClientError
 
-from deploy.package import FUNCTIONS, HANDLERS, build_zip, sha256_b64
+from deploy.function_specs import (
+    ARCHITECTURES,
+    FUNCTION_SPECS,
+    MAPPING_SPECS,
+    RUNTIME,
+    FunctionSpec,
+    MappingSpec,
+)
+from deploy.package import FUNCTIONS, build_zip, sha256_b64
 from helpers.core.errors import DeployError, ResourceMissingError
-from helpers.pipeline import aws
+from helpers.pipeline import aws, resources
 from helpers.pipeline.config import Settings, load_settings
 
 __all__ = [
@@ -42,69 +49,11 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-RUNTIME = "python3.11"
-ARCHITECTURES = ["x86_64"]
 WAIT_SECONDS = 300.0  # function updates and mapping state changes
 ROLE_PROPAGATION_SECONDS = 90.0  # a new IAM role can take this long to be assumable by Lambda
+ROLE_RETRY_BASE_SECONDS = 1.0  # backoff between attempts while the role propagates
+ROLE_RETRY_CAP_SECONDS = 10.0
 _POLL_SECONDS = 1.0
-
-
-@dataclass(frozen=True)
-class FunctionSpec:
-    kind: str
-    handler: str
-    timeout: int
-    memory_mb: int
-    description: str
-    name_field: str  # Settings field holding the function name
-    role_field: str  # Settings field holding the execution role name
-
-
-@dataclass(frozen=True)
-class MappingSpec:
-    batch_size: int
-    window_seconds: int
-    starting_position: str = "TRIM_HORIZON"
-    report_item_failures: bool = True
-    bisect: bool = True
-    max_retries: int = 3
-
-    def desired(self, failure_queue_arn: str) -> dict[str, Any]:
-        return {
-            "BatchSize": self.batch_size,
-            "MaximumBatchingWindowInSeconds": self.window_seconds,
-            "FunctionResponseTypes": ["ReportBatchItemFailures"] if self.report_item_failures else [],
-            "BisectBatchOnFunctionError": self.bisect,
-            "MaximumRetryAttempts": self.max_retries,
-            "DestinationConfig": {"OnFailure": {"Destination": failure_queue_arn}},
-            "Enabled": True,
-        }
-
-
-FUNCTION_SPECS = {
-    "processor": FunctionSpec(
-        kind="processor",
-        handler=HANDLERS["processor"],
-        timeout=60,
-        memory_mb=256,
-        description="Stock trend pipeline: validates Kinesis quotes, archives them to S3, writes DynamoDB",
-        name_field="processor_function",
-        role_field="processor_role",
-    ),
-    "trend": FunctionSpec(
-        kind="trend",
-        handler=HANDLERS["trend"],
-        timeout=60,
-        memory_mb=256,
-        description="Stock trend pipeline: SMA5/SMA20 crossovers from the processed stream, alerts to SNS",
-        name_field="trend_function",
-        role_field="trend_role",
-    ),
-}
-MAPPING_SPECS = {
-    "processor": MappingSpec(batch_size=500, window_seconds=1),
-    "trend": MappingSpec(batch_size=100, window_seconds=1),
-}
 
 
 def _poll_seconds(s: Settings) -> float:
@@ -114,36 +63,19 @@ def _poll_seconds(s: Settings) -> float:
 # --- prerequisites (from 01_provision) ----------------------------------------------------------
 
 
-def _role_arn(s: Settings, role: str) -> str:
-    try:
-        return str(aws.client("iam", s).get_role(RoleName=role)["Role"]["Arn"])
-    except ClientError as err:
-        if aws.error_code(err) == "NoSuchEntity":
-            raise ResourceMissingError(f"IAM role {role} does not exist: run 01_provision first") from err
-        raise
+def _require(s: Settings, field: str, account: str) -> dict[str, Any]:
+    """The registry probe's answer for the resource named by ``field``; missing: run 01_provision."""
+    res = resources.by_field(field)
+    found = resources.find(res, s, account)
+    if found is None:
+        raise ResourceMissingError(f"{res.kind} {res.name(s)} does not exist: run 01_provision first")
+    return found
 
 
-def _stream_arn(s: Settings) -> str:
-    try:
-        summary = aws.client("kinesis", s).describe_stream_summary(StreamName=s.stream_name)
-    except ClientError as err:
-        if aws.error_code(err) == "ResourceNotFoundException":
-            raise ResourceMissingError(
-                f"Kinesis stream {s.stream_name} does not exist: run 01_provision first"
-            ) from err
-        raise
-    return str(summary["StreamDescriptionSummary"]["StreamARN"])
-
-
-def _table_stream_arn(s: Settings) -> str:
-    try:
-        table = aws.client("dynamodb", s).describe_table(TableName=s.table_name)["Table"]
-    except ClientError as err:
-        if aws.error_code(err) == "ResourceNotFoundException":
-            raise ResourceMissingError(
-                f"DynamoDB table {s.table_name} does not exist: run 01_provision first"
-            ) from err
-        raise
+def _source_arn(s: Settings, kind: str, account: str) -> str:
+    if kind == "processor":
+        return str(_require(s, "stream_name", account)["StreamDescriptionSummary"]["StreamARN"])
+    table = _require(s, "table_name", account)["Table"]
     arn = table.get("LatestStreamArn")
     if not arn or not table.get("StreamSpecification", {}).get("StreamEnabled"):
         raise ResourceMissingError(
@@ -152,42 +84,33 @@ def _table_stream_arn(s: Settings) -> str:
     return str(arn)
 
 
-def _queue_arn(s: Settings) -> str:
-    sqs = aws.client("sqs", s)
-    try:
-        url = sqs.get_queue_url(QueueName=s.failure_queue_name)["QueueUrl"]
-    except ClientError as err:
-        if aws.error_code(err) in ("AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"):
-            raise ResourceMissingError(
-                f"SQS queue {s.failure_queue_name} does not exist: run 01_provision first"
-            ) from err
-        raise
-    return str(sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"])
-
-
-def _source_arn(s: Settings, kind: str) -> str:
-    return _stream_arn(s) if kind == "processor" else _table_stream_arn(s)
+def _queue_arn(s: Settings, account: str) -> str:
+    url = _require(s, "failure_queue_name", account)["QueueUrl"]
+    attributes = aws.client("sqs", s).get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])
+    return str(attributes["Attributes"]["QueueArn"])
 
 
 # --- functions ------------------------------------------------------------------------------------
 
 
 def _retry_while_role_propagates(call: Callable[[], Any], s: Settings) -> Any:
-    """Retry ``call`` while IAM reports a just-created role as not yet usable by Lambda."""
+    """Retry ``call`` while IAM reports a just-created role as not yet usable by Lambda.
+
+    A bounded retry with :func:`aws.backoff_seconds` for up to ``ROLE_PROPAGATION_SECONDS``
+    (on AWS; the local stack knows a role as soon as it exists): no botocore waiter covers it.
+    """
     deadline = time.monotonic() + (ROLE_PROPAGATION_SECONDS if not s.is_local else 0)
+    attempt = 0
     while True:
         try:
             return call()
         except ClientError as err:
-            message = str(err.response.get("Error", {}).get("Message", "")).lower()
-            if (
-                aws.error_code(err) != "InvalidParameterValueException"
-                or "role" not in message
-                or time.monotonic() > deadline
-            ):
+            propagating = aws.is_missing(err, "InvalidParameterValueException") and "role" in str(err).lower()
+            if not propagating or time.monotonic() > deadline:
                 raise
-            log.info("waiting for the IAM role to propagate: %s", message)
-            time.sleep(5)
+            log.info("waiting for the IAM role to propagate: %s", err)
+            time.sleep(aws.backoff_seconds(attempt, base=ROLE_RETRY_BASE_SECONDS, cap=ROLE_RETRY_CAP_SECONDS))
+            attempt += 1
 
 
 def _differs(current: dict[str, Any], desired: dict[str, Any]) -> list[str]:
@@ -218,7 +141,7 @@ def _ensure_function(s: Settings, spec: FunctionSpec, role_arn: str, zip_path: P
     try:
         current = lam.get_function(FunctionName=name)["Configuration"]
     except ClientError as err:
-        if aws.error_code(err) != "ResourceNotFoundException":
+        if not aws.is_missing(err):
             raise
         current = None
     actions: list[str] = []
@@ -272,7 +195,7 @@ def _mapping_state(lam: Any, uuid: str) -> str:
     try:
         return str(lam.get_event_source_mapping(UUID=uuid).get("State", ""))
     except ClientError as err:
-        if aws.error_code(err) == "ResourceNotFoundException":
+        if aws.is_missing(err):
             return "Deleted"
         raise
 
@@ -356,7 +279,7 @@ def _delete_mapping(lam: Any, uuid: str, s: Settings) -> None:
     try:
         lam.delete_event_source_mapping(UUID=uuid)
     except ClientError as err:
-        if aws.error_code(err) != "ResourceNotFoundException":
+        if not aws.is_missing(err):
             raise
     _wait_mapping(lam, uuid, ("Deleted",), s)
 
@@ -378,9 +301,12 @@ def deploy_functions(
         raise DeployError(f"unknown functions {unknown}: use {list(FUNCTION_SPECS)}")
     build = Path(build_dir) if build_dir is not None else Path(s.state_dir) / "build"
     # Resolve every prerequisite before changing anything.
-    roles = {kind: _role_arn(s, getattr(s, FUNCTION_SPECS[kind].role_field)) for kind in kinds}
-    sources = {kind: _source_arn(s, kind) for kind in kinds}
-    failure_queue = _queue_arn(s)
+    account = aws.account_id(s)
+    roles = {
+        kind: str(_require(s, FUNCTION_SPECS[kind].role_field, account)["Role"]["Arn"]) for kind in kinds
+    }
+    sources = {kind: _source_arn(s, kind, account) for kind in kinds}
+    failure_queue = _queue_arn(s, account)
     zips = {kind: build_zip(kind, build) for kind in kinds}
     summary: dict[str, Any] = {"functions": {}, "mappings": {}, "failure_queue_arn": failure_queue}
     for kind in kinds:
@@ -403,7 +329,7 @@ def remove_functions(
         try:
             mappings = _mappings(lam, name)
         except ClientError as err:
-            if aws.error_code(err) != "ResourceNotFoundException":
+            if not aws.is_missing(err):
                 raise
             mappings = []
         for mapping in mappings:
@@ -412,7 +338,7 @@ def remove_functions(
             lam.delete_function(FunctionName=name)
             action = "deleted"
         except ClientError as err:
-            if aws.error_code(err) != "ResourceNotFoundException":
+            if not aws.is_missing(err):
                 raise
             action = "absent"
         log.info("function %s: %s (%d mappings deleted)", name, action, len(mappings))

@@ -9,16 +9,26 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from helpers.pipeline import resources
 from helpers.pipeline.config import Settings
 
-__all__ = ["POLICY_NAME", "Arns", "processor_policy", "role_policies", "trend_policy", "trust_policy"]
+__all__ = [
+    "POLICY_NAME",
+    "Arns",
+    "processor_policy",
+    "role_policies",
+    "tls_only_policy",
+    "topic_to_queue_policy",
+    "trend_policy",
+    "trust_policy",
+]
 
 POLICY_NAME = "least-privilege"
 
 
 @dataclass(frozen=True)
 class Arns:
-    """ARNs of the pipeline's resources in one account and region."""
+    """ARNs of the pipeline's resources in one account and region, from the resource registry."""
 
     partition: str
     region: str
@@ -26,48 +36,18 @@ class Arns:
     settings: Settings
 
     @classmethod
-    def for_account(cls, settings: Settings, account: str, partition: str = "aws") -> Arns:
-        return cls(partition, settings.region, account, settings)
+    def for_account(cls, settings: Settings, account: str, partition: str | None = None) -> Arns:
+        return cls(partition or resources.partition(settings.region), settings.region, account, settings)
 
-    def _arn(self, service: str, resource: str, *, region: bool = True) -> str:
-        return f"arn:{self.partition}:{service}:{self.region if region else ''}:{self.account}:{resource}"
+    def of(self, field: str) -> str:
+        """The ARN of the resource named by the settings field ``field``."""
+        return resources.arn(resources.by_field(field), self.settings, self.account, self.partition)
 
-    @property
-    def stream(self) -> str:
-        return self._arn("kinesis", f"stream/{self.settings.stream_name}")
-
-    @property
-    def table(self) -> str:
-        return self._arn("dynamodb", f"table/{self.settings.table_name}")
-
-    @property
-    def table_streams(self) -> str:
-        return self._arn("dynamodb", f"table/{self.settings.table_name}/stream/*")
-
-    @property
-    def alerts_table(self) -> str:
-        return self._arn("dynamodb", f"table/{self.settings.alerts_table_name}")
-
-    @property
-    def topic(self) -> str:
-        return self._arn("sns", self.settings.topic_name)
-
-    @property
-    def failure_queue(self) -> str:
-        return self._arn("sqs", self.settings.failure_queue_name)
-
-    @property
-    def alert_queue(self) -> str:
-        return self._arn("sqs", self.settings.alert_queue_name)
-
-    def bucket(self, name: str) -> str:
-        return f"arn:{self.partition}:s3:::{name}"
+    def _arn(self, service: str, resource: str) -> str:
+        return f"arn:{self.partition}:{service}:{self.region}:{self.account}:{resource}"
 
     def log_group(self, function: str) -> str:
         return self._arn("logs", f"log-group:/aws/lambda/{function}:*")
-
-    def role(self, name: str) -> str:
-        return f"arn:{self.partition}:iam::{self.account}:role/{name}"
 
     def function(self, name: str) -> str:
         return self._arn("lambda", f"function:{name}")
@@ -75,14 +55,6 @@ class Arns:
     @property
     def glue_catalog(self) -> str:
         return self._arn("glue", "catalog")
-
-    @property
-    def glue_database(self) -> str:
-        return self._arn("glue", f"database/{self.settings.glue_database}")
-
-    @property
-    def glue_table(self) -> str:
-        return self._arn("glue", f"table/{self.settings.glue_database}/{self.settings.glue_table}")
 
 
 def trust_policy() -> dict[str, Any]:
@@ -113,7 +85,7 @@ def _failure_queue(arns: Arns) -> dict[str, Any]:
         "Sid": "OnFailureDestination",
         "Effect": "Allow",
         "Action": ["sqs:SendMessage"],
-        "Resource": [arns.failure_queue],
+        "Resource": [arns.of("failure_queue_name")],
     }
 
 
@@ -122,7 +94,7 @@ def processor_policy(arns: Arns) -> dict[str, Any]:
     from helpers.pipeline.processor import MANIFEST_PREFIX
 
     s = arns.settings
-    bucket = arns.bucket(s.raw_bucket)
+    bucket = arns.of("raw_bucket")
     return {
         "Version": "2012-10-17",
         "Statement": [
@@ -136,7 +108,7 @@ def processor_policy(arns: Arns) -> dict[str, Any]:
                     "kinesis:GetShardIterator",
                     "kinesis:ListShards",
                 ],
-                "Resource": [arns.stream],
+                "Resource": [arns.of("stream_name")],
             },
             {
                 # DeleteObject: after a partial failure, objects are cut back to the committed prefix
@@ -153,13 +125,13 @@ def processor_policy(arns: Arns) -> dict[str, Any]:
                 "Sid": "WriteProcessedItems",
                 "Effect": "Allow",
                 "Action": ["dynamodb:BatchWriteItem", "dynamodb:PutItem"],
-                "Resource": [arns.table],
+                "Resource": [arns.of("table_name")],
             },
             {
                 "Sid": "RegisterRawPartitions",
                 "Effect": "Allow",
                 "Action": ["glue:GetTable", "glue:GetPartitions", "glue:BatchCreatePartition"],
-                "Resource": [arns.glue_catalog, arns.glue_database, arns.glue_table],
+                "Resource": [arns.glue_catalog, arns.of("glue_database"), arns.of("glue_table")],
             },
             _failure_queue(arns),
             _logs(arns, s.processor_function),
@@ -182,25 +154,25 @@ def trend_policy(arns: Arns) -> dict[str, Any]:
                     "dynamodb:GetShardIterator",
                     "dynamodb:ListStreams",
                 ],
-                "Resource": [arns.table_streams],
+                "Resource": [arns.of("table_name") + "/stream/*"],
             },
             {
                 "Sid": "ReadPriceHistory",
                 "Effect": "Allow",
                 "Action": ["dynamodb:Query"],
-                "Resource": [arns.table],
+                "Resource": [arns.of("table_name")],
             },
             {
                 "Sid": "RecordSentAlerts",
                 "Effect": "Allow",
                 "Action": ["dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:UpdateItem"],
-                "Resource": [arns.alerts_table],
+                "Resource": [arns.of("alerts_table_name")],
             },
             {
                 "Sid": "PublishAlerts",
                 "Effect": "Allow",
                 "Action": ["sns:Publish"],
-                "Resource": [arns.topic],
+                "Resource": [arns.of("topic_name")],
             },
             _failure_queue(arns),
             _logs(arns, s.trend_function),
@@ -212,3 +184,37 @@ def role_policies(arns: Arns) -> dict[str, dict[str, Any]]:
     """Role name → its inline policy document."""
     s = arns.settings
     return {s.processor_role: processor_policy(arns), s.trend_role: trend_policy(arns)}
+
+
+def tls_only_policy(bucket: str) -> dict[str, Any]:
+    """Deny every request to the bucket that does not use TLS."""
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "DenyInsecureTransport",
+                "Effect": "Deny",
+                "Principal": "*",
+                "Action": "s3:*",
+                "Resource": [f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/*"],
+                "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+            }
+        ],
+    }
+
+
+def topic_to_queue_policy(queue_arn: str, topic_arn: str) -> dict[str, Any]:
+    """Only the pipeline's topic may send to the queue."""
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "AlertsFromTopic",
+                "Effect": "Allow",
+                "Principal": {"Service": "sns.amazonaws.com"},
+                "Action": "sqs:SendMessage",
+                "Resource": queue_arn,
+                "Condition": {"ArnEquals": {"aws:SourceArn": topic_arn}},
+            }
+        ],
+    }

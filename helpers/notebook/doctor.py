@@ -3,23 +3,24 @@
 Each check returns a :class:`Check` with a verdict and, when it fails, the fix. The checks
 automate the troubleshooting notes users kept hitting: names with stray whitespace or
 invisible characters, a region that differs from where the resources live, resources that
-were never provisioned, an endpoint that does not answer, and missing AWS credentials.
+were never provisioned (one check per entry of :data:`helpers.pipeline.resources.RESOURCES`),
+an endpoint that does not answer, and missing AWS credentials.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import os
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from helpers.core.errors import ConfigError
 from helpers.pipeline.config import Settings, load_settings
+from helpers.pipeline.resources import Resource
 
 __all__ = ["ENDPOINT_TIMEOUT_SECONDS", "Check", "check_settings", "failures", "run_checks"]
 
@@ -139,43 +140,27 @@ def _endpoint(s: Settings) -> Check:
 
 
 def _resources(s: Settings) -> list[Check]:
-    from helpers.pipeline import aws
+    """One check per entry of the resource registry: present, and in the settings' region."""
+    from helpers.pipeline import aws, resources
 
-    def probe(name: str, call: Callable[[], Any], region_of: Callable[[Any], str | None]) -> Check:
-        try:
-            answer = call()
-        except Exception as err:
-            code = getattr(err, "response", {}).get("Error", {}).get("Code", type(err).__name__)
-            return Check(name, False, f"missing or unreadable ({code})", "run notebook 01_provision first")
-        region = region_of(answer)
-        if region and region != s.region:
-            return Check(
-                name, False, f"exists in region {region}, settings say {s.region}", "set STP_REGION to match"
-            )
-        return Check(name, True, "present")
+    account = aws.account_id(s)
+    return [_probe(s, res, account) for res in resources.RESOURCES]
 
-    def arn_region(arn: str | None) -> str | None:
-        return arn.split(":")[3] if arn and arn.count(":") >= 5 else None
 
-    kinesis, ddb, s3 = (aws.client(n, s) for n in ("kinesis", "dynamodb", "s3"))
-    checks = [
-        probe(
-            f"stream {s.stream_name}",
-            lambda: kinesis.describe_stream_summary(StreamName=s.stream_name),
-            lambda a: arn_region(a["StreamDescriptionSummary"]["StreamARN"]),
-        ),
-        probe(
-            f"table {s.table_name}",
-            lambda: ddb.describe_table(TableName=s.table_name),
-            lambda a: arn_region(a["Table"]["TableArn"]),
-        ),
-    ]
-    for bucket in (s.raw_bucket, s.results_bucket):
-        checks.append(
-            probe(
-                f"bucket {bucket}",
-                functools.partial(s3.get_bucket_location, Bucket=bucket),
-                lambda a: a.get("LocationConstraint") or "us-east-1",
-            )
+def _probe(s: Settings, res: Resource, account: str) -> Check:
+    from helpers.pipeline import aws, resources
+
+    name = f"{res.kind} {res.name(s)}"
+    try:
+        answer = resources.find(res, s, account)
+    except Exception as err:  # access denied, throttling...: the check says so instead of raising
+        code = aws.error_code(err) or type(err).__name__
+        return Check(name, False, f"unreadable ({code})", "check the credentials' permissions")
+    if answer is None:
+        return Check(name, False, "missing", "run notebook 01_provision first")
+    region = resources.region_of(res, answer)
+    if region and region != s.region:
+        return Check(
+            name, False, f"exists in region {region}, settings say {s.region}", "set STP_REGION to match"
         )
-    return checks
+    return Check(name, True, "present")

@@ -169,7 +169,8 @@ class Settings:
 
     def for_lambda(self) -> Settings:
         """These settings as a deployed function resolves them (deployer-only fields reset)."""
-        return dataclasses.replace(self, **{name: _FIELDS[name].default for name in DEPLOYER_ONLY_FIELDS})
+        defaults: dict[str, Any] = {name: _FIELDS[name].default for name in DEPLOYER_ONLY_FIELDS}
+        return dataclasses.replace(self, **defaults)
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Settings)}

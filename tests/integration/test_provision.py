@@ -8,30 +8,46 @@ import json
 import pytest
 
 from deploy import iam
-from deploy.provision import provision, teardown, tls_only_policy
+from deploy.provision import CREATORS, DELETERS, provision, teardown, tls_only_policy
 from helpers.notebook import doctor
-from helpers.pipeline import aws
+from helpers.pipeline import aws, resources
 
 pytestmark = pytest.mark.integration
 
 
-def _all(settings, service: str, operation: str, key: str) -> list:
-    paginator = aws.client(service, settings).get_paginator(operation)
-    return [item for page in paginator.paginate() for item in page.get(key, [])]
+def _listed(settings, listing: resources.Listing, service: str, **kwargs) -> set[str]:
+    client = aws.client(service, settings)
+    if listing.paginated:
+        pages = client.get_paginator(listing.operation).paginate(**kwargs)
+    else:
+        pages = [getattr(client, listing.operation)(**kwargs)]
+    items = [item for page in pages for item in page.get(listing.key, [])]
+    names = [item[listing.name_key] if listing.name_key else item for item in items]
+    if listing.last_segment:
+        names = [name.rsplit(listing.last_segment, 1)[-1] for name in names]
+    return set(names)
 
 
 def _inventory(settings) -> dict[str, set[str]]:
-    """Everything that exists in the stack, by service (not only what we expect)."""
-    return {
-        "streams": set(_all(settings, "kinesis", "list_streams", "StreamNames")),
-        "tables": set(_all(settings, "dynamodb", "list_tables", "TableNames")),
-        "buckets": {b["Name"] for b in aws.client("s3", settings).list_buckets()["Buckets"]},
-        "topics": {t["TopicArn"].rsplit(":", 1)[-1] for t in _all(settings, "sns", "list_topics", "Topics")},
-        "queues": {u.rsplit("/", 1)[-1] for u in _all(settings, "sqs", "list_queues", "QueueUrls")},
-        "roles": {r["RoleName"] for r in _all(settings, "iam", "list_roles", "Roles")},
-        "databases": {d["Name"] for d in _all(settings, "glue", "get_databases", "DatabaseList")},
-        "workgroups": {w["Name"] for w in aws.client("athena", settings).list_work_groups()["WorkGroups"]},
-    }
+    """Everything of the registry's types that exists in the stack (not only what we expect)."""
+    found: dict[str, set[str]] = {}
+    for res in resources.RESOURCES:
+        if res.kind == "glue table":  # listed per database
+            tables = {
+                f"{db}.{t}"
+                for db in _listed(settings, resources.by_field("glue_database").listing, "glue")
+                for t in _listed(settings, res.listing, "glue", DatabaseName=db)
+            }
+            found[res.kind] = tables
+        else:
+            found[res.kind] = _listed(settings, res.listing, res.service)
+    return found
+
+
+def _ours(settings) -> list[str]:
+    """The registry's resources, with the settings' names, that exist."""
+    account = aws.account_id(settings)
+    return [r.field for r in resources.RESOURCES if resources.find(r, settings, account) is not None]
 
 
 @pytest.fixture()
@@ -48,6 +64,7 @@ def own_names(local_stack):
         alert_queue_name="prov-alerts-inbox",
         failure_queue_name="prov-failures",
         glue_database="prov_db",
+        glue_table="prov_quotes",
         athena_workgroup="prov-workgroup",
         processor_function="prov-processor",
         trend_function="prov-trend",
@@ -66,10 +83,10 @@ def test_provision_twice_then_teardown_leaves_nothing(own_names) -> None:
     assert not doctor.failures(doctor.run_checks(s))
 
     during = _inventory(s)
-    assert s.stream_name in during["streams"]
-    assert {s.table_name, s.alerts_table_name} <= during["tables"]
-    assert {s.raw_bucket, s.results_bucket} <= during["buckets"]
-    assert {s.alert_queue_name, s.failure_queue_name} <= during["queues"]
+    for res in resources.RESOURCES:
+        expected = f"{s.glue_database}.{s.glue_table}" if res.kind == "glue table" else res.name(s)
+        assert expected in during[res.kind], res.field
+    assert _ours(s) == [r.field for r in resources.RESOURCES]
 
     # a non-empty bucket is emptied and removed
     aws.client("s3", s).put_object(
@@ -77,8 +94,33 @@ def test_provision_twice_then_teardown_leaves_nothing(own_names) -> None:
     )
     removed = teardown(s)
     assert removed.count("deleted") == len([r for r in removed.results if r.action != "absent"])
+    assert _ours(s) == []
     assert _inventory(s) == before
     assert teardown(s).count("deleted") == 0
+
+
+def test_every_registry_kind_has_create_and_delete_functions() -> None:
+    kinds = {r.kind for r in resources.RESOURCES}
+    assert kinds <= set(CREATORS) and kinds <= set(DELETERS)
+    assert len({r.field for r in resources.RESOURCES}) == len(resources.RESOURCES)
+
+
+def test_iam_arns_come_from_the_registry() -> None:
+    from helpers.pipeline.config import load_settings
+
+    s = load_settings(environ={}, region="eu-west-1")
+    arns = iam.Arns.for_account(s, "123456789012")
+    assert arns.of("stream_name") == "arn:aws:kinesis:eu-west-1:123456789012:stream/stock-trend-quotes"
+    assert arns.of("raw_bucket") == f"arn:aws:s3:::{s.raw_bucket}"
+    assert arns.of("processor_role") == f"arn:aws:iam::123456789012:role/{s.processor_role}"
+    assert arns.of("glue_table") == "arn:aws:glue:eu-west-1:123456789012:table/stock_trend/raw_quotes"
+    assert arns.of("topic_name") == "arn:aws:sns:eu-west-1:123456789012:stock-trend-alerts"
+    china = iam.Arns.for_account(s, "1", partition="aws-cn")
+    assert china.of("alert_queue_name") == f"arn:aws-cn:sqs:eu-west-1:1:{s.alert_queue_name}"
+    assert (resources.partition("cn-north-1"), resources.partition("us-gov-west-1")) == (
+        "aws-cn",
+        "aws-us-gov",
+    )
 
 
 def test_resources_are_configured_securely(own_names) -> None:

@@ -27,7 +27,39 @@ def test_unreachable_local_endpoint_says_how_to_start_it() -> None:
     endpoint = next(c for c in checks if c.name == "endpoint")
     assert not endpoint.ok
     assert "python -m deploy.local up" in endpoint.fix
-    assert all(c.name != f"stream {s.stream_name}" for c in checks)
+    assert all(c.name != f"kinesis stream {s.stream_name}" for c in checks)
+
+
+def test_resource_checks_are_the_registry_entries(monkeypatch) -> None:
+    from helpers.pipeline import aws, resources
+
+    s = load_settings(environ={})
+    present = {"stream_name", "raw_bucket"}
+    monkeypatch.setattr(aws, "account_id", lambda settings=None: "123456789012")
+    monkeypatch.setattr(
+        resources,
+        "find",
+        lambda res, settings, account, client=None: {"ok": True} if res.field in present else None,
+    )
+    checks = doctor._resources(s)
+    assert [c.name for c in checks] == [f"{r.kind} {r.name(s)}" for r in resources.RESOURCES]
+    assert {c.name for c in checks if c.ok} == {
+        f"kinesis stream {s.stream_name}",
+        f"s3 bucket {s.raw_bucket}",
+    }
+    assert all("01_provision" in c.fix for c in checks if not c.ok)
+
+
+def test_a_resource_in_another_region_is_flagged() -> None:
+    from helpers.pipeline import resources
+
+    s = load_settings(environ={})
+    stream, bucket = resources.by_field("stream_name"), resources.by_field("raw_bucket")
+    arn = "arn:aws:kinesis:eu-west-1:123456789012:stream/x"
+    assert resources.region_of(stream, {"StreamDescriptionSummary": {"StreamARN": arn}}) == "eu-west-1"
+    assert resources.region_of(bucket, {"LocationConstraint": None}) == "us-east-1"
+    assert resources.region_of(bucket, {"LocationConstraint": "eu-central-1"}) == "eu-central-1"
+    assert s.region == "us-east-1"
 
 
 def test_missing_aws_credentials_are_reported(monkeypatch, tmp_path) -> None:
