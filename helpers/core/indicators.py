@@ -15,6 +15,8 @@ DynamoDB put would).
    Because ``SMA5 - SMA20 = (4 * sum5 - sum20) / 20``, this *is* ``sign(SMA5 - SMA20)``, but on
    integers: no float rounding, so every implementation (this module, the vectorised pandas
    version in ``helpers.notebook.analysis``, SQL) gets the same state, including exact ties (state 0).
+   Other windows (notebook 06 lets a user pick ``1 <= short < long <=`` :data:`MAX_WINDOW`) use
+   the weights of :func:`window_weights`; the deployed rule is :data:`SHORT_WINDOW`/:data:`LONG_WINDOW`.
 3. A **BUY** at bar t when ``state(t) = +1`` and the last non-zero state before t is ``-1``;
    a **SELL** symmetrically. The first non-zero state is not a signal. State-0 bars neither
    signal nor reset that memory. Signals therefore strictly alternate.
@@ -46,22 +48,27 @@ from typing import Any, Literal, SupportsFloat
 __all__ = [
     "BUY",
     "LONG_WINDOW",
+    "MAX_WINDOW",
     "SELL",
     "SHORT_WINDOW",
     "UNITS_PER_PRICE",
     "Bar",
     "CrossoverTracker",
     "Signal",
+    "check_windows",
     "crossovers",
     "crossovers_by_symbol",
     "last_nonzero_state",
     "lookback_needed",
     "price_units",
     "signals_for_new_bars",
+    "state_of",
+    "window_weights",
 ]
 
-SHORT_WINDOW = 5
+SHORT_WINDOW = 5  # the deployed rule: the trend Lambda alerts on SMA5/SMA20
 LONG_WINDOW = 20
+MAX_WINDOW = 200  # windows a notebook may pick: 1 <= short < long <= MAX_WINDOW
 UNITS_PER_PRICE = 1_000_000
 BUY: Literal["BUY"] = "BUY"
 SELL: Literal["SELL"] = "SELL"
@@ -114,9 +121,35 @@ class Signal:
         )
 
 
-def _check_windows(short: int, long: int) -> None:
-    if not 1 <= short < long:
-        raise ValueError(f"windows must satisfy 1 <= short < long, got short={short}, long={long}")
+def check_windows(short: int, long: int) -> tuple[int, int]:
+    """``(short, long)`` if they are windows a user can pick (``1 <= short < long <= MAX_WINDOW``)."""
+    if not all(isinstance(n, int) and not isinstance(n, bool) for n in (short, long)):
+        raise ValueError(f"windows must be whole numbers of bars, got short={short!r}, long={long!r}")
+    if not 1 <= short < long <= MAX_WINDOW:
+        raise ValueError(
+            f"windows must satisfy 1 <= short < long <= {MAX_WINDOW}, got short={short}, long={long}; "
+            f"the deployed rule is short={SHORT_WINDOW}, long={LONG_WINDOW}"
+        )
+    return short, long
+
+
+def window_weights(short: int = SHORT_WINDOW, long: int = LONG_WINDOW) -> tuple[int, int]:
+    """Integer weights ``(w_short, w_long)`` with ``sign(SMA_short - SMA_long) = sign(w_short * sum_short
+    - w_long * sum_long)``: ``long // g, short // g`` for ``g = gcd(short, long)`` (5/20: 4 and 1)."""
+    check_windows(short, long)
+    common = math.gcd(short, long)
+    return long // common, short // common
+
+
+def state_of(sum_short: int, sum_long: int, short: int = SHORT_WINDOW, long: int = LONG_WINDOW) -> int:
+    """The crossover state (+1, 0, -1) from the integer unit sums of the last ``short`` and ``long`` bars."""
+    weight_short, weight_long = window_weights(short, long)
+    return _sign(weight_short * sum_short - weight_long * sum_long)
+
+
+def _sign(diff: int) -> int:
+    # sign(sum_short/short - sum_long/long) on integers; for 5/20 this is sign(4*sum5 - sum20).
+    return (diff > 0) - (diff < 0)
 
 
 def _check_state(state: int) -> int:
@@ -133,13 +166,11 @@ class CrossoverTracker:
     """
 
     def __init__(self, symbol: str, short: int = SHORT_WINDOW, long: int = LONG_WINDOW) -> None:
-        _check_windows(short, long)
+        self._weight_short, self._weight_long = window_weights(short, long)
         self.symbol = symbol
         self.short = short
         self.long = long
         self._units: deque[int] = deque(maxlen=long)
-        common = math.gcd(short, long)
-        self._weight_short, self._weight_long = long // common, short // common
         self.last_state = 0
         self.state: int | None = None
         """State at the last bar fed; ``None`` until ``long`` bars have been seen."""
@@ -186,9 +217,7 @@ class CrossoverTracker:
             return None
         sum_long = sum(self._units)
         sum_short = sum(islice(reversed(self._units), self.short))
-        # sign(sum_short/short - sum_long/long) on integers; for 5/20 this is 4*sum5 - sum20.
-        diff = self._weight_short * sum_short - self._weight_long * sum_long
-        state = (diff > 0) - (diff < 0)
+        state = _sign(self._weight_short * sum_short - self._weight_long * sum_long)
         self.state = state
         previous, signal = self.last_state, None
         if state != 0:

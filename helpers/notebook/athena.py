@@ -20,14 +20,22 @@ import re
 import tempfile
 import time
 from collections.abc import Iterable, Mapping
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from helpers.core.errors import QueryError
+from helpers.core.indicators import (
+    LONG_WINDOW,
+    SHORT_WINDOW,
+    UNITS_PER_PRICE,
+    check_windows,
+    crossovers_by_symbol,
+    window_weights,
+)
 from helpers.core.quotes import SYMBOL_PATTERN
+from helpers.notebook.analysis import sma_columns
 from helpers.pipeline import aws
 from helpers.pipeline.config import Settings, load_settings
 
@@ -38,12 +46,14 @@ __all__ = [
     "QUERIES",
     "connect",
     "cross_check",
+    "crossover_sql",
     "daily_close_chart",
-    "processed_quotes",
+    "queries",
     "render",
     "row_counts",
     "run_all",
     "run_query",
+    "sma_sql",
 ]
 
 log = logging.getLogger(__name__)
@@ -67,55 +77,46 @@ WITH quotes AS (
 
 _CHANGE = "price - previous_close"
 _CHANGE_PCT = "100 * (price - previous_close) / previous_close"
-_WINDOW = 'OVER (PARTITION BY symbol ORDER BY "timestamp" ROWS BETWEEN {n} PRECEDING AND CURRENT ROW)'
 
-QUERIES: dict[str, str] = {
-    "top_price_changes": f"""{_QUOTES}
-SELECT symbol, "timestamp", price, previous_close,
-       {_CHANGE} AS change,
-       {_CHANGE_PCT} AS change_pct
-FROM quotes
-ORDER BY abs({_CHANGE_PCT}) DESC, symbol, "timestamp"
-LIMIT {TOP_N}""",
-    "avg_volume_by_symbol": f"""{_QUOTES}
-SELECT symbol, count(*) AS quotes, avg(volume) AS avg_volume, min(volume) AS min_volume,
-       max(volume) AS max_volume, min("timestamp") AS first_quote, max("timestamp") AS last_quote
-FROM quotes
-GROUP BY symbol
-ORDER BY symbol""",
-    "anomalies": f"""{_QUOTES}
-SELECT symbol, "timestamp", price, previous_close,
-       {_CHANGE} AS change,
-       {_CHANGE_PCT} AS change_pct
-FROM quotes
-WHERE abs({_CHANGE_PCT}) > {ANOMALY_THRESHOLD_PCT}
-ORDER BY symbol, "timestamp\"""",
-    "daily_ohlc": f"""{_QUOTES}
-SELECT symbol, substr("timestamp", 1, 10) AS trading_day,
-       min_by(open, "timestamp") AS open, max(high) AS high, min(low) AS low,
-       max_by(price, "timestamp") AS close, sum(volume) AS volume, count(*) AS bars
-FROM quotes
-GROUP BY symbol, substr("timestamp", 1, 10)
-ORDER BY symbol, trading_day""",
-    "sma": f"""{_QUOTES},
+
+def _window(n: int) -> str:
+    """The window of the last ``n`` bars of a symbol, the current one included."""
+    return f'OVER (PARTITION BY symbol ORDER BY "timestamp" ROWS BETWEEN {n - 1} PRECEDING AND CURRENT ROW)'
+
+
+def sma_sql(short: int = SHORT_WINDOW, long: int = LONG_WINDOW) -> str:
+    """The ``sma`` query: float SMAs of the prices from each symbol's ``long``-th bar on (for charts)."""
+    check_windows(short, long)
+    column_short, column_long = sma_columns(short, long)
+    return f"""{_QUOTES},
 bars AS (
     SELECT symbol, "timestamp", price,
-           avg(price) {_WINDOW.format(n=4)} AS sma5,
-           avg(price) {_WINDOW.format(n=19)} AS sma20,
+           avg(price) {_window(short)} AS {column_short},
+           avg(price) {_window(long)} AS {column_long},
            row_number() OVER (PARTITION BY symbol ORDER BY "timestamp") AS bar
     FROM quotes
 )
-SELECT symbol, "timestamp", price, sma5, sma20
+SELECT symbol, "timestamp", price, {column_short}, {column_long}
 FROM bars
-WHERE bar >= 20
-ORDER BY symbol, "timestamp\"""",
-    # The crossover definition of helpers.core.indicators, on integer micro-units:
-    # units = round-half-even(price * 1e6); state = sign(4*sum5 - sum20) from the 20th bar;
-    # a signal where the state flips against the last non-zero state (zeros keep the memory:
-    # they are filtered out before lag()). Units are DECIMAL(38,0) so sums cannot overflow.
-    "crossovers": f"""{_QUOTES},
+WHERE bar >= {long}
+ORDER BY symbol, "timestamp\""""
+
+
+def crossover_sql(short: int = SHORT_WINDOW, long: int = LONG_WINDOW) -> str:
+    """The ``crossovers`` query: :mod:`helpers.core.indicators`' definition in SQL, for these windows.
+
+    On integer micro-units: units = round-half-even(price * 1e6); from the ``long``-th bar,
+    state = sign(w_short * sum_short - w_long * sum_long) with the weights of
+    :func:`~helpers.core.indicators.window_weights` (5/20: ``4 * sum5 - sum20``); a signal where the
+    state flips against the last non-zero state (zeros keep the memory: they are filtered out before
+    lag()). Units are DECIMAL(38,0) so sums cannot overflow.
+    """
+    weight_short, weight_long = window_weights(short, long)
+    more = f"{weight_short} * sum_short > {weight_long} * sum_long"
+    less = f"{weight_short} * sum_short < {weight_long} * sum_long"
+    return f"""{_QUOTES},
 scaled AS (
-    SELECT symbol, "timestamp", price, price * 1000000 AS x FROM quotes
+    SELECT symbol, "timestamp", price, price * {UNITS_PER_PRICE} AS x FROM quotes
 ),
 units AS (
     SELECT symbol, "timestamp", price,
@@ -126,33 +127,82 @@ units AS (
 ),
 sums AS (
     SELECT symbol, "timestamp", price,
-           sum(units) {_WINDOW.format(n=4)} AS sum5,
-           sum(units) {_WINDOW.format(n=19)} AS sum20,
+           sum(units) {_window(short)} AS sum_short,
+           sum(units) {_window(long)} AS sum_long,
            row_number() OVER (PARTITION BY symbol ORDER BY "timestamp") AS bar
     FROM units
 ),
 states AS (
-    SELECT symbol, "timestamp", price, sum5, sum20,
-           CASE WHEN 4 * sum5 > sum20 THEN 1 WHEN 4 * sum5 < sum20 THEN -1 ELSE 0 END AS state
+    SELECT symbol, "timestamp", price, sum_short, sum_long,
+           CASE WHEN {more} THEN 1 WHEN {less} THEN -1 ELSE 0 END AS state
     FROM sums
-    WHERE bar >= 20
+    WHERE bar >= {long}
 ),
 turns AS (
-    SELECT symbol, "timestamp", price, sum5, sum20, state,
+    SELECT symbol, "timestamp", price, sum_short, sum_long, state,
            lag(state) OVER (PARTITION BY symbol ORDER BY "timestamp") AS previous_state
     FROM states
     WHERE state <> 0
 )
 SELECT symbol, "timestamp", CASE WHEN state = 1 THEN 'BUY' ELSE 'SELL' END AS signal, price,
-       CAST(sum5 AS DOUBLE) / 5000000 AS sma_short, CAST(sum20 AS DOUBLE) / 20000000 AS sma_long
+       CAST(sum_short AS DOUBLE) / {short * UNITS_PER_PRICE} AS sma_short,
+       CAST(sum_long AS DOUBLE) / {long * UNITS_PER_PRICE} AS sma_long
 FROM turns
 WHERE previous_state = -state
+ORDER BY symbol, "timestamp\""""
+
+
+def queries(short: int = SHORT_WINDOW, long: int = LONG_WINDOW) -> dict[str, str]:
+    """Every named query (SQL templates), the ``sma`` and ``crossovers`` ones for these windows."""
+    return {
+        "top_price_changes": f"""{_QUOTES}
+SELECT symbol, "timestamp", price, previous_close,
+       {_CHANGE} AS change,
+       {_CHANGE_PCT} AS change_pct
+FROM quotes
+ORDER BY abs({_CHANGE_PCT}) DESC, symbol, "timestamp"
+LIMIT {TOP_N}""",
+        "avg_volume_by_symbol": f"""{_QUOTES}
+SELECT symbol, count(*) AS quotes, avg(volume) AS avg_volume, min(volume) AS min_volume,
+       max(volume) AS max_volume, min("timestamp") AS first_quote, max("timestamp") AS last_quote
+FROM quotes
+GROUP BY symbol
+ORDER BY symbol""",
+        "anomalies": f"""{_QUOTES}
+SELECT symbol, "timestamp", price, previous_close,
+       {_CHANGE} AS change,
+       {_CHANGE_PCT} AS change_pct
+FROM quotes
+WHERE abs({_CHANGE_PCT}) > {ANOMALY_THRESHOLD_PCT}
 ORDER BY symbol, "timestamp\"""",
-}
+        "daily_ohlc": f"""{_QUOTES}
+SELECT symbol, substr("timestamp", 1, 10) AS trading_day,
+       min_by(open, "timestamp") AS open, max(high) AS high, min(low) AS low,
+       max_by(price, "timestamp") AS close, sum(volume) AS volume, count(*) AS bars
+FROM quotes
+GROUP BY symbol, substr("timestamp", 1, 10)
+ORDER BY symbol, trading_day""",
+        "sma": sma_sql(short, long),
+        "crossovers": crossover_sql(short, long),
+    }
 
 
-def render(name: str, settings: Settings | None = None, *, symbols: Iterable[str] | None = None) -> str:
-    """The SQL of a named query for the settings' table, optionally restricted to some symbols."""
+QUERIES: dict[str, str] = queries()
+"""The named queries for the deployed windows (``indicators.SHORT_WINDOW``/``LONG_WINDOW``)."""
+
+
+def render(
+    name: str,
+    settings: Settings | None = None,
+    *,
+    symbols: Iterable[str] | None = None,
+    short: int = SHORT_WINDOW,
+    long: int = LONG_WINDOW,
+) -> str:
+    """The SQL of a named query for the settings' table, optionally restricted to some symbols.
+
+    ``short``/``long`` are the SMA windows of the ``sma`` and ``crossovers`` queries.
+    """
     s = settings or load_settings()
     if name not in QUERIES:
         raise KeyError(f"unknown query {name!r}; known: {sorted(QUERIES)}")
@@ -165,7 +215,8 @@ def render(name: str, settings: Settings | None = None, *, symbols: Iterable[str
                 f"symbols must be a non-empty list of tickers matching {SYMBOL_PATTERN}, got {bad}"
             )
         where = "\n        WHERE symbol IN (" + ", ".join(f"'{sym}'" for sym in wanted) + ")"
-    return QUERIES[name].format(database=s.glue_database, table=s.glue_table, where=where)
+    template = QUERIES[name] if (short, long) == (SHORT_WINDOW, LONG_WINDOW) else queries(short, long)[name]
+    return template.format(database=s.glue_database, table=s.glue_table, where=where)
 
 
 def _config_file(s: Settings, endpoint: str) -> Path:
@@ -262,55 +313,39 @@ def run_query(
     *,
     cursor: str = "pandas",
     symbols: Iterable[str] | None = None,
+    short: int = SHORT_WINDOW,
+    long: int = LONG_WINDOW,
 ) -> pd.DataFrame:
     """Run a named query (a key of :data:`QUERIES`) or raw SQL; statistics in ``frame.attrs["athena"]``."""
     s = settings or load_settings()
-    sql = render(name_or_sql, s, symbols=symbols) if name_or_sql in QUERIES else name_or_sql
+    named = name_or_sql in QUERIES
+    sql = render(name_or_sql, s, symbols=symbols, short=short, long=long) if named else name_or_sql
     label = name_or_sql if name_or_sql in QUERIES else "sql"
     with connect(s, cursor=cursor) as conn:
         return _execute(conn, sql, label, cursor)
 
 
 def run_all(
-    settings: Settings | None = None, *, cursor: str = "pandas", symbols: Iterable[str] | None = None
+    settings: Settings | None = None,
+    *,
+    cursor: str = "pandas",
+    symbols: Iterable[str] | None = None,
+    short: int = SHORT_WINDOW,
+    long: int = LONG_WINDOW,
 ) -> dict[str, pd.DataFrame]:
     """Every named query, in :data:`QUERIES` order, over one connection."""
     s = settings or load_settings()
     wanted = None if symbols is None else list(symbols)
     with connect(s, cursor=cursor) as conn:
-        return {name: _execute(conn, render(name, s, symbols=wanted), name, cursor) for name in QUERIES}
+        return {
+            name: _execute(conn, render(name, s, symbols=wanted, short=short, long=long), name, cursor)
+            for name in QUERIES
+        }
 
 
 def row_counts(frames: Mapping[str, pd.DataFrame]) -> dict[str, int]:
     """``{query name: row count}`` — what the workbook records in its reports."""
     return {name: len(frame) for name, frame in frames.items()}
-
-
-def processed_quotes(
-    settings: Settings | None = None, *, symbols: Iterable[str] | None = None
-) -> pd.DataFrame:
-    """The processed DynamoDB table as a frame (numbers as float/int), sorted by symbol and timestamp."""
-    from boto3.dynamodb.types import TypeDeserializer
-
-    s = settings or load_settings()
-    wanted = None if symbols is None else set(symbols)
-    deserializer = TypeDeserializer()
-    rows = []
-    for page in aws.client("dynamodb", s).get_paginator("scan").paginate(TableName=s.table_name):
-        for item in page["Items"]:
-            row = {k: deserializer.deserialize(v) for k, v in item.items()}
-            if wanted is None or row.get("symbol") in wanted:
-                rows.append({k: _plain(v) for k, v in row.items()})
-    frame = pd.DataFrame(rows)
-    if frame.empty:
-        return frame
-    return frame.sort_values(["symbol", "timestamp"], kind="stable").reset_index(drop=True)
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, Decimal):
-        return int(value) if value == value.to_integral_value() and "." not in str(value) else float(value)
-    return value
 
 
 # Largest differences accepted between Athena's values and the processed items: prices are the same
@@ -323,15 +358,20 @@ CROSS_CHECK_TOLERANCE = {
 }
 
 
-def cross_check(frames: Mapping[str, pd.DataFrame], processed: pd.DataFrame) -> pd.DataFrame:
+def cross_check(
+    frames: Mapping[str, pd.DataFrame],
+    processed: pd.DataFrame,
+    *,
+    short: int = SHORT_WINDOW,
+    long: int = LONG_WINDOW,
+) -> pd.DataFrame:
     """Compare the Athena results with the processed DynamoDB items; one row per check, ``ok`` column.
 
-    Counts per symbol, the top changes and anomalies (same bars, same values within
-    :data:`CROSS_CHECK_TOLERANCE`) and the crossovers (equal to :mod:`helpers.core.indicators` over the
-    processed series).
+    ``processed`` is :func:`helpers.notebook.history.processed_frame`'s frame. Counts per symbol, the
+    top changes and anomalies (same bars, same values within :data:`CROSS_CHECK_TOLERANCE`) and the
+    crossovers (equal to :mod:`helpers.core.indicators` over the processed series, same windows as
+    the ``crossovers`` frame was run with).
     """
-    from helpers.core.indicators import crossovers_by_symbol
-
     checks: list[dict[str, Any]] = []
 
     def add(check: str, athena: Any, dynamodb: Any, ok: bool) -> None:
@@ -358,7 +398,8 @@ def cross_check(frames: Mapping[str, pd.DataFrame], processed: pd.DataFrame) -> 
     pct = 100 * (processed["price"] - processed["previous_close"]) / processed["previous_close"]
     anomalies = int((pct.abs() > ANOMALY_THRESHOLD_PCT).sum())
     add("anomalies: count", len(frames["anomalies"]), anomalies, len(frames["anomalies"]) == anomalies)
-    signals = [s for found in crossovers_by_symbol(processed.to_dict("records")).values() for s in found]
+    by_symbol = crossovers_by_symbol(processed.to_dict("records"), short=short, long=long)
+    signals = [s for found in by_symbol.values() for s in found]
     theirs_signals = sorted((s.symbol, s.timestamp, s.signal) for s in signals)
     found = frames["crossovers"]
     ours = sorted(zip(found["symbol"], found["timestamp"], found["signal"], strict=True))

@@ -7,6 +7,7 @@ Bars are drawn on a trading-time axis: one step per bar, so nights and weekends 
 tick labels give the calendar time (UTC). Signal markers are findable by their ``gid``
 (``"BUY signals"``, ``"SELL signals"``, ``"alerts received"``); their x data are bar positions
 (the formatter's ``timestamps[int(x)]`` gives the bar's timestamp) and their y data the prices.
+Both charts take the SMA windows ``short``/``long`` (default: the deployed 5/20).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, Formatter
 
 from helpers.core.indicators import BUY, LONG_WINDOW, SELL, SHORT_WINDOW
-from helpers.notebook.analysis import SMA_LONG, SMA_SHORT, signals_frame, sma_frame
+from helpers.notebook.analysis import signals_frame, sma_columns, sma_frame
 from helpers.pipeline.config import PROJECT_ROOT
 
 __all__ = [
@@ -111,8 +112,10 @@ def _time_axis(ax: Axes, times: pd.DatetimeIndex, max_ticks: int) -> BarTimeForm
     return formatter
 
 
-def _symbol_frame(df_symbol: pd.DataFrame) -> tuple[str, pd.DataFrame, pd.DatetimeIndex]:
-    frame = sma_frame(df_symbol)
+def _symbol_frame(
+    df_symbol: pd.DataFrame, short: int, long: int
+) -> tuple[str, pd.DataFrame, pd.DatetimeIndex]:
+    frame = sma_frame(df_symbol, short, long)
     symbols = frame["symbol"].unique()
     if len(symbols) != 1:
         raise ValueError(f"crossover_chart draws one symbol, got {list(symbols)}; use overview_chart")
@@ -120,9 +123,11 @@ def _symbol_frame(df_symbol: pd.DataFrame) -> tuple[str, pd.DataFrame, pd.Dateti
     return str(symbols[0]), frame, times
 
 
-def _markers(ax: Axes, frame: pd.DataFrame, scale: float, size: float) -> dict[str, int]:
+def _markers(
+    ax: Axes, frame: pd.DataFrame, scale: float, size: float, windows: tuple[int, int]
+) -> dict[str, int]:
     """BUY/SELL markers at the signal bars (always drawn, possibly empty, so tests can find them)."""
-    signals = signals_frame(frame)
+    signals = signals_frame(frame, *windows)
     position = {ts: i for i, ts in enumerate(frame["timestamp"])}
     counts: dict[str, int] = {}
     for kind, gid, marker in ((BUY, BUY_GID, "^"), (SELL, SELL_GID, "v")):
@@ -181,20 +186,23 @@ def crossover_chart(
     *,
     title: str | None = None,
     currency: str = "USD",
+    short: int = SHORT_WINDOW,
+    long: int = LONG_WINDOW,
 ) -> Figure:
-    """Price, SMA5, SMA20 and the BUY/SELL signals of one symbol; received alerts as hollow circles.
+    """Price, SMA<short>, SMA<long> and the BUY/SELL signals of one symbol; alerts as hollow circles.
 
     ``df_symbol`` has columns symbol, timestamp, price (one symbol); ``alerts`` are
     :class:`~helpers.core.indicators.Signal` objects or alert dicts (timestamp, price, optional symbol).
     """
-    symbol, frame, times = _symbol_frame(df_symbol)
+    symbol, frame, times = _symbol_frame(df_symbol, short, long)
+    column_short, column_long = sma_columns(short, long)
     fig = Figure(figsize=FIGSIZE, dpi=DPI, layout="constrained")
     ax = fig.add_subplot()
     x = np.arange(len(frame))
     ax.plot(x, frame["price"], color=COLORS["price"], linewidth=1.0, label="price", zorder=2)
-    ax.plot(x, frame[SMA_SHORT], color=COLORS["sma_short"], linewidth=1.2, label=f"SMA{SHORT_WINDOW}")
-    ax.plot(x, frame[SMA_LONG], color=COLORS["sma_long"], linewidth=1.2, label=f"SMA{LONG_WINDOW}")
-    counts = _markers(ax, frame, scale=1.0, size=7)
+    ax.plot(x, frame[column_short], color=COLORS["sma_short"], linewidth=1.2, label=f"SMA{short}")
+    ax.plot(x, frame[column_long], color=COLORS["sma_long"], linewidth=1.2, label=f"SMA{long}")
+    counts = _markers(ax, frame, scale=1.0, size=7, windows=(short, long))
     if alerts is not None:
         _alerts(ax, symbol, times, alerts)
     _time_axis(ax, times, max_ticks=10)
@@ -202,9 +210,7 @@ def crossover_chart(
     fmt = "%Y-%m-%d" if daily else "%Y-%m-%d %H:%M"
     first, last = times[0].strftime(fmt), times[-1].strftime(fmt)
     ax.set_title(
-        title
-        or f"{symbol}: SMA{SHORT_WINDOW}/SMA{LONG_WINDOW} crossovers "
-        f"— {counts[BUY]} BUY, {counts[SELL]} SELL",
+        title or f"{symbol}: SMA{short}/SMA{long} crossovers — {counts[BUY]} BUY, {counts[SELL]} SELL",
         fontsize=13,
         loc="left",
     )
@@ -225,12 +231,15 @@ def overview_chart(
     ncols: int = 2,
     title: str | None = None,
     currency: str = "USD",
+    short: int = SHORT_WINDOW,
+    long: int = LONG_WINDOW,
 ) -> Figure:
-    """Small multiples: one panel per symbol with price, SMA20 and signal markers.
+    """Small multiples: one panel per symbol with price, SMA<long> and signal markers.
 
     With ``normalise`` each price series is indexed to 100 at its first bar.
     """
-    frame_all = sma_frame(df)
+    frame_all = sma_frame(df, short, long)
+    column_long = sma_columns(short, long)[1]
     symbols = sorted(frame_all["symbol"].unique())
     if not symbols:
         raise ValueError("overview_chart needs at least one bar")
@@ -245,10 +254,8 @@ def overview_chart(
         x = np.arange(len(frame))
         ax.set_gid(str(symbol))
         ax.plot(x, frame["price"] * scale, color=COLORS["price"], linewidth=0.8, label="price")
-        ax.plot(
-            x, frame[SMA_LONG] * scale, color=COLORS["sma_long"], linewidth=0.9, label=f"SMA{LONG_WINDOW}"
-        )
-        counts = _markers(ax, frame, scale=scale, size=4.5)
+        ax.plot(x, frame[column_long] * scale, color=COLORS["sma_long"], linewidth=0.9, label=f"SMA{long}")
+        counts = _markers(ax, frame, scale=scale, size=4.5, windows=(short, long))
         _time_axis(ax, times, max_ticks=5 if ncols > 1 else 10)
         ax.set_title(f"{symbol}: {counts[BUY]} BUY, {counts[SELL]} SELL", fontsize=10, loc="left")
         ax.set_ylabel("Index (first bar = 100)" if normalise else f"Price ({currency})", fontsize=9)
@@ -261,7 +268,7 @@ def overview_chart(
         handles, [label.split(" (")[0] for label in labels], loc="outside lower center", ncols=4, fontsize=9
     )
     fig.suptitle(
-        title or f"SMA{SHORT_WINDOW}/SMA{LONG_WINDOW} crossover signals by symbol (time in UTC, gaps closed)",
+        title or f"SMA{short}/SMA{long} crossover signals by symbol (time in UTC, gaps closed)",
         fontsize=13,
     )
     return fig

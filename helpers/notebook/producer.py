@@ -4,7 +4,7 @@
 (memory holds one batch, whatever the number of records), sends batches of at most
 :data:`MAX_RECORDS_PER_PUT` records and :data:`MAX_BYTES_PER_PUT` bytes with
 ``PartitionKey = symbol``, resends only the entries PutRecords reports as failed (exponential
-backoff with full jitter, bounded), and returns a :class:`ProduceSummary` of what was sent.
+backoff: ``aws.backoff_seconds``), and returns a :class:`ProduceSummary` of what was sent.
 Whole-call errors (throttling, 5xx) are retried by botocore's ``standard`` mode.
 
 A slow source (a paced replay, live polling) does not hold records back: a batch is flushed as
@@ -19,7 +19,6 @@ import dataclasses
 import json
 import logging
 import queue
-import random
 import threading
 import time
 from collections import Counter
@@ -282,14 +281,15 @@ def _put_batch(
     for attempt in range(max_attempts):
         if attempt:
             summary.retried += len(pending)
-            sleep(random.uniform(0, min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2**attempt)))
+            sleep(aws.backoff_seconds(attempt, base=BACKOFF_BASE_SECONDS, cap=BACKOFF_CAP_SECONDS))
         request = [{"Data": data, "PartitionKey": key} for data, key, _ in pending]
         try:
             response = kinesis.put_records(StreamName=stream, Records=request)
         except ClientError as err:
-            code = err.response.get("Error", {}).get("Code", "")
-            hint = "run 01_provision first" if code == "ResourceNotFoundException" else "check the stream"
-            raise ProducerError(f"PutRecords on stream {stream} failed: {code}: {err}; {hint}") from err
+            hint = "run 01_provision first" if aws.is_missing(err) else "check the stream"
+            raise ProducerError(
+                f"PutRecords on stream {stream} failed: {aws.error_code(err)}: {err}; {hint}"
+            ) from err
         except BotoCoreError as err:
             raise ProducerError(f"PutRecords on stream {stream} failed: {err}; is the endpoint up?") from err
         summary.calls += 1
@@ -305,10 +305,8 @@ def _put_batch(
             summary.bytes += len(data)
             summary.per_key[key] = summary.per_key.get(key, 0) + 1
             if timestamp is not None:
-                if summary.first_timestamp is None or timestamp < summary.first_timestamp:
-                    summary.first_timestamp = timestamp
-                if summary.last_timestamp is None or timestamp > summary.last_timestamp:
-                    summary.last_timestamp = timestamp
+                summary.first_timestamp = min(timestamp, summary.first_timestamp or timestamp)
+                summary.last_timestamp = max(timestamp, summary.last_timestamp or timestamp)
             shard = str(result.get("ShardId", ""))
             summary.shards[shard] = summary.shards.get(shard, 0) + 1
         if not failed:
@@ -381,31 +379,12 @@ def _reader(entries: Iterator[Entry], linger: float | None) -> Iterator[Iterator
         thread.join(timeout=1.0)
 
 
-class _LogProgress:
-    """Fallback progress when tqdm is missing: a log line every 10 %."""
-
-    def __init__(self, total: int | None) -> None:
-        self.total, self.done, self.next = total, 0, 0.1
-
-    def update(self, n: int) -> None:
-        self.done += n
-        if self.total and self.done / self.total >= self.next:
-            log.info("sent %d / %d records", self.done, self.total)
-            self.next += 0.1
-
-    def close(self) -> None:
-        log.info("sent %d records", self.done)
-
-
 def _progress(total: int | None) -> Any:
-    """tqdm's notebook bar when ipywidgets is installed, its text bar otherwise, else log lines."""
+    """tqdm's notebook bar with ipywidgets, its text bar otherwise (tqdm is locked, via papermill)."""
     import importlib.util
 
-    try:
-        if importlib.util.find_spec("ipywidgets") is not None:
-            from tqdm.auto import tqdm
-        else:
-            from tqdm import tqdm
-    except ImportError:
-        return _LogProgress(total)
+    if importlib.util.find_spec("ipywidgets") is not None:
+        from tqdm.auto import tqdm
+    else:
+        from tqdm import tqdm
     return tqdm(total=total, unit="rec", desc="PutRecords")

@@ -13,6 +13,8 @@ import random
 from decimal import Decimal
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from deploy.local.athena.engine import Engine, QueryCancelled
 from deploy.local.athena.formats import (
@@ -310,13 +312,18 @@ def engine_for(records: list[dict[str, object]]) -> Engine:
     return Engine(warehouse)  # type: ignore[arg-type]
 
 
-def crossover_rows(engine: Engine) -> list[tuple[object, ...]]:
-    result = engine.run(athena.render("crossovers", SETTINGS), database=SETTINGS.glue_database)
+def crossover_rows(
+    engine: Engine, short: int = indicators.SHORT_WINDOW, long: int = indicators.LONG_WINDOW
+) -> list[tuple[object, ...]]:
+    sql = athena.render("crossovers", SETTINGS, short=short, long=long)
+    result = engine.run(sql, database=SETTINGS.glue_database)
     return [(r[0], r[1], r[2], float(r[3]), float(r[4]), float(r[5])) for r in result.rows]  # type: ignore[arg-type]
 
 
-def expected_signals(records: list[dict[str, object]]) -> list[tuple[object, ...]]:
-    signals = indicators.crossovers_by_symbol(records)
+def expected_signals(
+    records: list[dict[str, object]], short: int = indicators.SHORT_WINDOW, long: int = indicators.LONG_WINDOW
+) -> list[tuple[object, ...]]:
+    signals = indicators.crossovers_by_symbol(records, short=short, long=long)
     return [
         (s.symbol, s.timestamp, s.signal, s.price, s.sma_short, s.sma_long)
         for found in signals.values()
@@ -336,6 +343,73 @@ def test_crossover_sql_equals_the_shared_definition_bit_for_bit() -> None:
     rows = crossover_rows(engine_for(records))
     assert rows == expected_signals(records)
     assert len(rows) >= 6
+
+
+def walk_records(seed: int, bars: int) -> list[dict[str, object]]:
+    """Two symbols of random-walk prices with flat runs (state 0 keeps the memory)."""
+    rnd = random.Random(seed)
+    records = []
+    for symbol in ("AAPL", "BRK.B"):
+        price, prices = 100.0, []
+        for _ in range(bars):
+            if rnd.random() > 0.15:
+                price = round(price * (1 + rnd.gauss(0, 0.01)), 4)
+            prices.append(price)
+        records += quotes(symbol, prices)
+    return records
+
+
+# Every pair a user can pick is 1 <= short < long <= MAX_WINDOW: the edges, common pairs, and
+# every pair up to 10 bars exhaustively (the SQL is generated: the weights, the windows and the
+# first bar must follow the windows).
+SQL_WINDOW_PAIRS = sorted(
+    {(s, n) for n in range(2, 11) for s in range(1, n)}
+    | {(1, 200), (199, 200), (50, 200), (10, 30), (12, 26), (9, 21), (20, 50), (7, 13)}
+)
+
+
+@pytest.mark.parametrize(("short", "long"), SQL_WINDOW_PAIRS)
+def test_crossover_sql_equals_the_shared_definition_for_every_window_pair(short: int, long: int) -> None:
+    records = walk_records(seed=100 * short + long, bars=long + 90)
+    rows = crossover_rows(engine_for(records), short, long)
+    assert rows == expected_signals(records, short, long)
+    assert rows, "the series cross over"
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.integers(2, indicators.MAX_WINDOW).flatmap(lambda n: st.tuples(st.integers(1, n - 1), st.just(n))),
+    st.integers(0, 10**6),
+)
+def test_crossover_sql_equals_the_shared_definition_for_any_window_pair(
+    pair: tuple[int, int], seed: int
+) -> None:
+    short, long = pair
+    records = walk_records(seed, bars=long + 40)
+    assert crossover_rows(engine_for(records), short, long) == expected_signals(records, short, long)
+
+
+@pytest.mark.parametrize(("short", "long"), [(5, 20), (10, 30), (1, 2)])
+def test_sma_sql_follows_the_windows(short: int, long: int) -> None:
+    records = walk_records(seed=1, bars=long + 10)
+    result = engine_for(records).run(
+        athena.render("sma", SETTINGS, short=short, long=long), database=SETTINGS.glue_database
+    )
+    assert [c.name for c in result.columns] == ["symbol", "timestamp", "price", f"sma{short}", f"sma{long}"]
+    assert len(result.rows) == 2 * 11  # from each symbol's long-th bar on
+    prices = [float(r["price"]) for r in records if r["symbol"] == "AAPL"]  # type: ignore[arg-type]
+    first = next(r for r in result.rows if r[0] == "AAPL")
+    assert float(first[3]) == pytest.approx(sum(prices[long - short : long]) / short)
+    assert float(first[4]) == pytest.approx(sum(prices[:long]) / long)
+
+
+def test_default_queries_are_the_deployed_windows() -> None:
+    assert athena.queries(indicators.SHORT_WINDOW, indicators.LONG_WINDOW) == athena.QUERIES
+    sql = athena.QUERIES["crossovers"]
+    assert "4 * sum_short > 1 * sum_long" in sql and "bar >= 20" in sql and "/ 20000000" in sql
+    assert "3 * sum_short > 1 * sum_long" in athena.crossover_sql(10, 30)
+    with pytest.raises(ValueError, match="windows must"):
+        athena.render("crossovers", SETTINGS, short=20, long=5)
 
 
 def test_crossover_sql_rounds_micro_units_half_to_even(monkeypatch: pytest.MonkeyPatch) -> None:

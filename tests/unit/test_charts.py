@@ -76,8 +76,10 @@ def plotted(ax: Axes, gid: str) -> list[tuple[str, float]]:
     return [(formatter.timestamps[int(x)], float(y)) for x, y in zip(xs, ys, strict=True)]
 
 
-def expected(df: pd.DataFrame, kind: str, scale: float = 1.0) -> list[tuple[str, float]]:
-    sf = signals_frame(df)
+def expected(
+    df: pd.DataFrame, kind: str, scale: float = 1.0, windows: tuple[int, int] = (5, 20)
+) -> list[tuple[str, float]]:
+    sf = signals_frame(df, *windows)
     rows = sf[sf["signal"] == kind]
     return [(t, p * scale) for t, p in zip(rows["timestamp"], rows["price"], strict=True)]
 
@@ -103,6 +105,22 @@ def assert_tick_labels_do_not_overlap(fig: Figure) -> None:
 
 
 # ---------------------------------------------------------------- crossover_chart
+
+
+def test_other_windows_change_the_chart_and_its_signal_count(minute: pd.DataFrame) -> None:
+    # GIVEN the minute replay drawn with the deployed windows and with 10/30
+    deployed, other = crossover_chart(minute), crossover_chart(minute, short=10, long=30)
+    (ax5,), (ax10,) = deployed.axes, other.axes
+
+    # THEN the markers are the 10/30 signals, the lines and title name the windows, and the count differs
+    assert plotted(ax10, BUY_GID) == expected(minute, "BUY", windows=(10, 30))
+    assert plotted(ax10, SELL_GID) == expected(minute, "SELL", windows=(10, 30))
+    assert {"SMA10", "SMA30"} <= set(ax10.get_legend_handles_labels()[1])
+    assert ax10.get_title(loc="left").startswith("AAPL: SMA10/SMA30 crossovers")
+    assert len(artist(ax10, BUY_GID).get_xdata()) != len(artist(ax5, BUY_GID).get_xdata())
+    overview = overview_chart(minute, short=10, long=30)
+    assert plotted(overview.axes[0], SELL_GID) == expected(minute, "SELL", windows=(10, 30))
+    assert "SMA10/SMA30" in overview.get_suptitle()
 
 
 def test_hand_series_markers_are_at_the_known_bars() -> None:

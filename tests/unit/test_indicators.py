@@ -26,16 +26,21 @@ from hypothesis import strategies as st
 
 from helpers.core.indicators import (
     LONG_WINDOW,
+    MAX_WINDOW,
+    SHORT_WINDOW,
     CrossoverTracker,
     Signal,
+    check_windows,
     crossovers,
     crossovers_by_symbol,
     last_nonzero_state,
     lookback_needed,
     price_units,
     signals_for_new_bars,
+    state_of,
+    window_weights,
 )
-from helpers.notebook.analysis import signals_frame, sma_frame
+from helpers.notebook.analysis import signals_frame, sma_columns, sma_frame
 
 T0 = datetime(2026, 7, 29, 13, 30, tzinfo=UTC)
 
@@ -303,7 +308,7 @@ def test_batched_resume_chain_equals_full(prices: list[float], seed: int) -> Non
 
 
 def replay_bars(dataset: str) -> dict[str, list[tuple[str, float]]]:
-    sources = pytest.importorskip("helpers.notebook.sources", reason="helpers/sources.py is not there yet")
+    sources = pytest.importorskip("helpers.notebook.sources", reason="no quote sources yet")
     bars: dict[str, list[tuple[str, float]]] = {}
     for quote in sources.replay(dataset):
         bars.setdefault(quote.symbol, []).append((quote.timestamp, quote.price))
@@ -344,3 +349,92 @@ def test_indicators_import_no_heavy_packages() -> None:
     )
     root = Path(__file__).resolve().parents[2]
     subprocess.run([sys.executable, "-c", code], cwd=root, check=True)
+
+
+# ---------------------------------------------------------------- every window pair a user can pick
+
+
+def reference_windows(bars: list[tuple[str, float]], short: int, long: int) -> list[tuple[str, str]]:
+    """:func:`reference` for any windows: exact Fraction means, no integer weights."""
+    latest = dict(bars)
+    times = sorted(latest)
+    units = [round(float(latest[t]) * 1_000_000) for t in times]
+    out, memory = [], 0
+    for i in range(long - 1, len(units)):
+        mean_short = Fraction(sum(units[i - short + 1 : i + 1]), short)
+        diff = mean_short - Fraction(sum(units[i - long + 1 : i + 1]), long)
+        state = (diff > 0) - (diff < 0)
+        if state != 0:
+            if memory == -state:
+                out.append((times[i], "BUY" if state > 0 else "SELL"))
+            memory = state
+    return out
+
+
+def walk(seed: int, n: int) -> list[float]:
+    """A random walk with flat runs (state-0 stretches) and a few exact repeats."""
+    rnd = random.Random(seed)
+    price, prices = 100.0, []
+    for _ in range(n):
+        if rnd.random() > 0.15:
+            price = round(price * (1 + rnd.gauss(0, 0.01)), 4)
+        prices.append(price)
+    return prices
+
+
+def assert_windows_agree(short: int, long: int, seed: int) -> int:
+    """Incremental == vectorised (full tuples) == exact reference for two symbols; the signal count."""
+    bars = {"AAA": series(walk(seed, long + 120)), "BB.B": series(walk(seed + 1, long + 60))}
+    incremental = crossovers_by_symbol(
+        ({"symbol": sym, "timestamp": t, "price": p} for sym, rows in bars.items() for t, p in rows),
+        short=short,
+        long=long,
+    )
+    flat = [s for sym in sorted(incremental) for s in incremental[sym]]
+    columns = ["symbol", "timestamp", "signal", "price", *sma_columns(short, long)]
+    vectorised = signals_frame(frame(bars), short, long)[columns]
+    assert as_tuples(flat) == [tuple(r) for r in vectorised.itertuples(index=False, name=None)], (short, long)
+    for sym, rows in bars.items():
+        assert [(s.timestamp, s.signal) for s in incremental[sym]] == reference_windows(rows, short, long)
+    return len(flat)
+
+
+SMALL_PAIRS = [(short, long) for long in range(2, 16) for short in range(1, long)]
+
+
+@pytest.mark.parametrize(("short", "long"), SMALL_PAIRS)
+def test_every_small_window_pair_incremental_equals_vectorised_equals_exact(short: int, long: int) -> None:
+    assert assert_windows_agree(short, long, seed=100 * short + long) > 0
+
+
+@pytest.mark.parametrize(("short", "long"), [(1, 200), (199, 200), (50, 200), (10, 30), (12, 26), (7, 13)])
+def test_edge_window_pairs_agree(short: int, long: int) -> None:
+    assert assert_windows_agree(short, long, seed=long) >= 0
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.integers(2, MAX_WINDOW).flatmap(lambda n: st.tuples(st.integers(1, n - 1), st.just(n))),
+    st.integers(0, 10**6),
+)
+def test_any_window_pair_a_user_can_pick_agrees(pair: tuple[int, int], seed: int) -> None:
+    assert_windows_agree(*pair, seed=seed)
+
+
+def test_default_windows_are_the_deployed_rule_and_columns_follow_the_windows() -> None:
+    assert (SHORT_WINDOW, LONG_WINDOW) == (5, 20) and check_windows(SHORT_WINDOW, LONG_WINDOW) == (5, 20)
+    assert window_weights() == (4, 1) and window_weights(10, 30) == (3, 1) and window_weights(6, 8) == (4, 3)
+    assert sma_columns() == ("sma5", "sma20") and sma_columns(10, 30) == ("sma10", "sma30")
+    sf = sma_frame(frame({"X": series(FLATS)}), 10, 30)
+    assert {"sma10", "sma30"} <= set(sf.columns) and sf["state"][:29].isna().all() and sf["state"][29] == -1
+    assert state_of(5 * 11, 20 * 10) == 1 and state_of(4, 16, 1, 4) == 0 and state_of(3, 16, 1, 4) == -1
+
+
+@pytest.mark.parametrize(
+    ("short", "long"), [(0, 5), (5, 5), (20, 5), (5, MAX_WINDOW + 1), (-1, 3), (5.0, 20), (True, 20)]
+)
+def test_windows_outside_the_allowed_range_are_refused(short: object, long: object) -> None:
+    with pytest.raises(ValueError, match="windows must"):
+        check_windows(short, long)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="windows must"):
+        signals_frame(frame({"X": series(FLATS)}), short, long)  # type: ignore[arg-type]

@@ -6,6 +6,7 @@ import dataclasses
 import gzip
 import hashlib
 import importlib.metadata
+import inspect
 import itertools
 import math
 import subprocess
@@ -23,6 +24,7 @@ from helpers.notebook import sources
 from helpers.notebook.sources import (
     DATASET_FILES,
     DATASETS,
+    _yahoo,
     open_source,
     pace,
     replay,
@@ -457,7 +459,7 @@ def test_yfinance_cache_goes_to_the_given_folder(tmp_path: Path) -> None:
 
     before = cache._TzDBManager.get_location()
     try:
-        factory = sources._yfinance_ticker_factory(tmp_path / "yfinance")
+        factory = _yahoo._yfinance_ticker_factory(tmp_path / "yfinance")
         assert factory is yf.Ticker
         assert (tmp_path / "yfinance").is_dir()
         assert cache._TzDBManager.get_location() == str(tmp_path / "yfinance")
@@ -470,7 +472,7 @@ def test_yfinance_raises_context_restores_the_setting() -> None:
     import yfinance as yf
 
     assert yf.config.debug.hide_exceptions is True
-    with sources._yfinance_raises():
+    with _yahoo._yfinance_raises():
         assert yf.config.debug.hide_exceptions is False
     assert yf.config.debug.hide_exceptions is True
 
@@ -502,3 +504,53 @@ def test_open_source_dispatches_by_name() -> None:
 def test_open_source_bad_parameters(name: str, kwargs: dict[str, Any], message: str) -> None:
     with pytest.raises(SourceError, match=message):
         open_source(name, **kwargs)
+
+
+# --------------------------------------------------------------------------- registry
+
+
+def test_the_registry_names_every_source_once() -> None:
+    assert list(sources.SOURCES) == ["replay", "synthetic", "yfinance"]
+    assert [row["source"] for row in sources.describe()] == list(sources.SOURCES)
+    for name, spec in sources.SOURCES.items():
+        assert spec.name == name and spec.description
+        assert set(spec.parameters.values()) | set(spec.defaults) <= set(
+            inspect.signature(spec.factory).parameters
+        ), name
+
+
+@pytest.mark.parametrize("opener", [open_source, sources.open_from_parameters])
+def test_an_unknown_source_names_the_known_ones(opener: Any) -> None:
+    with pytest.raises(
+        SourceError, match=r"unknown source 'synth'; use one of \['replay', 'synthetic', 'yfinance'\]"
+    ):
+        opener("synth")
+
+
+def test_open_from_parameters_maps_notebook_parameters_through_the_registry() -> None:
+    # GIVEN notebook 03's parameters, with None meaning "the source's default"
+    notebook = {"dataset": "daily", "symbols": None}
+
+    replayed = sources.open_from_parameters("replay", count=None, **notebook)
+    capped = sources.open_from_parameters("replay", count=7, **notebook)
+    synthetic_default = sources.open_from_parameters("synthetic", count=None, **notebook)
+    synthetic_count = sources.open_from_parameters("synthetic", count=12, symbols=["AAA", "BBB"])
+    fake = FakeTicker([bars(B1)])
+    options = {"ticker_factory": lambda s: fake, "max_polls": 1}
+    live = sources.open_from_parameters("yfinance", symbols=None, dataset="ignored", options=options)
+
+    assert replayed.arguments == {"dataset": "daily"} and replayed.total == DATASETS["daily"].records
+    assert [strip(q) for q in capped.quotes] == [strip(q) for q in replay("daily", limit=7)]
+    assert capped.total == 7
+    assert synthetic_default.arguments == {"symbols": 5, "count": 1000} and synthetic_default.total == 1000
+    assert {q.symbol for q in synthetic_default.quotes} == {f"SYN000{i}" for i in range(1, 6)}
+    assert synthetic_count.arguments == {"symbols": ["AAA", "BBB"], "count": 12}
+    assert len(list(synthetic_count.quotes)) == 12
+    assert live.arguments == {"symbols": ["AAPL"]} and live.total is None
+    assert [q.symbol for q in live.quotes] == ["AAPL"]
+    assert sources.open_from_parameters("replay", symbols=["AAPL"], dataset="daily").total is None
+
+
+def test_open_from_parameters_checks_arguments_when_opened() -> None:
+    with pytest.raises(SourceError, match="unknown replay dataset 'hourly'"):
+        sources.open_from_parameters("replay", dataset="hourly")

@@ -1,0 +1,56 @@
+"""The ``replay`` source: real recorded bars of a pinned dataset (:mod:`._datasets`)."""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections.abc import Iterable, Iterator, Sequence
+
+from helpers.core.errors import SourceError
+from helpers.core.quotes import Quote, utc_now_timestamp
+from helpers.notebook.sources._common import bound, symbol_list
+from helpers.notebook.sources._datasets import Bar, bars_by_symbol
+
+__all__ = ["replay"]
+
+
+def replay(
+    dataset: str = "aapl-1m",
+    symbols: Sequence[str] | str | None = None,
+    start: str | None = None,
+    end: str | None = None,
+    limit: int | None = None,
+) -> Iterator[Quote]:
+    """Real recorded bars in timestamp order, interleaved across symbols.
+
+    ``start`` is inclusive and ``end`` exclusive (any :func:`parse_timestamp` form, or a date
+    ``YYYY-MM-DD``); ``limit`` caps the number of quotes. ``previous_close`` is computed on the
+    whole series, so it is right for the first quote after ``start`` too.
+    """
+    per_symbol = bars_by_symbol(dataset)
+    wanted = symbol_list(symbols) if symbols is not None else sorted(per_symbol)
+    unknown = [s for s in wanted if s not in per_symbol]
+    if unknown:
+        raise SourceError(f"replay dataset {dataset!r} has no {unknown}; it holds {sorted(per_symbol)}")
+    if limit is not None and limit < 0:
+        raise SourceError(f"limit={limit!r} must be >= 0 or None")
+    lo, hi = bound("start", start), bound("end", end)
+    merged = heapq.merge(*(per_symbol[s] for s in wanted), key=lambda b: (b.timestamp, b.symbol))
+    selected = (b for b in merged if (lo is None or b.timestamp >= lo) and (hi is None or b.timestamp < hi))
+    return _quotes(itertools.islice(selected, limit), f"replay:{dataset}")
+
+
+def _quotes(bars: Iterable[Bar], source: str) -> Iterator[Quote]:
+    for b in bars:
+        yield Quote(
+            symbol=b.symbol,
+            timestamp=b.timestamp,
+            price=b.close,
+            previous_close=b.previous_close,
+            open=b.open,
+            high=b.high,
+            low=b.low,
+            volume=b.volume,
+            source=source,
+            produced_at=utc_now_timestamp(),
+        )
