@@ -6,7 +6,9 @@ the SNS message attributes arrive as SQS message attributes; an SNS JSON envelop
 off) is understood too. The alerts table is the durable record of what was sent, one item per
 ``alert_id`` with ``published`` true once SNS accepted it.
 
-pandas is imported inside :func:`alerts_table` only (this module ships in Lambda).
+:func:`wait_for_alerts` returns what arrived when its timeout runs out (compare it with the
+expected signals, :func:`compare`); a missing queue or table raises
+:class:`~helpers.core.errors.ResourceMissingError` ("run 01_provision first").
 """
 
 from __future__ import annotations
@@ -17,16 +19,18 @@ import time
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
-from decimal import Decimal
 from typing import Any
 
-from botocore.exceptions import ClientError
+import pandas as pd
 
-from helpers.core.errors import ResourceMissingError
+from helpers.core.errors import PipelineError
+from helpers.core.indicators import LONG_WINDOW, SHORT_WINDOW
+from helpers.notebook.history import missing_as_error, plain_item
 from helpers.pipeline import aws
 from helpers.pipeline.config import Settings, load_settings
 
 __all__ = [
+    "ALERT_INTEGER_FIELDS",
     "DEFAULT_WAIT_SECONDS",
     "DRAIN_DEADLINE_SECONDS",
     "MAX_WAIT_SECONDS",
@@ -52,16 +56,21 @@ WAIT_TIMEOUT_SECONDS = 180.0
 SETTLE_SECONDS = 3.0  # after the expected count arrived, wait this long for any extra alert
 KEY_FIELDS = ("symbol", "timestamp", "signal")
 _NUMBER_FIELDS = ("price", "sma_short", "sma_long")
-_INTEGER_FIELDS = ("attempts",)
+ALERT_INTEGER_FIELDS = frozenset({"attempts"})
+"""Number attributes of an alerts-table item read as int; every other number is a float."""
 
 
-def _plain(name: str, value: Any) -> Any:
-    if isinstance(value, Decimal):
-        return int(value) if name in _INTEGER_FIELDS else float(value)
-    return value
+class _NotArrived(Exception):
+    """``aws.wait_until``'s timeout, caught: :func:`wait_for_alerts` returns what arrived instead."""
 
 
 def _alert_id(data: Mapping[str, Any]) -> str:
+    absent = [name for name in KEY_FIELDS if name not in data]
+    if absent:
+        raise PipelineError(
+            f"cannot compare {type(data).__name__} without {', '.join(absent)} (has {sorted(data)}): pass "
+            "alerts (receive_alerts, published_alerts), Signal objects or a frame with those columns"
+        )
     return f"{data['symbol']}#{data['timestamp']}#{data['signal']}"
 
 
@@ -72,15 +81,8 @@ def queue_url(settings: Settings | None = None, *, sqs: Any = None) -> str:
     """URL of the alert inbox queue."""
     s = settings or load_settings()
     sqs = sqs or aws.client("sqs", s)
-    try:
+    with missing_as_error(f"SQS queue {s.alert_queue_name}", *aws.QUEUE_MISSING_CODES):
         return str(sqs.get_queue_url(QueueName=s.alert_queue_name)["QueueUrl"])
-    except ClientError as err:
-        code = err.response.get("Error", {}).get("Code", "")
-        if code in ("AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"):
-            raise ResourceMissingError(
-                f"SQS queue {s.alert_queue_name} does not exist: run 01_provision first"
-            ) from err
-        raise
 
 
 def parse_message(message: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -195,19 +197,23 @@ def wait_for_alerts(
     sqs = sqs or aws.client("sqs", s)
     wanted = None if symbols is None else set(symbols)
     found: dict[str, dict[str, Any]] = {}
-    deadline = time.monotonic() + timeout
 
     def drain(wait: float) -> None:
         for alert in receive_alerts(s, wait_seconds=wait, delete=delete, sqs=sqs):
             if wanted is None or alert["symbol"] in wanted:
                 found.setdefault(str(alert["message_id"]), alert)
 
-    while time.monotonic() < deadline and len(found) < expected_count:
-        drain(DEFAULT_WAIT_SECONDS)  # each drain ends at the first empty long poll
-    if len(found) >= expected_count:
-        drain(settle_seconds)
-    else:
+    def arrived() -> bool:
+        if len(found) < expected_count:
+            drain(DEFAULT_WAIT_SECONDS)  # each drain ends at its first empty long poll: no sleep needed
+        return len(found) >= expected_count
+
+    try:
+        aws.wait_until(arrived, f"{expected_count} alerts", timeout, poll=0, error=_NotArrived)
+    except _NotArrived:
         log.warning("only %d of %d alerts arrived within %.0f s", len(found), expected_count, timeout)
+    else:
+        drain(settle_seconds)
     return sorted(found.values(), key=lambda a: (a["symbol"], a["timestamp"], a["signal"]))
 
 
@@ -222,23 +228,12 @@ def published_alerts(
     Numbers as float; ``published`` is False only for a record whose Publish has not completed
     (returned with ``include_unpublished``).
     """
-    from boto3.dynamodb.types import TypeDeserializer
-
     s = settings or load_settings()
     dynamodb = dynamodb or aws.client("dynamodb", s)
-    plain = TypeDeserializer()
-    rows = []
-    try:
+    rows: list[dict[str, Any]] = []
+    with missing_as_error(f"DynamoDB table {s.alerts_table_name}"):
         for page in dynamodb.get_paginator("scan").paginate(TableName=s.alerts_table_name):
-            for item in page.get("Items", []):
-                row = {k: plain.deserialize(v) for k, v in item.items()}
-                rows.append({k: _plain(k, v) for k, v in row.items()})
-    except ClientError as err:
-        if err.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
-            raise ResourceMissingError(
-                f"DynamoDB table {s.alerts_table_name} does not exist: run 01_provision first"
-            ) from err
-        raise
+            rows.extend(plain_item(item, ALERT_INTEGER_FIELDS) for item in page.get("Items", []))
     if not include_unpublished:
         rows = [row for row in rows if row.get("published")]
     return sorted(rows, key=lambda r: (r["symbol"], r["timestamp"], r["signal"]))
@@ -275,12 +270,8 @@ def compare(received: Any, expected: Any) -> dict[str, Any]:
     }
 
 
-def alerts_table(alerts: Any) -> Any:
+def alerts_table(alerts: Any) -> pd.DataFrame:
     """Alerts as a DataFrame for reports: symbol, bar time, signal, price, SMA5, SMA20 (+ sent at)."""
-    import pandas as pd
-
-    from helpers.core.indicators import LONG_WINDOW, SHORT_WINDOW
-
     frame = pd.DataFrame(_records(alerts))
     columns = ["symbol", "timestamp", "signal", "price", "sma_short", "sma_long", "sent_at"]
     if frame.empty:

@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from helpers.core.errors import PipelineError
 from helpers.pipeline.config import PROJECT_ROOT
 
 __all__ = ["SUMMARY_FILE", "read_summary", "record", "reports_dir", "write_summary"]
@@ -29,14 +30,25 @@ def reports_dir(path: str | Path | None = None) -> Path:
 
 
 def read_summary(path: str | Path | None = None) -> dict[str, Any]:
+    """The summary recorded so far (``{}`` before the first :func:`record`)."""
     file = reports_dir(path) / SUMMARY_FILE
     if not file.is_file():
         return {}
-    data: dict[str, Any] = json.loads(file.read_text())
+    try:
+        data = json.loads(file.read_text())
+    except ValueError as err:
+        raise PipelineError(
+            f"{file} is not valid JSON ({err}): delete it and rerun the notebooks, which record it again"
+        ) from err
+    if not isinstance(data, dict):
+        raise PipelineError(
+            f"{file} holds a {type(data).__name__}, not an object: delete it and rerun the notebooks"
+        )
     return data
 
 
 def write_summary(data: dict[str, Any], path: str | Path | None = None) -> Path:
+    """Replace the summary with ``data`` (atomically); returns the file."""
     folder = reports_dir(path)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".summary-", suffix=".json")
     with os.fdopen(fd, "w") as fh:

@@ -9,7 +9,9 @@ store, independently:
 * dynamodb_items: ``Scan(Select=COUNT)`` over the processed table, every page;
 * raw_records: lines in the ``raw/`` NDJSON objects.
 
-pandas is imported inside the functions that return DataFrames (this module ships in Lambda).
+:func:`wait_for_processing` polls these counts (through :func:`helpers.pipeline.aws.wait_until`)
+and reports ``settled: False`` on timeout rather than raising. A missing bucket or table raises
+:class:`~helpers.core.errors.ResourceMissingError` ("run 01_provision first").
 """
 
 from __future__ import annotations
@@ -19,14 +21,16 @@ import json
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from decimal import Decimal
 from typing import Any
 
+import pandas as pd
+from botocore.exceptions import ClientError
+
+from helpers.core.layout import MANIFEST_PREFIX
+from helpers.notebook.history import items_frame, missing_as_error, plain_item
 from helpers.pipeline import aws
 from helpers.pipeline.config import Settings, load_settings
-from helpers.pipeline.processor import MANIFEST_PREFIX
 
 __all__ = [
     "POLL_SECONDS",
@@ -46,10 +50,15 @@ WAIT_TIMEOUT_SECONDS = 180.0
 READ_THREADS = 8
 
 
+class _NotSettled(Exception):
+    """``aws.wait_until``'s timeout, caught: :func:`wait_for_processing` reports it, never raises it."""
+
+
 def _keys(s3: Any, bucket: str, prefix: str) -> list[dict[str, Any]]:
     found: list[dict[str, Any]] = []
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-        found.extend(page.get("Contents", []))
+    with missing_as_error(f"S3 bucket {bucket}", *aws.BUCKET_MISSING_CODES):
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            found.extend(page.get("Contents", []))
     return found
 
 
@@ -86,8 +95,9 @@ def dynamodb_count(s: Settings, dynamodb: Any = None) -> int:
     """Items in the processed table: ``Scan(Select=COUNT)``, every page."""
     dynamodb = dynamodb or aws.client("dynamodb", s)
     total = 0
-    for page in dynamodb.get_paginator("scan").paginate(TableName=s.table_name, Select="COUNT"):
-        total += int(page["Count"])
+    with missing_as_error(f"DynamoDB table {s.table_name}"):
+        for page in dynamodb.get_paginator("scan").paginate(TableName=s.table_name, Select="COUNT"):
+            total += int(page["Count"])
     return total
 
 
@@ -121,60 +131,57 @@ def wait_for_processing(
     poll: float = POLL_SECONDS,
     s3: Any = None,
     dynamodb: Any = None,
-    sleep: Callable[[float], Any] = time.sleep,
 ) -> dict[str, Any]:
     """Poll until ``expected`` records are committed (accepted + quarantined) and the counts settle.
 
-    Returns :func:`store_counts` plus ``settled`` (False when ``timeout`` ran out) and ``seconds``.
+    Settled means two polls in a row, after ``expected`` was reached, measured the same
+    :func:`store_counts`. Returns those counts plus ``settled`` (False when ``timeout`` ran out:
+    then the last counts measured) and ``seconds``. Never raises on timeout.
     """
     s = settings or load_settings()
     s3 = s3 or aws.client("s3", s)
     started = time.monotonic()
     cache: dict[tuple[str, str], dict[str, Any]] = {}
     previous: dict[str, Any] | None = None
-    while True:
+    committed = 0
+
+    def counts_settled() -> bool:
+        nonlocal previous, committed
         accepted, quarantined, _ = _manifest_counts(s, s3, cache)
-        if len(accepted) + len(quarantined) >= expected:
-            counts = store_counts(s, s3=s3, dynamodb=dynamodb)
-            if counts == previous:
-                return {**counts, "settled": True, "seconds": round(time.monotonic() - started, 1)}
-            previous = counts
-        if time.monotonic() - started > timeout:
-            counts = previous or store_counts(s, s3=s3, dynamodb=dynamodb)
-            log.warning(
-                "processing did not settle in %.0f s (%d of %d records committed)",
-                timeout, len(accepted) + len(quarantined), expected,
-            )  # fmt: skip
-            return {**counts, "settled": False, "seconds": round(time.monotonic() - started, 1)}
-        sleep(poll)
+        committed = len(accepted) + len(quarantined)
+        if committed < expected:
+            return False
+        counts = store_counts(s, s3=s3, dynamodb=dynamodb)
+        settled, previous = counts == previous, counts
+        return settled
+
+    try:
+        aws.wait_until(counts_settled, "processing", timeout, poll=poll, error=_NotSettled)
+        settled = True
+    except _NotSettled:
+        settled = False
+        log.warning(
+            "processing did not settle in %.0f s (%d of %d records committed)", timeout, committed, expected
+        )
+    counts = previous or store_counts(s, s3=s3, dynamodb=dynamodb)
+    return {**counts, "settled": settled, "seconds": round(time.monotonic() - started, 1)}
 
 
 # --------------------------------------------------------------------------- tables for notebooks
 
 
-def sample_items(settings: Settings | None = None, limit: int = 10, *, dynamodb: Any = None) -> Any:
-    """A few processed items as a DataFrame (numbers as floats for display)."""
-    import pandas as pd
-    from boto3.dynamodb.types import TypeDeserializer
-
+def sample_items(settings: Settings | None = None, limit: int = 10, *, dynamodb: Any = None) -> pd.DataFrame:
+    """A few processed items (one Scan page of ``limit``) as a DataFrame, as :mod:`~helpers.notebook.history`
+    reads them: sorted by symbol and timestamp, numbers as float, volume as int."""
     s = settings or load_settings()
     dynamodb = dynamodb or aws.client("dynamodb", s)
-    items = dynamodb.scan(TableName=s.table_name, Limit=limit).get("Items", [])
-    plain = TypeDeserializer()
-    rows = [{k: plain.deserialize(v) for k, v in item.items()} for item in items]
-    frame = pd.DataFrame(rows)
-    for column in frame.columns:
-        values = frame[column]
-        if values.map(lambda v: isinstance(v, Decimal)).all():
-            integral = values.map(lambda v: v == v.to_integral_value()).all()
-            frame[column] = values.astype(int if integral and column == "volume" else float)
-    return frame.sort_values(["symbol", "timestamp"]).reset_index(drop=True) if len(frame) else frame
+    with missing_as_error(f"DynamoDB table {s.table_name}"):
+        items = dynamodb.scan(TableName=s.table_name, Limit=limit).get("Items", [])
+    return items_frame(plain_item(item) for item in items)
 
 
-def raw_sample(settings: Settings | None = None, limit: int = 10, *, s3: Any = None) -> Any:
+def raw_sample(settings: Settings | None = None, limit: int = 10, *, s3: Any = None) -> pd.DataFrame:
     """The first lines of the raw archive with their object key, as a DataFrame."""
-    import pandas as pd
-
     s = settings or load_settings()
     s3 = s3 or aws.client("s3", s)
     rows: list[dict[str, Any]] = []
@@ -187,10 +194,10 @@ def raw_sample(settings: Settings | None = None, limit: int = 10, *, s3: Any = N
     return pd.DataFrame(rows)
 
 
-def quarantined_records(settings: Settings | None = None, limit: int = 100, *, s3: Any = None) -> Any:
+def quarantined_records(
+    settings: Settings | None = None, limit: int = 100, *, s3: Any = None
+) -> pd.DataFrame:
     """Quarantined records with their reason, detail and the record as received (``repr`` of the bytes)."""
-    import pandas as pd
-
     s = settings or load_settings()
     s3 = s3 or aws.client("s3", s)
     rows: list[dict[str, Any]] = []
@@ -211,11 +218,11 @@ def _numeric(column: Any) -> Any:
 
 def processor_log_lines(
     settings: Settings | None = None, limit: int = 20, *, since_seconds: float = 3600, logs: Any = None
-) -> Any:
-    """The most recent lines of ``/aws/lambda/<processor_function>`` (CloudWatch Logs) as a DataFrame."""
-    import pandas as pd
-    from botocore.exceptions import ClientError
+) -> pd.DataFrame:
+    """The most recent lines of ``/aws/lambda/<processor_function>`` (CloudWatch Logs) as a DataFrame.
 
+    Empty (no error) while the log group does not exist, i.e. before the first invocation.
+    """
     s = settings or load_settings()
     logs = logs or aws.client("logs", s)
     group = f"/aws/lambda/{s.processor_function}"
@@ -225,7 +232,7 @@ def processor_log_lines(
         for page in logs.get_paginator("filter_log_events").paginate(logGroupName=group, startTime=start):
             events.extend(page.get("events", []))
     except ClientError as err:
-        if err.response.get("Error", {}).get("Code") != "ResourceNotFoundException":
+        if not aws.is_missing(err):
             raise
         log.info("log group %s does not exist yet (no invocation)", group)
     events.sort(key=lambda e: e["timestamp"])
