@@ -56,16 +56,13 @@ DEFAULT_LOCAL_PORT = 4566
 
 # Regions where every service of the pipeline (incl. Athena and Glue) is offered.
 # botocore's bundled endpoint data is the authority when available (offline, no call).
-_FALLBACK_REGIONS = frozenset(
-    {
-        "us-east-1", "us-east-2", "us-west-1", "us-west-2", "ca-central-1",
-        "eu-west-1", "eu-west-2", "eu-west-3", "eu-central-1", "eu-central-2", "eu-north-1",
-        "eu-south-1", "eu-south-2", "ap-south-1", "ap-south-2", "ap-northeast-1",
-        "ap-northeast-2", "ap-northeast-3", "ap-southeast-1", "ap-southeast-2",
-        "ap-southeast-3", "ap-southeast-4", "ap-east-1", "sa-east-1", "me-south-1",
-        "me-central-1", "af-south-1", "il-central-1",
-    }
-)  # fmt: skip
+_FALLBACK_REGIONS = frozenset((
+    "us-east-1", "us-east-2", "us-west-1", "us-west-2", "ca-central-1", "eu-west-1", "eu-west-2",
+    "eu-west-3", "eu-central-1", "eu-central-2", "eu-north-1", "eu-south-1", "eu-south-2", "ap-south-1",
+    "ap-south-2", "ap-northeast-1", "ap-northeast-2", "ap-northeast-3", "ap-southeast-1", "ap-southeast-2",
+    "ap-southeast-3", "ap-southeast-4", "ap-east-1", "sa-east-1", "me-south-1", "me-central-1",
+    "af-south-1", "il-central-1",
+))  # fmt: skip
 
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _STREAM = re.compile(r"^[a-zA-Z0-9_.-]{1,128}$")
@@ -156,14 +153,13 @@ class Settings:
         unknown = sorted(set(names) - set(_FIELDS))
         if unknown:
             raise ValueError(f"not settings fields: {unknown}")
-        return {env_key(name): _env_text(getattr(self, name)) for name in names}
+        values = {name: getattr(self, name) for name in names}
+        return {env_key(name): "" if value is None else str(value) for name, value in values.items()}
 
     def lambda_environment(self) -> dict[str, str]:
-        """The ``STP_*`` variables of a deployed function: :data:`LAMBDA_FIELDS`, by construction.
+        """A deployed function's ``STP_*`` variables: :data:`LAMBDA_FIELDS`, by construction.
 
-        Inside the function, ``load_settings()`` returns these settings with the fields of
-        :data:`DEPLOYER_ONLY_FIELDS` at their defaults: ``load_settings(environ=env)`` equals
-        :meth:`for_lambda` (a unit test asserts the whole object).
+        ``load_settings(environ=<these>)`` equals :meth:`for_lambda` (tested on the whole object).
         """
         return self.to_environment(LAMBDA_FIELDS)
 
@@ -195,10 +191,6 @@ def env_key(name: str) -> str:
     return ENV_PREFIX + name.upper()
 
 
-def _env_text(value: Any) -> str:
-    return "" if value is None else str(value)
-
-
 def load_settings(
     overrides: Mapping[str, Any] | None = None,
     *,
@@ -208,22 +200,12 @@ def load_settings(
 ) -> Settings:
     """Resolve and validate settings; raises :class:`ConfigError` naming the bad field."""
     env = os.environ if environ is None else environ
-    values: dict[str, Any] = {}
-    values.update(_read_config_file(config_file, env))
-    for name in _FIELDS:
-        key = env_key(name)
-        if key in env:
-            values[name] = env[key]
-    if "endpoint_url" not in values:
-        for key in ("AWS_ENDPOINT_URL",):
-            if env.get(key):
-                values["endpoint_url"] = env[key]
-    merged = {**(overrides or {}), **kwargs}
-    for name, value in merged.items():
-        if name not in _FIELDS:
-            raise ConfigError(name, value, "unknown setting", f"use one of {sorted(_FIELDS)}")
-        values[name] = value
-    for name in list(values):
+    values: dict[str, Any] = _read_config_file(config_file, env)
+    values.update({name: env[env_key(name)] for name in _FIELDS if env_key(name) in env})
+    if "endpoint_url" not in values and env.get("AWS_ENDPOINT_URL"):
+        values["endpoint_url"] = env["AWS_ENDPOINT_URL"]  # set by Lambda runtimes pointing elsewhere
+    values.update({**(overrides or {}), **kwargs})
+    for name in values:
         if name not in _FIELDS:
             raise ConfigError(name, values[name], "unknown setting", f"use one of {sorted(_FIELDS)}")
     clean = {name: _coerce(name, value) for name, value in values.items()}
