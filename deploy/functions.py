@@ -105,7 +105,9 @@ def _retry_while_role_propagates(call: Callable[[], Any], s: Settings) -> Any:
         try:
             return call()
         except ClientError as err:
-            propagating = aws.is_missing(err, "InvalidParameterValueException") and "role" in str(err).lower()
+            propagating = (
+                aws.error_code(err) == "InvalidParameterValueException" and "role" in str(err).lower()
+            )
             if not propagating or time.monotonic() > deadline:
                 raise
             log.info("waiting for the IAM role to propagate: %s", err)

@@ -3,9 +3,10 @@
 :data:`RESOURCES` is data, not code paths. Derived from it:
 
 * provisioning and teardown (``deploy/provision.py``): each entry's ``kind`` names its create
-  and delete functions; resources are created in declaration order and deleted in reverse
-  (:func:`teardown_order`), so a resource goes before what it depends on (the alert queue's
-  subscription before the topic, the Glue table before its database);
+  and delete functions; resources are created in declaration order (an entry may use the ones
+  above it: the alert queue subscribes to the topic) and deleted in reverse
+  (:func:`teardown_order`), so what uses a resource goes first (the Glue table before its
+  database);
 * the ARNs in IAM policies (``deploy/iam.py``, :func:`arn`);
 * the doctor's "was it provisioned?" checks (:mod:`helpers.notebook.doctor`, ``probe``);
 * the tests' inventories (``listing``: how to list every resource of that type in an account).
@@ -57,7 +58,7 @@ class Listing:
     operation: str
     key: str
     name_key: str | None = None  # items are dicts: the name is under this key
-    last_segment: str | None = None  # the name is the part of the item after the last ``/`` or ``:``
+    last_segment: str | None = None  # the name follows the last occurrence of this separator
     paginated: bool = True
 
 
