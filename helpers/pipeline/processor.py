@@ -42,6 +42,7 @@ __all__ = [
     "MAX_ITEMS_PER_BATCH_WRITE",
     "MAX_WRITE_ATTEMPTS",
     "manifest_key",
+    "plan",
     "process_batch",
     "processed_item",
     "quarantine_key",
