@@ -139,9 +139,7 @@ def package_entries(function: str, root: Path = PROJECT_ROOT) -> list[tuple[str,
     if not handler_file.is_file():
         raise DeployError(f"{handler_file} is missing: the {function} handler has not been written yet")
     module = HANDLERS[function].rpartition(".")[0]
-    entries = {
-        path.relative_to(root).as_posix(): path for path in import_closure(module, root).values()
-    }
+    entries = {path.relative_to(root).as_posix(): path for path in import_closure(module, root).values()}
     entries.update(_vendored(VENDORED_DISTRIBUTIONS))
     missing = [name for name, path in entries.items() if not path.is_file()]
     if missing:

@@ -66,6 +66,22 @@ def local_stack(stack_settings: Settings) -> Iterator[Settings]:
         down(stack_settings)
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """``tests/unit`` holds only tests that need no stack: a unit test asking for one is refused."""
+    unit = Path(__file__).resolve().parent / "unit"
+    offenders = [
+        item.nodeid
+        for item in items
+        if unit in Path(str(item.path)).resolve().parents
+        and {"local_stack", "stack_settings"} & set(getattr(item, "fixturenames", ()))
+    ]
+    if offenders:
+        raise pytest.UsageError(
+            f"{len(offenders)} test(s) in tests/unit need the local stack; move them to tests/integration: "
+            + ", ".join(offenders[:5])
+        )
+
+
 @pytest.fixture(scope="session")
 def project_root() -> Path:
     return Path(__file__).resolve().parent.parent

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from helpers.core import layout
 from helpers.core.errors import ConfigError
 
 __all__ = [
@@ -122,11 +123,11 @@ class Settings:
 
     @property
     def raw_prefix(self) -> str:
-        return "raw/"
+        return layout.RAW_PREFIX
 
     @property
     def quarantine_prefix(self) -> str:
-        return "quarantine/"
+        return layout.QUARANTINE_PREFIX
 
     @property
     def raw_location(self) -> str:

@@ -63,3 +63,50 @@ def test_reports_hold_executed_notebooks_and_charts_without_credentials(workbook
         assert not re.search(r"\b(AKIA|ASIA)[0-9A-Z]{16}\b", text)
     pngs = sorted(reports.glob("*.png"))
     assert pngs and all(p.stat().st_size > 10_000 for p in pngs)
+
+
+@pytest.fixture(scope="module")
+def workbook_10_30(tmp_path_factory, free_port):
+    """Notebook 06 with other windows; 04 and 05 are not needed for it."""
+    state = tmp_path_factory.mktemp("workbook-1030-state")
+    reports = tmp_path_factory.mktemp("workbook-1030-reports")
+    settings = load_settings(environ={}, local_port=free_port(), state_dir=str(state))
+    runs = run_workbook(
+        settings,
+        only=["00", "01", "02", "03", "06", "07"],
+        parameters={"SHORT_WINDOW": 10, "LONG_WINDOW": 30},
+        output_dir=reports,
+    )
+    return runs, json.loads((reports / "summary.json").read_text())
+
+
+def test_notebook_06_windows_change_the_signal_count_not_the_alerts(workbook, workbook_10_30) -> None:
+    _, _, reports = workbook
+    default = json.loads((reports / "summary.json").read_text())
+    runs, other = workbook_10_30
+    assert [(r.name, r.status) for r in runs] == [
+        (n, "ok") for n in EXPECTED if n[:2] in {"00", "01", "02", "03", "06", "07"}
+    ], [r.error for r in runs]
+    published = default["alerts_published"]
+    assert default["crossovers"] == {"windows": [5, 20], "signals": published, "deployed_signals": published}
+    assert other["crossovers"]["windows"] == [10, 30]
+    assert other["crossovers"]["signals"] != default["crossovers"]["signals"]  # 85 vs 159 measured
+    assert (
+        other["crossovers"]["deployed_signals"] == other["alerts_published"] == published
+    )  # alerts stay 5/20
+
+
+def test_every_parameter_is_visible_to_papermill() -> None:
+    """A comment papermill cannot parse (e.g. one holding `<=`) silently drops that parameter."""
+    import ast
+
+    import papermill
+
+    for path in discover():
+        nb = json.loads(path.read_text())
+        (cell,) = [c for c in nb["cells"] if "parameters" in c["metadata"].get("tags", [])]
+        tree = ast.parse("".join(cell["source"]))
+        assigned = {
+            t.id for n in tree.body if isinstance(n, ast.Assign) for t in n.targets if isinstance(t, ast.Name)
+        }
+        assert set(papermill.inspect_notebook(str(path))) == assigned, path.name

@@ -39,8 +39,10 @@ def _modules(*folders: str) -> list[Path]:
 
 def _allowed(name: str, packages: set[str]) -> bool:
     top = name.split(".")[0]
-    return top in sys.stdlib_module_names or top in packages or any(
-        name == p or name.startswith(p + ".") for p in packages
+    return (
+        top in sys.stdlib_module_names
+        or top in packages
+        or any(name == p or name.startswith(p + ".") for p in packages)
     )
 
 

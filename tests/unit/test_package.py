@@ -90,7 +90,8 @@ def _extract(zip_path: Path, target: Path) -> Path:
 
 def test_zip_is_byte_for_byte_reproducible(fake_root: Path, tmp_path: Path) -> None:
     first = package.build_zip("processor", tmp_path / "a", root=fake_root)
-    os.utime(fake_root / "helpers" / "pipeline" / "config.py", (1_000_000_000, 1_000_000_000))  # mtimes do not matter
+    # mtimes do not matter
+    os.utime(fake_root / "helpers" / "pipeline" / "config.py", (1_000_000_000, 1_000_000_000))
     second = package.build_zip("processor", tmp_path / "b", root=fake_root)
 
     assert first.read_bytes() == second.read_bytes()
