@@ -105,13 +105,14 @@ def test_zip_is_byte_for_byte_reproducible(fake_root: Path, tmp_path: Path) -> N
 def test_zip_holds_the_handler_and_its_import_closure_only(fake_root: Path, tmp_path: Path) -> None:
     names = set(zipfile.ZipFile(package.build_zip("trend", tmp_path, root=fake_root)).namelist())
 
-    # The stand-in handler imports helpers.pipeline.config, which imports helpers.core.errors.
+    # The stand-in handler imports helpers.pipeline.config, which imports core errors and layout.
     assert names == {
         "lambda_src/__init__.py",
         "lambda_src/trend.py",
         "helpers/__init__.py",
         "helpers/core/__init__.py",
         "helpers/core/errors.py",
+        "helpers/core/layout.py",
         "helpers/pipeline/__init__.py",
         "helpers/pipeline/config.py",
     }
