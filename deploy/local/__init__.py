@@ -15,7 +15,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from helpers.core.errors import LocalStackError
+from helpers.pipeline import aws
 from helpers.pipeline.config import PROJECT_ROOT, Settings, load_settings
 
 __all__ = ["START_TIMEOUT_SECONDS", "STOP_TIMEOUT_SECONDS", "StackStatus", "down", "status", "up"]
@@ -129,16 +129,24 @@ def up(settings: Settings | None = None, *, timeout: float = START_TIMEOUT_SECON
             cwd=str(PROJECT_ROOT), env=env, start_new_session=True,
         )  # fmt: skip
     pid_file.write_text(str(proc.pid))
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    healthy: list[StackStatus] = []
+
+    def answered() -> bool:
         if proc.poll() is not None:
             raise LocalStackError(f"the local stack exited with code {proc.returncode}; see {log_file}")
         current = status(s)
         if current.running:
-            return current
-        time.sleep(_POLL_SECONDS)
-    _terminate(proc.pid)
-    raise LocalStackError(f"the local stack did not become healthy within {timeout:.0f} s; see {log_file}")
+            healthy.append(current)
+        return current.running
+
+    try:
+        aws.wait_until(answered, "the local stack", timeout, poll=_POLL_SECONDS)
+    except TimeoutError:
+        _terminate(proc.pid)
+        raise LocalStackError(
+            f"the local stack did not become healthy within {timeout:.0f} s; see {log_file}"
+        ) from None
+    return healthy[-1]
 
 
 def down(settings: Settings | None = None, *, timeout: float = STOP_TIMEOUT_SECONDS) -> bool:
@@ -169,12 +177,9 @@ def _terminate(pid: int, timeout: float = STOP_TIMEOUT_SECONDS) -> None:
         send(signal.SIGTERM)
     except ProcessLookupError:
         return
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not _alive(pid):
-            break
-        time.sleep(_POLL_SECONDS)
-    else:
+    try:
+        aws.wait_until(lambda: not _alive(pid), f"the exit of process {pid}", timeout, poll=_POLL_SECONDS)
+    except TimeoutError:
         try:
             send(signal.SIGKILL)
         except ProcessLookupError:

@@ -11,13 +11,21 @@ workgroup API, with Athena's error codes.
 from __future__ import annotations
 
 import json
-import random
 import time
 from typing import Any
 
 import boto3
 import pandas as pd
 import pytest
+from athena_endpoint_support import (
+    BARS_PER_DAY,
+    DAYS,
+    SYMBOLS,
+    archive_records,
+    expected_frames,
+    start_query,
+    wait_query,
+)
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
@@ -28,11 +36,6 @@ from helpers.pipeline import aws, catalog
 from helpers.pipeline.config import Settings, load_settings
 
 pytestmark = pytest.mark.integration
-
-SYMBOLS = ("AAPL", "BRK.B", "EURUSD=X")
-DAYS = ("2026-07-29", "2026-07-30", "2026-07-31")
-BARS_PER_DAY = 130  # 3 x 3 x 130 = 1170 quotes: more than one GetQueryResults page
-TERMINAL = ("SUCCEEDED", "FAILED", "CANCELLED")
 
 
 @pytest.fixture(scope="module")
@@ -46,25 +49,6 @@ def settings(local_stack: Settings) -> Settings:
         glue_database="athena_it",
         athena_workgroup="athena-it",
     )
-
-
-def _records() -> list[dict[str, Any]]:
-    rnd = random.Random(2026)
-    out = []
-    for symbol in SYMBOLS:
-        price = {"AAPL": 190.0, "BRK.B": 410.0, "EURUSD=X": 1.08}[symbol]
-        for day in DAYS:
-            previous_close = price
-            for i in range(BARS_PER_DAY):
-                flat = symbol == "AAPL" and day == DAYS[1] and 40 <= i < 70  # state 0 keeps the memory
-                price = price if flat else round(price * (1 + rnd.gauss(0, 0.006)), 4)
-                stamp = f"{day}T{13 + i // 60:02d}:{i % 60:02d}:00Z"
-                out.append(
-                    {"symbol": symbol, "timestamp": stamp, "price": price, "previous_close": previous_close,
-                     "open": price, "high": round(price * 1.002, 4), "low": round(price * 0.998, 4),
-                     "volume": rnd.randint(0, 50_000), "source": "replay", "produced_at": stamp}
-                )  # fmt: skip
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +67,7 @@ def archive(settings: Settings) -> dict[str, Any]:
             "BytesScannedCutoffPerQuery": settings.athena_bytes_scanned_cutoff,
         },
     )
-    records = _records()
+    records = archive_records()
     redelivered = {**records[5], "price": records[5]["price"] + 1, "produced_at": "2026-07-29T23:59:59Z"}
     batches: dict[str, list[dict[str, Any]]] = {}
     for r in records:
@@ -114,47 +98,6 @@ def raw(settings: Settings, archive: dict[str, Any]) -> pd.DataFrame:
     df = pd.concat(frames).sort_values("produced_at", kind="stable")
     df = df.drop_duplicates(["symbol", "timestamp"], keep="last")
     return df.sort_values(["symbol", "timestamp"]).reset_index(drop=True)
-
-
-def expected_frames(q: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    """Each named query, computed with pandas."""
-    q = q.copy()
-    q["change"] = q["price"] - q["previous_close"]
-    q["change_pct"] = 100 * (q["price"] - q["previous_close"]) / q["previous_close"]
-    moves = ["symbol", "timestamp", "price", "previous_close", "change", "change_pct"]
-    top = q.assign(size=q["change_pct"].abs()).sort_values(
-        ["size", "symbol", "timestamp"], ascending=[False, True, True], kind="stable"
-    )
-    volume = q.groupby("symbol", as_index=False).agg(
-        quotes=("volume", "size"), avg_volume=("volume", "mean"), min_volume=("volume", "min"),
-        max_volume=("volume", "max"), first_quote=("timestamp", "min"), last_quote=("timestamp", "max"),
-    )  # fmt: skip
-    q["trading_day"] = q["timestamp"].str[:10]
-    daily = q.groupby(["symbol", "trading_day"], as_index=False).agg(
-        open=("open", "first"), high=("high", "max"), low=("low", "min"), close=("price", "last"),
-        volume=("volume", "sum"), bars=("price", "size"),
-    )  # fmt: skip
-    by_symbol = q.groupby("symbol")["price"]
-    sma = q.assign(
-        sma5=by_symbol.transform(lambda p: p.rolling(5).mean()),
-        sma20=by_symbol.transform(lambda p: p.rolling(20).mean()),
-        bar=q.groupby("symbol").cumcount() + 1,
-    )
-    signals = [
-        (s.symbol, s.timestamp, s.signal, s.price, s.sma_short, s.sma_long)
-        for found in indicators.crossovers_by_symbol(q.to_dict("records")).values()
-        for s in found
-    ]
-    return {
-        "top_price_changes": top[moves].head(athena.TOP_N),
-        "avg_volume_by_symbol": volume,
-        "anomalies": q.loc[q["change_pct"].abs() > athena.ANOMALY_THRESHOLD_PCT, moves],
-        "daily_ohlc": daily,
-        "sma": sma.loc[sma["bar"] >= 20, ["symbol", "timestamp", "price", "sma5", "sma20"]],
-        "crossovers": pd.DataFrame(
-            signals, columns=["symbol", "timestamp", "signal", "price", "sma_short", "sma_long"]
-        ),
-    }
 
 
 @pytest.mark.parametrize("cursor", ["default", "pandas"])
@@ -194,34 +137,14 @@ def test_symbol_filter_prunes_partitions(settings: Settings, archive: dict[str, 
     assert frame.attrs["athena"]["data_scanned_bytes"] == scanned
 
 
-def _wait(client: Any, query_id: str, timeout: float = 60) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        execution = client.get_query_execution(QueryExecutionId=query_id)["QueryExecution"]
-        if execution["Status"]["State"] in TERMINAL:
-            return dict(execution)
-        time.sleep(0.05)
-    raise AssertionError(f"query {query_id} did not finish within {timeout} s")
-
-
-def _start(client: Any, s: Settings, sql: str, workgroup: str | None = None) -> str:
-    return str(
-        client.start_query_execution(
-            QueryString=sql,
-            QueryExecutionContext={"Database": s.glue_database},
-            WorkGroup=workgroup or s.athena_workgroup,
-        )["QueryExecutionId"]
-    )
-
-
 def test_results_page_by_1000_with_the_header_row_first(
     settings: Settings, raw: pd.DataFrame, archive: Any
 ) -> None:
     client = aws.client("athena", settings)
     table = settings.glue_table
     sql = f'SELECT symbol, "timestamp", price, NULL AS nothing FROM {table} ORDER BY symbol, "timestamp"'
-    query_id = _start(client, settings, sql)
-    execution = _wait(client, query_id)
+    query_id = start_query(client, settings, sql)
+    execution = wait_query(client, query_id)
     assert execution["Status"]["State"] == "SUCCEEDED"
     assert execution["Statistics"]["DataScannedInBytes"] == sum(
         archive["sizes"].values()
@@ -307,7 +230,7 @@ def test_stop_query_execution_cancels_a_running_query(settings: Settings, archiv
     client = aws.client("athena", settings)
     t = settings.glue_table
     slow = f"SELECT count(*) FROM {t} a CROSS JOIN {t} b CROSS JOIN {t} c WHERE a.price + b.price > c.price"
-    query_id = _start(client, settings, slow)
+    query_id = start_query(client, settings, slow)
     deadline = time.monotonic() + 10
     while (
         client.get_query_execution(QueryExecutionId=query_id)["QueryExecution"]["Status"]["State"] == "QUEUED"
@@ -317,11 +240,11 @@ def test_stop_query_execution_cancels_a_running_query(settings: Settings, archiv
     time.sleep(0.5)  # well inside DuckDB by now
     stopped_at = time.monotonic()
     client.stop_query_execution(QueryExecutionId=query_id)
-    execution = _wait(client, query_id, timeout=10)
+    execution = wait_query(client, query_id, timeout=10)
     assert execution["Status"]["State"] == "CANCELLED"
     assert time.monotonic() - stopped_at < 5
     client.stop_query_execution(QueryExecutionId=query_id)  # stopping a finished query is a no-op
-    fast = _wait(client, _start(client, settings, "SELECT 1"))
+    fast = wait_query(client, start_query(client, settings, "SELECT 1"))
     assert fast["Status"]["State"] == "SUCCEEDED"
 
 
@@ -331,7 +254,7 @@ def test_bytes_scanned_cutoff_cancels_like_athena(settings: Settings, archive: A
     big.update(Name="big_quotes", PartitionKeys=[])
     big["StorageDescriptor"]["Location"] = f"s3://{settings.raw_bucket}/big/"
     glue.create_table(DatabaseName=settings.glue_database, TableInput=big)
-    line = json.dumps(_records()[0]) + "\n"
+    line = json.dumps(archive_records()[0]) + "\n"
     s3.put_object(
         Bucket=settings.raw_bucket,
         Key="big/part-0.ndjson",
@@ -344,11 +267,13 @@ def test_bytes_scanned_cutoff_cancels_like_athena(settings: Settings, archive: A
             "BytesScannedCutoffPerQuery": 10_000_000,
         },
     )
-    limited = _wait(client, _start(client, settings, "SELECT count(*) FROM big_quotes", "athena-it-small"))
+    limited = wait_query(
+        client, start_query(client, settings, "SELECT count(*) FROM big_quotes", "athena-it-small")
+    )
     assert limited["Status"]["State"] == "CANCELLED"
     assert limited["Status"]["StateChangeReason"] == "Bytes scanned limit was exceeded"
     assert limited["Statistics"]["DataScannedInBytes"] == 10_000_000
-    allowed = _wait(client, _start(client, settings, "SELECT count(*) FROM big_quotes"))
+    allowed = wait_query(client, start_query(client, settings, "SELECT count(*) FROM big_quotes"))
     assert (
         allowed["Status"]["State"] == "SUCCEEDED" and allowed["Statistics"]["DataScannedInBytes"] > 10_000_000
     )
@@ -369,9 +294,8 @@ def test_workgroup_api_and_error_codes(settings: Settings, archive: Any) -> None
     )
     names = [w["Name"] for w in client.list_work_groups()["WorkGroups"]]
     assert {"primary", "athena-it-wg", settings.athena_workgroup} <= set(names)
-    assert code_of(_start, client=client, s=settings, sql="SELECT 1", workgroup="athena-it-wg")[1].startswith(
-        "No output location provided"
-    )
+    no_output = code_of(start_query, client=client, s=settings, sql="SELECT 1", workgroup="athena-it-wg")
+    assert no_output[1].startswith("No output location provided")
     client.update_work_group(
         WorkGroup="athena-it-wg",
         ConfigurationUpdates={
@@ -382,8 +306,8 @@ def test_workgroup_api_and_error_codes(settings: Settings, archive: Any) -> None
     group = client.get_work_group(WorkGroup="athena-it-wg")["WorkGroup"]
     assert group["Configuration"]["ResultConfiguration"]["OutputLocation"] == settings.results_location
     assert group["Configuration"]["BytesScannedCutoffPerQuery"] == 20_000_000
-    query_id = _start(client, settings, "SELECT 1", "athena-it-wg")
-    assert _wait(client, query_id)["Status"]["State"] == "SUCCEEDED"
+    query_id = start_query(client, settings, "SELECT 1", "athena-it-wg")
+    assert wait_query(client, query_id)["Status"]["State"] == "SUCCEEDED"
     assert query_id in client.list_query_executions(WorkGroup="athena-it-wg")["QueryExecutionIds"]
     batch = client.batch_get_query_execution(QueryExecutionIds=[query_id, "no-such-id"])
     assert [q["QueryExecutionId"] for q in batch["QueryExecutions"]] == [query_id]

@@ -52,15 +52,21 @@ def _backend(service: str, account: str, region: str) -> Any:
     return get_backend(service)[account][region]  # type: ignore[call-overload]
 
 
-class KinesisSource:
+class _ArnSource:
+    """A source named by its ARN: ``arn:aws:<service>:<region>:<account>:<resource>``."""
+
+    def __init__(self, arn: str) -> None:
+        self.arn = arn
+        _, _, _, self.region, self.account, self.resource = arn.split(":", 5)
+
+
+class KinesisSource(_ArnSource):
     """A Kinesis data stream of the local stack, by ARN."""
 
     kind = "kinesis"
 
     def __init__(self, arn: str) -> None:
-        self.arn = arn
-        parts = arn.split(":")
-        self.region, self.account = parts[3], parts[4]
+        super().__init__(arn)
         self.name = arn.split("/", 1)[1]
 
     def _stream(self) -> Any:
@@ -137,17 +143,14 @@ class KinesisSource:
         return SourceRecord(seq, float(record.created_at), event, size)
 
 
-class DynamoDBStreamSource:
+class DynamoDBStreamSource(_ArnSource):
     """A DynamoDB table's stream of the local stack, by stream ARN (one shard in moto)."""
 
     kind = "dynamodb"
 
     def __init__(self, arn: str) -> None:
-        self.arn = arn
-        parts = arn.split(":")
-        self.region, self.account = parts[3], parts[4]
-        resource = parts[5]  # table/<name>/stream/<label>
-        self.table_name = resource.split("/")[1]
+        super().__init__(arn)
+        self.table_name = self.resource.split("/")[1]  # table/<name>/stream/<label>
 
     def _shard(self) -> Any:
         table = _backend("dynamodb", self.account, self.region).tables.get(self.table_name)

@@ -14,21 +14,21 @@ Steps for a query:
 5. report Athena column types and value texts (:mod:`.formats`).
 
 Also answers ``SHOW DATABASES|SCHEMAS``, ``SHOW TABLES``, ``SHOW PARTITIONS`` and ``SHOW COLUMNS``
-from Glue. Other DDL is refused (create tables through the Glue API).
+from Glue (:mod:`.show`). Other DDL is refused (create tables through the Glue API).
 """
 
 from __future__ import annotations
 
 import logging
-import re
 import tempfile
-import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from deploy.local.athena.formats import Column, athena_column, formatter_for, glue_to_duckdb
+from deploy.local.athena.formats import athena_column, formatter_for, glue_to_duckdb
+from deploy.local.athena.results import Cancellation, QueryCancelled, QueryResult
+from deploy.local.athena.show import DDL, SHOW, classify, show
 from deploy.local.athena.sql import (
     QueryFailed,
     engine_error,
@@ -42,91 +42,13 @@ from deploy.local.athena.sql import (
 )
 from deploy.local.athena.tables import DEFAULT_CATALOG, Partition, S3Object, TableDef, Warehouse, s3_path
 
+__all__ = ["Cancellation", "Engine", "QueryCancelled", "QueryResult", "classify"]
+
 log = logging.getLogger(__name__)
 
 ROWS_PER_FETCH = 10_000
 DUCKDB_THREADS = 2
 _COMPRESSION_SUFFIXES = (".gz", ".gzip", ".zst", ".zstd")
-_DDL = re.compile(
-    r"^\s*(CREATE|DROP|ALTER|MSCK|INSERT|UNLOAD|DELETE|UPDATE|MERGE|VACUUM|OPTIMIZE|EXPLAIN|PREPARE"
-    r"|EXECUTE|DEALLOCATE|DESCRIBE|DESC|USE|SET|RESET|GRANT|REVOKE|CALL)\b",
-    re.IGNORECASE,
-)
-_SHOW = re.compile(
-    r"^\s*SHOW\s+(?P<what>DATABASES|SCHEMAS|TABLES|PARTITIONS|COLUMNS)\b(?P<rest>.*)$", re.I | re.S
-)
-_IDENT = r'(?:"(?:[^"]|"")+"|`[^`]+`|[A-Za-z_][\w$]*)'
-_NAME = re.compile(
-    rf"\s*(?:(?:IN|FROM)\s+)?(?P<name>{_IDENT}(?:\.{_IDENT}){{0,2}})?\s*(?:LIKE\s+'(?P<like>[^']*)')?\s*$",
-    re.I,
-)
-
-
-def classify(sql: str) -> tuple[str, str]:
-    """``(StatementType, SubstatementType)`` of a statement, known before it runs."""
-    text = sql.strip()
-    show = _SHOW.match(text)
-    if show:
-        return "DDL", f"SHOW_{show['what'].upper()}"
-    ddl = _DDL.match(text)
-    if ddl:
-        return "DDL", ddl.group(1).upper()
-    return "DML", "SELECT"
-
-
-class QueryCancelled(Exception):
-    """The statement was stopped; ``data_scanned`` is what it had scanned (Athena bills that)."""
-
-    def __init__(self, reason: str, data_scanned: int = 0):
-        self.reason = reason
-        self.data_scanned = data_scanned
-        super().__init__(reason)
-
-
-class Cancellation:
-    """A stop request that reaches a running DuckDB statement (``interrupt()``)."""
-
-    def __init__(self) -> None:
-        self._event = threading.Event()
-        self._lock = threading.Lock()
-        self._connection: Any = None
-
-    @property
-    def requested(self) -> bool:
-        return self._event.is_set()
-
-    def cancel(self) -> None:
-        with self._lock:
-            self._event.set()
-            if self._connection is not None:
-                self._connection.interrupt()
-
-    def attach(self, connection: Any) -> None:
-        with self._lock:
-            self._connection = connection
-            if connection is not None and self._event.is_set():
-                connection.interrupt()
-
-    def check(self, scanned: int = 0) -> None:
-        if self._event.is_set():
-            raise QueryCancelled("Query was cancelled by user", scanned)
-
-
-@dataclass
-class QueryResult:
-    columns: list[Column]
-    rows: list[tuple[str | None, ...]]
-    data_scanned: int = 0
-    statement_type: str = "DML"
-    substatement_type: str = "SELECT"
-    engine_millis: int = 0
-    planning_millis: int = 0
-    tables: list[str] = field(default_factory=list)
-
-    @property
-    def is_text(self) -> bool:
-        """DDL/utility results are written as ``.txt`` without a header, like Athena's."""
-        return self.statement_type != "DML"
 
 
 @dataclass
@@ -158,10 +80,10 @@ class Engine:
         if catalog != DEFAULT_CATALOG:
             raise QueryFailed("CATALOG_NOT_FOUND", f"Catalog '{catalog}' does not exist")
         text = sql.strip().rstrip(";").strip()
-        show = _SHOW.match(text)
-        if show:
-            return self._show(show["what"].upper(), show["rest"], database)
-        if _DDL.match(text):
+        statement = SHOW.match(text)
+        if statement:
+            return show(self.warehouse, statement["what"].upper(), statement["rest"], database)
+        if DDL.match(text):
             verb = text.split(None, 1)[0].upper()
             raise QueryFailed(
                 "NOT_SUPPORTED",
@@ -338,48 +260,6 @@ class Engine:
         finally:
             con.execute('DROP TABLE IF EXISTS "_stp_files"')
 
-    # --- SHOW --------------------------------------------------------------------------
-    def _show(self, what: str, rest: str, database: str) -> QueryResult:
-        match = _NAME.match(rest)
-        if not match:
-            raise QueryFailed("SYNTAX_ERROR", f"line 1:1: cannot parse SHOW {what}{rest}")
-        name, like = match["name"], match["like"]
-        parts = [_unquote(p) for p in _split_name(name)] if name else []
-        if what in ("DATABASES", "SCHEMAS"):
-            column, values = "database_name", self.warehouse.databases()
-        elif what == "TABLES":
-            db = parts[-1] if parts else database
-            if not self.warehouse.database_exists(db):
-                raise QueryFailed("SCHEMA_NOT_FOUND", f"Schema '{db}' does not exist")
-            column, values = "tab_name", self.warehouse.tables(db)
-        else:
-            if not parts:
-                raise QueryFailed("SYNTAX_ERROR", f"line 1:1: SHOW {what} needs a table name")
-            db, table_name = (parts[-2] if len(parts) > 1 else database), parts[-1]
-            table = self.warehouse.table(db, table_name)
-            if table is None:
-                raise QueryFailed(
-                    "TABLE_NOT_FOUND", f"Table '{DEFAULT_CATALOG}.{db}.{table_name}' does not exist"
-                )
-            if what == "COLUMNS":
-                column, values = "field", [n for n, _ in (*table.columns, *table.partition_keys)]
-            else:
-                keys = [k for k, _ in table.partition_keys]
-                column = "partition"
-                values = ["/".join(f"{k}={v}" for k, v in zip(keys, p.values, strict=True))
-                          for p in self.warehouse.partitions(table)]  # fmt: skip
-        if like is not None:
-            pattern = re.compile(
-                "^" + re.escape(like).replace("%", ".*").replace("_", ".").replace("\\*", ".*") + "$", re.I
-            )
-            values = [v for v in values if pattern.match(v)]
-        return QueryResult(
-            columns=[Column(column, "string")],
-            rows=[(v,) for v in values],
-            statement_type="DDL",
-            substatement_type=f"SHOW_{what}",
-        )
-
 
 # --- small utilities ------------------------------------------------------------------
 
@@ -398,16 +278,6 @@ def _quote(name: str) -> str:
 
 def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
-
-
-def _unquote(part: str) -> str:
-    if part[:1] in ('"', "`"):
-        return part[1:-1].replace('""', '"').lower()
-    return part.lower()
-
-
-def _split_name(name: str) -> list[str]:
-    return re.findall(_IDENT, name)
 
 
 def _suffix(path: str, fmt: str) -> str:

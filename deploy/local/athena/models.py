@@ -5,6 +5,9 @@ small worker pool; :meth:`AthenaBackend.stop_query_execution` cancels it (a runn
 statement is interrupted). Results are kept for paging and also written to the output location
 as Athena does (``<OutputLocation><QueryExecutionId>.csv``, ``.txt`` for DDL). Errors are
 :class:`AthenaApiError` with Athena's codes and messages; the wire format is in ``responses``.
+
+The records live beside it: :mod:`.workgroups` (a workgroup, its validation and updates),
+:mod:`.executions` (a query execution and its state transitions), :mod:`.exceptions`.
 """
 
 from __future__ import annotations
@@ -16,12 +19,20 @@ import time
 import uuid
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import Any
 
-from deploy.local.athena.engine import Cancellation, Engine, QueryCancelled, QueryResult, classify
+from deploy.local.athena.engine import Engine, QueryCancelled, QueryResult, classify
+from deploy.local.athena.exceptions import AthenaApiError, invalid, validation
+from deploy.local.athena.executions import TERMINAL, QueryExecution
 from deploy.local.athena.formats import Column, parse_csv, to_csv, to_text
 from deploy.local.athena.sql import QueryFailed
+from deploy.local.athena.workgroups import (
+    PRIMARY,
+    WorkGroup,
+    check_configuration,
+    check_name,
+    updated_configuration,
+)
 
 __all__ = [
     "MAX_QUERY_RESULTS",
@@ -37,159 +48,13 @@ MAX_QUERY_RESULTS = 1000  # GetQueryResults MaxResults upper bound
 MAX_LIST_EXECUTIONS = 50  # ListQueryExecutions MaxResults upper bound
 MAX_BATCH_GET = 50  # BatchGetQueryExecution ids per call
 MAX_WORKGROUPS_PAGE = 50
-MIN_BYTES_SCANNED_CUTOFF = 10_000_000
 MAX_QUERY_LENGTH = 262_144
 RESULTS_KEPT_IN_MEMORY = 64  # older results are paged from their S3 result file
 WORKERS = 2
-PRIMARY = "primary"
-ENGINE_VERSION = {"SelectedEngineVersion": "AUTO", "EffectiveEngineVersion": "Athena engine version 3"}
-TERMINAL = ("SUCCEEDED", "FAILED", "CANCELLED")
-_UPDATABLE = (
-    "EnforceWorkGroupConfiguration",
-    "PublishCloudWatchMetricsEnabled",
-    "RequesterPaysEnabled",
-    "BytesScannedCutoffPerQuery",
-    "EngineVersion",
-)
 NO_OUTPUT_LOCATION = (
     "No output location provided. An output location is required either through the Workgroup result "
     "configuration setting or as an API input."
 )
-
-
-class AthenaApiError(Exception):
-    """An API error as Athena returns it: ``__type``, ``Message`` and, for requests, ``AthenaErrorCode``."""
-
-    def __init__(self, code: str, message: str, *, status: int = 400, athena_code: str | None = None):
-        self.code = code
-        self.message = message
-        self.status = status
-        self.athena_code = athena_code
-        super().__init__(f"{code}: {message}")
-
-    def body(self) -> dict[str, Any]:
-        data: dict[str, Any] = {"__type": self.code, "Message": self.message}
-        if self.athena_code:
-            data["AthenaErrorCode"] = self.athena_code
-        return data
-
-
-def invalid(message: str, athena_code: str = "INVALID_INPUT") -> AthenaApiError:
-    return AthenaApiError("InvalidRequestException", message, athena_code=athena_code)
-
-
-def validation(field_name: str, value: object, constraint: str) -> AthenaApiError:
-    return invalid(
-        f"1 validation error detected: Value '{value}' at '{field_name}' "
-        f"failed to satisfy constraint: {constraint}"
-    )
-
-
-@dataclass
-class WorkGroup:
-    name: str
-    description: str = ""
-    state: str = "ENABLED"
-    configuration: dict[str, Any] = field(default_factory=dict)
-    creation_time: float = field(default_factory=time.time)
-    tags: list[dict[str, str]] = field(default_factory=list)
-
-    @property
-    def output_location(self) -> str | None:
-        location = self.configuration.get("ResultConfiguration", {}).get("OutputLocation")
-        return str(location) if location else None
-
-    @property
-    def enforced(self) -> bool:
-        return bool(self.configuration.get("EnforceWorkGroupConfiguration", False))
-
-    @property
-    def bytes_cutoff(self) -> int | None:
-        cutoff = self.configuration.get("BytesScannedCutoffPerQuery")
-        return int(cutoff) if cutoff else None
-
-    def to_dict(self) -> dict[str, Any]:
-        configuration = {
-            "EnforceWorkGroupConfiguration": False,
-            "PublishCloudWatchMetricsEnabled": False,
-            "RequesterPaysEnabled": False,
-            "EngineVersion": ENGINE_VERSION,
-            **self.configuration,
-        }
-        return {
-            "Name": self.name,
-            "State": self.state,
-            "Configuration": configuration,
-            "Description": self.description,
-            "CreationTime": self.creation_time,
-        }
-
-    def summary(self) -> dict[str, Any]:
-        return {
-            "Name": self.name,
-            "State": self.state,
-            "Description": self.description,
-            "CreationTime": self.creation_time,
-            "EngineVersion": ENGINE_VERSION,
-        }
-
-
-@dataclass
-class QueryExecution:
-    id: str
-    query: str
-    workgroup: str
-    database: str | None
-    catalog: str | None
-    result_configuration: dict[str, Any]
-    bytes_cutoff: int | None
-    state: str = "QUEUED"
-    state_change_reason: str | None = None
-    athena_error: dict[str, Any] | None = None
-    submitted: float = field(default_factory=time.time)
-    started: float | None = None
-    completed: float | None = None
-    statistics: dict[str, Any] = field(default_factory=dict)
-    statement_type: str = "DML"
-    substatement_type: str = "SELECT"
-    columns: list[Column] = field(default_factory=list)
-    rows: list[tuple[str | None, ...]] | None = None
-    text_output: bool = False
-    cancellation: Cancellation = field(default_factory=Cancellation)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    @property
-    def output_location(self) -> str:
-        return str(self.result_configuration["OutputLocation"])
-
-    @property
-    def result_file(self) -> str:
-        return f"{self.output_location}{self.id}.{'txt' if self.text_output else 'csv'}"
-
-    def to_dict(self) -> dict[str, Any]:
-        status: dict[str, Any] = {"State": self.state, "SubmissionDateTime": self.submitted}
-        if self.state_change_reason:
-            status["StateChangeReason"] = self.state_change_reason
-        if self.completed is not None:
-            status["CompletionDateTime"] = self.completed
-        if self.athena_error:
-            status["AthenaError"] = self.athena_error
-        result_configuration = {**self.result_configuration, "OutputLocation": self.result_file}
-        context = {k: v for k, v in (("Database", self.database), ("Catalog", self.catalog)) if v}
-        data = {
-            "QueryExecutionId": self.id,
-            "Query": self.query,
-            "StatementType": self.statement_type,
-            "ResultConfiguration": result_configuration,
-            "ResultReuseConfiguration": {"ResultReuseByAgeConfiguration": {"Enabled": False}},
-            "QueryExecutionContext": context,
-            "Status": status,
-            "Statistics": {"ResultReuseInformation": {"ReusedPreviousResult": False}, **self.statistics},
-            "WorkGroup": self.workgroup,
-            "EngineVersion": ENGINE_VERSION,
-            "SubstatementType": self.substatement_type,
-        }
-        return data
 
 
 class AthenaBackend:
@@ -227,9 +92,9 @@ class AthenaBackend:
         description: str | None,
         tags: list[dict[str, str]] | None,
     ) -> None:
-        _check_name(name)
+        check_name(name)
         configuration = dict(configuration or {})
-        _check_configuration(configuration)
+        check_configuration(configuration)
         with self._lock:
             if name in self.workgroups:
                 raise invalid("WorkGroup is already created")
@@ -255,28 +120,7 @@ class AthenaBackend:
     ) -> None:
         with self._lock:
             group = self.get_work_group(name)
-            configuration = dict(group.configuration)
-            updates = updates or {}
-            for key in _UPDATABLE:
-                if key in updates:
-                    configuration[key] = updates[key]
-            if updates.get("RemoveBytesScannedCutoffPerQuery"):
-                configuration.pop("BytesScannedCutoffPerQuery", None)
-            result_updates = updates.get("ResultConfigurationUpdates", {})
-            result = dict(configuration.get("ResultConfiguration", {}))
-            for key in (
-                "OutputLocation",
-                "EncryptionConfiguration",
-                "ExpectedBucketOwner",
-                "AclConfiguration",
-            ):
-                if result_updates.get(f"Remove{key}"):
-                    result.pop(key, None)
-                elif key in result_updates:
-                    result[key] = result_updates[key]
-            configuration["ResultConfiguration"] = result
-            _check_configuration(configuration)
-            group.configuration = configuration
+            group.configuration = updated_configuration(group.configuration, updates or {})
             if description is not None:
                 group.description = description
             if state is not None:
@@ -401,7 +245,7 @@ class AthenaBackend:
             if execution.state in TERMINAL:
                 return
             if execution.state == "QUEUED":
-                self._finish(execution, "CANCELLED", "Query was cancelled by user")
+                execution.finish("CANCELLED", "Query was cancelled by user")
                 return
         execution.cancellation.cancel()
 
@@ -447,15 +291,15 @@ class AthenaBackend:
                 "Retryable": err.retryable,
                 "ErrorMessage": err.reason,
             }
-            self._finish(execution, "FAILED", err.reason)
+            execution.finish("FAILED", err.reason)
         except QueryCancelled as err:
             execution.statistics["DataScannedInBytes"] = err.data_scanned
-            self._finish(execution, "CANCELLED", err.reason)
+            execution.finish("CANCELLED", err.reason)
         except FileNotFoundError as err:
-            self._fail_system(execution, f"HIVE_FILESYSTEM_ERROR: {err}", 401)
+            execution.fail_system(f"HIVE_FILESYSTEM_ERROR: {err}", 401)
         except Exception as err:  # the endpoint must answer, whatever the engine did
             log.exception("query %s failed unexpectedly", execution.id)
-            self._fail_system(execution, f"GENERIC_INTERNAL_ERROR: {type(err).__name__}: {err}", 200)
+            execution.fail_system(f"GENERIC_INTERNAL_ERROR: {type(err).__name__}: {err}", 200)
         else:
             execution.statement_type = result.statement_type
             execution.substatement_type = result.substatement_type
@@ -464,7 +308,7 @@ class AthenaBackend:
             execution.statistics["DataScannedInBytes"] = result.data_scanned
             execution.statistics["QueryPlanningTimeInMillis"] = result.planning_millis
             self._remember(execution)
-            self._finish(execution, "SUCCEEDED", None, engine_millis=result.engine_millis)
+            execution.finish("SUCCEEDED", None, engine_millis=result.engine_millis)
 
     def _write_results(self, execution: QueryExecution, result: QueryResult) -> None:
         data = to_text(result.rows) if execution.text_output else to_csv(result.columns, result.rows)
@@ -472,42 +316,6 @@ class AthenaBackend:
             self.engine.warehouse.put(execution.result_file, data)
         except FileNotFoundError as err:
             raise QueryFailed("HIVE_FILESYSTEM_ERROR", str(err), error_type=401, category=1) from err
-
-    def _fail_system(self, execution: QueryExecution, reason: str, error_type: int) -> None:
-        execution.athena_error = {
-            "ErrorCategory": 1,
-            "ErrorType": error_type,
-            "Retryable": False,
-            "ErrorMessage": reason,
-        }
-        self._finish(execution, "FAILED", reason)
-
-    def _finish(
-        self, execution: QueryExecution, state: str, reason: str | None, engine_millis: int = 0
-    ) -> None:
-        now = time.time()
-        execution.completed = now
-        queued = (execution.started or now) - execution.submitted
-        total = now - execution.submitted
-        execution.statistics.update(
-            {
-                "EngineExecutionTimeInMillis": engine_millis
-                or round((now - (execution.started or now)) * 1000),
-                "QueryQueueTimeInMillis": round(queued * 1000),
-                "TotalExecutionTimeInMillis": round(total * 1000),
-                "ServiceProcessingTimeInMillis": 0,
-            }
-        )
-        execution.statistics.setdefault("DataScannedInBytes", 0)
-        execution.state_change_reason = reason
-        execution.state = state  # last: pollers see a complete record once the state is terminal
-        log.info(
-            "query %s %s in %d ms%s",
-            execution.id,
-            state,
-            round(total * 1000),
-            f": {reason}" if reason else "",
-        )
 
     def _remember(self, execution: QueryExecution) -> None:
         """Keep the newest results in memory; older ones are paged from their result file."""
@@ -542,25 +350,3 @@ def _page(items: list[Any], limit: int, token: str | None, scope: str) -> tuple[
     end = offset + limit
     next_token = base64.urlsafe_b64encode(f"{scope}:{end}".encode()).decode() if end < len(items) else None
     return items[offset:end], next_token
-
-
-def _check_name(name: str) -> None:
-    import re
-
-    if not isinstance(name, str) or not re.fullmatch(r"[a-zA-Z0-9._-]{1,128}", name):
-        raise validation(
-            "name", name, "Member must satisfy regular expression pattern: [a-zA-Z0-9._-]{1,128}"
-        )
-
-
-def _check_configuration(configuration: dict[str, Any]) -> None:
-    cutoff = configuration.get("BytesScannedCutoffPerQuery")
-    if cutoff is not None and int(cutoff) < MIN_BYTES_SCANNED_CUTOFF:
-        raise validation(
-            "bytesScannedCutoffPerQuery",
-            cutoff,
-            f"Member must have value greater than or equal to {MIN_BYTES_SCANNED_CUTOFF}",
-        )
-    location = configuration.get("ResultConfiguration", {}).get("OutputLocation")
-    if location and not str(location).startswith("s3://"):
-        raise invalid(f"outputLocation {location} is not a valid S3 location.")

@@ -14,7 +14,8 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from deploy.local.athena.models import AthenaApiError, AthenaBackend, QueryExecution
+from deploy.local.athena.exceptions import AthenaApiError
+from deploy.local.athena.models import AthenaBackend, QueryExecution
 from deploy.local.athena.tables import DEFAULT_CATALOG
 
 __all__ = ["TARGET_PREFIX", "AthenaResponses"]
