@@ -6,10 +6,13 @@ is committed after a partial failure (cutoffs, manifests, trims, the partial bat
 
 from __future__ import annotations
 
-import base64
 import json
-from collections.abc import Iterable
 from typing import Any
+
+from kinesis_events import NOW, SHARD
+from kinesis_events import entry as _entry
+from kinesis_events import event as _event
+from kinesis_events import quote as _quote
 
 from helpers.core import batch_plan
 from helpers.core.batch_plan import Record, StoreObject
@@ -17,37 +20,10 @@ from helpers.core.layout import manifest_key
 from helpers.core.quotes import Quote, Rejected
 from helpers.pipeline.processor import MAX_ITEMS_PER_BATCH_WRITE
 
-SHARD = "shardId-000000000000"
 OTHER = "shardId-000000000001"
-NOW = "2026-07-29T14:00:00Z"
-ARRIVAL = 1785331801.5  # 2026-07-29T13:30:01.5Z
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _quote(symbol: str, minute: int, price: float = 100.0, day: str = "2026-07-29") -> Quote:
-    return Quote(symbol, f"{day}T13:{minute:02d}:00Z", price, 99.0, 99.5, price + 1, price - 1, 10, "test")
-
-
-def _entry(seq: int, data: bytes, shard: str = SHARD, key: str = "K") -> dict[str, Any]:
-    return {
-        "kinesis": {
-            "partitionKey": key,
-            "sequenceNumber": str(seq),
-            "data": base64.b64encode(data).decode(),
-            "approximateArrivalTimestamp": ARRIVAL,
-        },
-        "eventID": f"{shard}:{seq}",
-    }
-
-
-def _event(entries: Iterable[tuple[int, bytes | Quote]], shard: str = SHARD) -> dict[str, Any]:
-    return {
-        "Records": [
-            _entry(seq, data.to_json() if isinstance(data, Quote) else data, shard) for seq, data in entries
-        ]
-    }
 
 
 def _serialize(item: dict[str, Any]) -> dict[str, Any]:
