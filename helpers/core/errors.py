@@ -10,6 +10,7 @@ __all__ = [
     "ConfigError",
     "DeployError",
     "LocalStackError",
+    "ParameterError",
     "PipelineError",
     "ProducerError",
     "QueryError",
@@ -31,6 +32,10 @@ class ConfigError(PipelineError, ValueError):
         self.problem = problem
         self.fix = fix
         super().__init__(f"setting {field}={value!r}: {problem}. Fix: {fix}")
+
+
+class ParameterError(PipelineError, ValueError):
+    """An argument or notebook parameter is out of range; the message names it and what is allowed."""
 
 
 class ResourceMissingError(PipelineError):

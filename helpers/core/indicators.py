@@ -45,6 +45,8 @@ from dataclasses import asdict, dataclass
 from itertools import islice
 from typing import Any, Literal, SupportsFloat
 
+from helpers.core.errors import ParameterError
+
 __all__ = [
     "BUY",
     "LONG_WINDOW",
@@ -124,9 +126,9 @@ class Signal:
 def check_windows(short: int, long: int) -> tuple[int, int]:
     """``(short, long)`` if they are windows a user can pick (``1 <= short < long <= MAX_WINDOW``)."""
     if not all(isinstance(n, int) and not isinstance(n, bool) for n in (short, long)):
-        raise ValueError(f"windows must be whole numbers of bars, got short={short!r}, long={long!r}")
+        raise ParameterError(f"windows must be whole numbers of bars, got short={short!r}, long={long!r}")
     if not 1 <= short < long <= MAX_WINDOW:
-        raise ValueError(
+        raise ParameterError(
             f"windows must satisfy 1 <= short < long <= {MAX_WINDOW}, got short={short}, long={long}; "
             f"the deployed rule is short={SHORT_WINDOW}, long={LONG_WINDOW}"
         )

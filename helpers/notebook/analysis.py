@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from helpers.core.errors import ParameterError
 from helpers.core.indicators import (
     BUY,
     LONG_WINDOW,
@@ -52,7 +53,7 @@ _REQUIRED = ("symbol", "timestamp", "price")
 def _ordered(df: pd.DataFrame) -> pd.DataFrame:
     missing = [c for c in _REQUIRED if c not in df.columns]
     if missing:
-        raise ValueError(f"frame lacks column(s) {missing}; expected at least {list(_REQUIRED)}")
+        raise ParameterError(f"frame lacks column(s) {missing}; expected at least {list(_REQUIRED)}")
     # One bar per (symbol, timestamp), the last one given wins — as in helpers.core.indicators.
     out = df.drop_duplicates(["symbol", "timestamp"], keep="last")
     return out.sort_values(["symbol", "timestamp"], kind="stable").reset_index(drop=True)
@@ -75,7 +76,7 @@ def sma_frame(df: pd.DataFrame, short: int = SHORT_WINDOW, long: int = LONG_WIND
     out = _ordered(df)
     prices = out["price"].to_numpy(dtype="float64")
     if not np.isfinite(prices).all():
-        raise ValueError("prices must be finite numbers; quotes are validated upstream")
+        raise ParameterError("prices must be finite numbers; quotes are validated upstream")
     units = np.rint(prices * UNITS_PER_PRICE).astype(np.int64)
     csum = np.concatenate(([0], np.cumsum(units, dtype=np.int64)))
     sum_short, sum_long = _window_sums(csum, short), _window_sums(csum, long)

@@ -23,7 +23,7 @@ from typing import Any
 
 import pandas as pd
 
-from helpers.core.errors import QueryError
+from helpers.core.errors import ParameterError, QueryError
 from helpers.core.indicators import LONG_WINDOW, SHORT_WINDOW, crossovers_by_symbol
 from helpers.notebook.athena_sql import (
     ANOMALY_THRESHOLD_PCT,
@@ -100,7 +100,7 @@ def connect(settings: Settings | None = None, *, cursor: str = "pandas") -> Any:
 
     s = settings or load_settings()
     if cursor not in ("pandas", "default"):
-        raise ValueError(f"cursor must be 'pandas' or 'default', got {cursor!r}")
+        raise ParameterError(f"cursor must be 'pandas' or 'default', got {cursor!r}")
     cursor_class = None
     if cursor == "pandas":
         from pyathena.pandas.cursor import PandasCursor

@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
+from helpers.core.errors import ParameterError
 from helpers.core.indicators import LONG_WINDOW, SHORT_WINDOW, UNITS_PER_PRICE, check_windows, window_weights
 from helpers.core.quotes import SYMBOL_PATTERN
 from helpers.notebook.analysis import sma_columns
@@ -164,13 +165,13 @@ def render(
     """
     s = settings or load_settings()
     if name not in QUERIES:
-        raise KeyError(f"unknown query {name!r}; known: {sorted(QUERIES)}")
+        raise ParameterError(f"unknown query {name!r}; known: {sorted(QUERIES)}")
     where = ""
     if symbols is not None:
         wanted = sorted(set(symbols))
         bad = [sym for sym in wanted if not _SYMBOL.fullmatch(sym)]
         if bad or not wanted:
-            raise ValueError(
+            raise ParameterError(
                 f"symbols must be a non-empty list of tickers matching {SYMBOL_PATTERN}, got {bad}"
             )
         where = "\n        WHERE symbol IN (" + ", ".join(f"'{sym}'" for sym in wanted) + ")"

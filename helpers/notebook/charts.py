@@ -25,6 +25,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, Formatter
 
+from helpers.core.errors import ParameterError
 from helpers.core.indicators import BUY, LONG_WINDOW, SELL, SHORT_WINDOW
 from helpers.notebook.analysis import signals_frame, sma_columns, sma_frame
 from helpers.pipeline.config import PROJECT_ROOT
@@ -118,7 +119,7 @@ def _symbol_frame(
     frame = sma_frame(df_symbol, short, long)
     symbols = frame["symbol"].unique()
     if len(symbols) != 1:
-        raise ValueError(f"crossover_chart draws one symbol, got {list(symbols)}; use overview_chart")
+        raise ParameterError(f"crossover_chart draws one symbol, got {list(symbols)}; use overview_chart")
     times = pd.DatetimeIndex(pd.to_datetime(frame["timestamp"], utc=True))
     return str(symbols[0]), frame, times
 
@@ -242,7 +243,7 @@ def overview_chart(
     column_long = sma_columns(short, long)[1]
     symbols = sorted(frame_all["symbol"].unique())
     if not symbols:
-        raise ValueError("overview_chart needs at least one bar")
+        raise ParameterError("overview_chart needs at least one bar")
     ncols = max(1, min(ncols, len(symbols)))
     nrows = math.ceil(len(symbols) / ncols)
     fig = Figure(figsize=(FIGSIZE[0], 0.8 + 2.7 * nrows), dpi=DPI, layout="constrained")

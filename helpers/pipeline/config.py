@@ -36,7 +36,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from helpers.core import layout
-from helpers.core.errors import ConfigError
+from helpers.core.errors import ConfigError, ParameterError
 
 __all__ = [
     "DEPLOYER_ONLY_FIELDS",
@@ -153,7 +153,7 @@ class Settings:
         names = tuple(_FIELDS) if fields is None else tuple(fields)
         unknown = sorted(set(names) - set(_FIELDS))
         if unknown:
-            raise ValueError(f"not settings fields: {unknown}")
+            raise ParameterError(f"not settings fields: {unknown}")
         values = {name: getattr(self, name) for name in names}
         return {env_key(name): "" if value is None else str(value) for name, value in values.items()}
 

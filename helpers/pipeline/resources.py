@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from helpers.core.errors import ParameterError
 from helpers.pipeline import aws
 from helpers.pipeline.config import Settings
 
@@ -162,7 +163,9 @@ def by_field(name: str) -> Resource:
     for resource in RESOURCES:
         if resource.field == name:
             return resource
-    raise KeyError(f"no resource is named by the settings field {name!r}: see helpers.pipeline.resources")
+    raise ParameterError(
+        f"no resource is named by the settings field {name!r}: see helpers.pipeline.resources"
+    )
 
 
 def teardown_order() -> tuple[Resource, ...]:
