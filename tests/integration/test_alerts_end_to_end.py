@@ -8,15 +8,14 @@ Then replay the whole table stream through a new mapping: nothing new may be pub
 
 from __future__ import annotations
 
-import dataclasses
 import re
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from isolated_pipeline import renamed
 
 from helpers.core.indicators import crossovers
 from helpers.notebook import alerts, history
@@ -45,24 +44,7 @@ def deployed(local_stack: Settings, tmp_path_factory: pytest.TempPathFactory) ->
     from deploy.functions import deploy_functions
     from deploy.provision import provision, teardown
 
-    tag = uuid.uuid4().hex[:6]
-    settings = dataclasses.replace(
-        local_stack,
-        stream_name=f"e2e-quotes-{tag}",
-        table_name=f"e2e-processed-{tag}",
-        alerts_table_name=f"e2e-alerts-{tag}",
-        raw_bucket=f"e2e-raw-{tag}",
-        results_bucket=f"e2e-results-{tag}",
-        topic_name=f"e2e-alerts-{tag}",
-        alert_queue_name=f"e2e-inbox-{tag}",
-        failure_queue_name=f"e2e-failures-{tag}",
-        glue_database=f"e2e_{tag}",
-        athena_workgroup=f"e2e-{tag}",
-        processor_function=f"e2e-processor-{tag}",
-        trend_function=f"e2e-trend-{tag}",
-        processor_role=f"e2e-processor-role-{tag}",
-        trend_role=f"e2e-trend-role-{tag}",
-    )
+    settings = renamed(local_stack, "e2e")
     provision(settings)
     deploy_functions(settings, build_dir=tmp_path_factory.mktemp("build"))
     try:

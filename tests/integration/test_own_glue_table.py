@@ -7,12 +7,11 @@ names, so a second pipeline's processor registered its partitions in the default
 
 from __future__ import annotations
 
-import dataclasses
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from isolated_pipeline import renamed
 
 from helpers.pipeline import aws
 from helpers.pipeline.config import Settings
@@ -49,25 +48,7 @@ def second_pipeline(local_stack: Settings, default_table: Settings, tmp_path: Pa
     from deploy.functions import deploy_functions
     from deploy.provision import provision, teardown
 
-    tag = uuid.uuid4().hex[:6]
-    s = dataclasses.replace(
-        local_stack,
-        stream_name=f"glue-quotes-{tag}",
-        table_name=f"glue-processed-{tag}",
-        alerts_table_name=f"glue-alerts-{tag}",
-        raw_bucket=f"glue-raw-{tag}",
-        results_bucket=f"glue-results-{tag}",
-        topic_name=f"glue-alerts-{tag}",
-        alert_queue_name=f"glue-inbox-{tag}",
-        failure_queue_name=f"glue-failures-{tag}",
-        glue_database=f"rep_db_{tag}",
-        glue_table=f"rep_quotes_{tag}",
-        athena_workgroup=f"glue-{tag}",
-        processor_function=f"glue-processor-{tag}",
-        trend_function=f"glue-trend-{tag}",
-        processor_role=f"glue-processor-role-{tag}",
-        trend_role=f"glue-trend-role-{tag}",
-    )
+    s = renamed(local_stack, "glue")
     provision(s)
     try:
         deploy_functions(s, functions=["processor"], build_dir=tmp_path / "build")

@@ -68,20 +68,27 @@ def frame_tuples(df: pd.DataFrame) -> list[tuple[object, ...]]:
     return [tuple(row) for row in df[cols].itertuples(index=False, name=None)]
 
 
-def reference(bars: list[tuple[str, float]]) -> list[tuple[str, str]]:
-    """DESIGN.md read literally: exact means of micro-units, last non-zero state, no shortcuts."""
-    latest = dict(bars)  # last bar given for a timestamp wins
-    units = [round(float(latest[t]) * 1_000_000) for t in sorted(latest)]
+def reference_windows(bars: list[tuple[str, float]], short: int, long: int) -> list[tuple[str, str]]:
+    """DESIGN.md read literally, for any windows: exact Fraction means of micro-units, the last
+    non-zero state, no integer weights and no shortcuts."""
+    latest = dict(bars)
     times = sorted(latest)
+    units = [round(float(latest[t]) * 1_000_000) for t in times]
     out, memory = [], 0
-    for i in range(LONG_WINDOW - 1, len(units)):
-        diff = Fraction(sum(units[i - 4 : i + 1]), 5) - Fraction(sum(units[i - 19 : i + 1]), 20)
+    for i in range(long - 1, len(units)):
+        mean_short = Fraction(sum(units[i - short + 1 : i + 1]), short)
+        diff = mean_short - Fraction(sum(units[i - long + 1 : i + 1]), long)
         state = (diff > 0) - (diff < 0)
         if state != 0:
             if memory == -state:
                 out.append((times[i], "BUY" if state > 0 else "SELL"))
             memory = state
     return out
+
+
+def reference(bars: list[tuple[str, float]]) -> list[tuple[str, str]]:
+    """The reference for the deployed windows, SMA5/SMA20."""
+    return reference_windows(bars, 5, 20)
 
 
 def assert_same_everywhere(bars_by_symbol: dict[str, list[tuple[str, float]]]) -> list[Signal]:
@@ -352,23 +359,6 @@ def test_indicators_import_no_heavy_packages() -> None:
 
 
 # ---------------------------------------------------------------- every window pair a user can pick
-
-
-def reference_windows(bars: list[tuple[str, float]], short: int, long: int) -> list[tuple[str, str]]:
-    """:func:`reference` for any windows: exact Fraction means, no integer weights."""
-    latest = dict(bars)
-    times = sorted(latest)
-    units = [round(float(latest[t]) * 1_000_000) for t in times]
-    out, memory = [], 0
-    for i in range(long - 1, len(units)):
-        mean_short = Fraction(sum(units[i - short + 1 : i + 1]), short)
-        diff = mean_short - Fraction(sum(units[i - long + 1 : i + 1]), long)
-        state = (diff > 0) - (diff < 0)
-        if state != 0:
-            if memory == -state:
-                out.append((times[i], "BUY" if state > 0 else "SELL"))
-            memory = state
-    return out
 
 
 def walk(seed: int, n: int) -> list[float]:
