@@ -7,7 +7,10 @@ never from time or a uuid, so an identical redelivery rewrites the same objects:
 * ``raw/symbol=<SYM>/dt=<YYYY-MM-DD>/<shard>-<first seq of the group>.ndjson`` -- one object per
   (batch, partition), one :meth:`~helpers.core.quotes.Quote.to_json` line per record;
 * ``quarantine/dt=<arrival date>/<shard>-<first seq>.ndjson`` -- reason, detail and the record;
-* ``manifests/<shard>/<first seq of the batch>.json`` -- the committed sequence numbers.
+* ``manifests/<shard>/<first seq of the batch>.json`` -- the committed sequence numbers;
+* ``checkpoints/<shard>.json`` -- the shard's committed high-water mark (the processor's commit);
+* ``parked/<shard>/<first seq>.ndjson`` -- valid records whose writes kept failing, with their
+  bytes, to inspect and redrive.
 
 The prefixes are arguments with these defaults, so callers holding settings pass
 ``settings.raw_prefix`` / ``settings.quarantine_prefix`` and this module needs no settings.
@@ -19,14 +22,18 @@ import re
 from collections.abc import Iterable
 
 __all__ = [
+    "CHECKPOINT_PREFIX",
     "DATA_COLUMNS",
     "MANIFEST_PREFIX",
+    "PARKED_PREFIX",
     "PARTITION_DIR",
     "PARTITION_KEYS",
     "QUARANTINE_PREFIX",
     "RAW_PREFIX",
     "Partition",
+    "checkpoint_key",
     "manifest_key",
+    "parked_key",
     "partition_dir",
     "partitions_from_keys",
     "quarantine_key",
@@ -36,6 +43,8 @@ __all__ = [
 RAW_PREFIX = "raw/"
 QUARANTINE_PREFIX = "quarantine/"
 MANIFEST_PREFIX = "manifests/"
+CHECKPOINT_PREFIX = "checkpoints/"
+PARKED_PREFIX = "parked/"
 
 DATA_COLUMNS: tuple[tuple[str, str], ...] = (
     ("timestamp", "string"),
@@ -76,6 +85,16 @@ def quarantine_key(dt: str, shard: str, first_seq: str, *, prefix: str = QUARANT
 def manifest_key(shard: str, first_seq: str) -> str:
     """Key of the manifest of one shard's part of a batch, named by its first sequence number."""
     return f"{MANIFEST_PREFIX}{shard}/{first_seq}.json"
+
+
+def checkpoint_key(shard: str) -> str:
+    """Key of a shard's checkpoint: the last committed record and the attempts of failing ones."""
+    return f"{CHECKPOINT_PREFIX}{shard}.json"
+
+
+def parked_key(shard: str, first_seq: str) -> str:
+    """Key of the parked records of one shard's part of a batch, named by its first record."""
+    return f"{PARKED_PREFIX}{shard}/{first_seq}.ndjson"
 
 
 def partitions_from_keys(keys: Iterable[str]) -> set[Partition]:
