@@ -7,6 +7,11 @@ resource named in the settings (emptying buckets first) and nothing else.
 What exists is declared once, in :data:`helpers.pipeline.resources.RESOURCES`: both walk
 that registry (teardown in reverse) and look up each entry's create or delete function by
 its ``kind`` in :data:`CREATORS` / :data:`DELETERS`.
+
+With ``alerts_fifo`` the alert topic is an SNS FIFO topic (content-based deduplication on; the
+trend Lambda's explicit ``MessageDeduplicationId`` = ``alert_id`` takes precedence) and the
+inbox an SQS FIFO queue: the only subscriber type FIFO topics deliver to, so ``alert_email`` is
+not subscribed then (a warning says so).
 """
 
 from __future__ import annotations
@@ -195,13 +200,10 @@ def _create_queue(step: Step) -> None:
     """A queue; with ``subscribe_to``, the queue receives that topic's messages (raw delivery)."""
     sqs = aws.client("sqs", step.s)
     if step.found is None:
-        url = sqs.create_queue(
-            QueueName=step.name,
-            Attributes={
-                "MessageRetentionPeriod": str(QUEUE_RETENTION_SECONDS),
-                "SqsManagedSseEnabled": "true",
-            },
-        )["QueueUrl"]
+        attributes = {"MessageRetentionPeriod": str(QUEUE_RETENTION_SECONDS), "SqsManagedSseEnabled": "true"}
+        if resources.is_fifo(step.resource, step.s):  # SNS passes each alert's deduplication id on
+            attributes.update(FifoQueue="true", ContentBasedDeduplication="false")
+        url = sqs.create_queue(QueueName=step.name, Attributes=attributes)["QueueUrl"]
     else:
         url = step.found["QueueUrl"]
     topic_field = step.resource.options.get("subscribe_to")
@@ -222,8 +224,13 @@ def _create_topic(step: Step) -> None:
     sns, email = aws.client("sns", step.s), step.s.alert_email
     topic_arn = step.arns.of(step.resource.field)
     if step.found is None:
-        topic_arn = sns.create_topic(Name=step.name, Tags=TAGS)["TopicArn"]
-    if email and email not in _subscriptions(sns, topic_arn):
+        attributes = {}
+        if resources.is_fifo(step.resource, step.s):  # de-duplicates by MessageDeduplicationId (alert_id)
+            attributes = {"FifoTopic": "true", "ContentBasedDeduplication": "true"}
+        topic_arn = sns.create_topic(Name=step.name, Attributes=attributes, Tags=TAGS)["TopicArn"]
+    if email and resources.is_fifo(step.resource, step.s):
+        log.warning("alert_email %s not subscribed: SNS FIFO topics deliver to SQS FIFO queues only", email)
+    elif email and email not in _subscriptions(sns, topic_arn):
         sns.subscribe(TopicArn=topic_arn, Protocol="email", Endpoint=email)
         step.report.add("sns subscription", f"email:{email}", "created (confirm the email)")
 

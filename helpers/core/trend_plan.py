@@ -8,8 +8,15 @@ Standard library only; :mod:`helpers.pipeline.trend` does the Query, PutItem and
   symbol's price window newest first, and whether the bars read so far suffice to resume the
   crossover state before the batch's earliest bar (else :func:`next_limit` pages further back
   through a flat run);
-* :func:`format_alert`, :func:`message_attributes`, :func:`alert_item`: the SNS message and the
-  alerts-table record of a :class:`~helpers.core.indicators.Signal`.
+* :func:`format_alert`, :func:`message_attributes`, :func:`publish_request`, :func:`alert_item`:
+  the SNS message (its Publish arguments, FIFO ones included) and the alerts-table record of a
+  :class:`~helpers.core.indicators.Signal`.
+
+On an SNS FIFO topic (name ending in ``.fifo``) Publish needs ``MessageGroupId`` -- the symbol, so
+a symbol's alerts keep their order and symbols do not hold each other up -- and a
+``MessageDeduplicationId``: the ``alert_id`` (at most 128 characters of letters, digits and
+punctuation: ``SYMBOL#timestamp#SIGNAL`` is at most 41 of them, a symbol being 1-15), stable
+across re-publications, so SNS drops a repeat within its 5-minute deduplication window.
 """
 
 from __future__ import annotations
@@ -34,6 +41,8 @@ from helpers.core.quotes import to_decimal
 __all__ = [
     "ALERT_ATTRIBUTES",
     "EVALUATED_EVENTS",
+    "FIFO_TOPIC_SUFFIX",
+    "MAX_DEDUPLICATION_ID_CHARS",
     "MAX_QUERY_LIMIT",
     "NUMBER_ATTRIBUTES",
     "QUERY_MARGIN",
@@ -45,6 +54,7 @@ __all__ = [
     "message_attributes",
     "next_limit",
     "plain_number",
+    "publish_request",
     "window_bars",
     "window_request",
     "window_state",
@@ -58,6 +68,8 @@ MAX_QUERY_LIMIT = 1000  # cap of the Limit when paging further back through a fl
 ALERT_ATTRIBUTES = ("symbol", "signal", "timestamp", "alert_id", "price", "sma_short", "sma_long")
 """SNS message attributes of an alert (raw SQS delivery carries at most 10)."""
 NUMBER_ATTRIBUTES = ("price", "sma_short", "sma_long")
+FIFO_TOPIC_SUFFIX = ".fifo"  # an SNS FIFO topic's name (and ARN) ends with it
+MAX_DEDUPLICATION_ID_CHARS = 128  # MessageDeduplicationId / MessageGroupId limit
 
 
 # --------------------------------------------------------------------------- stream records
@@ -188,6 +200,20 @@ def message_attributes(signal: Signal) -> dict[str, dict[str, str]]:
         else:
             attributes[name] = {"DataType": "String", "StringValue": str(data[name])}
     return attributes
+
+
+def publish_request(signal: Signal, topic: str) -> dict[str, Any]:
+    """SNS Publish arguments of an alert on ``topic`` (an ARN); FIFO topics get group and dedup ids."""
+    subject, message = format_alert(signal)
+    request: dict[str, Any] = {
+        "TopicArn": topic,
+        "Subject": subject,
+        "Message": message,
+        "MessageAttributes": message_attributes(signal),
+    }
+    if topic.endswith(FIFO_TOPIC_SUFFIX):
+        request.update(MessageGroupId=signal.symbol, MessageDeduplicationId=signal.alert_id)
+    return request
 
 
 def alert_item(signal: Signal, now: str) -> dict[str, Any]:

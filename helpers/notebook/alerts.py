@@ -9,6 +9,18 @@ off) is understood too. The alerts table is the durable record of what was sent,
 :func:`wait_for_alerts` returns what arrived when its timeout runs out (compare it with the
 expected signals, :func:`compare`); a missing queue or table raises
 :class:`~helpers.core.errors.ResourceMissingError` ("run 01_provision first").
+
+**Duplicates.** Alerts are published at least once with a stable ``alert_id`` (see
+:mod:`helpers.pipeline.trend`: a crash between Publish and the ``published`` mark re-publishes).
+Both readers return each ``alert_id`` once (the first copy to arrive) as :class:`Received`, a
+list whose ``duplicates`` counts the extra copies dropped (``duplicate_ids``: which, how many),
+within one call. A message SQS delivers again (same ``MessageId``, e.g. read without deleting and
+visible again) is the same message, not a duplicate.
+
+**FIFO inbox** (``alerts_fifo``): an SQS FIFO queue hands out the next message of a message group
+(a symbol) only once the earlier ones are deleted, so reading without ``delete`` sees at most the
+first messages of each symbol until their visibility timeout ends; read a FIFO inbox with
+``delete=True``.
 """
 
 from __future__ import annotations
@@ -36,8 +48,10 @@ __all__ = [
     "MAX_WAIT_SECONDS",
     "RECEIVE_BATCH",
     "WAIT_TIMEOUT_SECONDS",
+    "Received",
     "alerts_table",
     "compare",
+    "dedupe",
     "parse_message",
     "published_alerts",
     "queue_url",
@@ -72,6 +86,33 @@ def _alert_id(data: Mapping[str, Any]) -> str:
             "alerts (receive_alerts, published_alerts), Signal objects or a frame with those columns"
         )
     return f"{data['symbol']}#{data['timestamp']}#{data['signal']}"
+
+
+class Received(list[dict[str, Any]]):
+    """Alerts, one per ``alert_id``; ``duplicate_ids``: the extra copies dropped, per id."""
+
+    def __init__(self, alerts: Iterable[dict[str, Any]] = (), duplicate_ids: Mapping[str, int] | None = None):
+        super().__init__(alerts)
+        self.duplicate_ids: dict[str, int] = dict(duplicate_ids or {})
+
+    @property
+    def duplicates(self) -> int:
+        """How many copies were dropped because their ``alert_id`` had been received already."""
+        return sum(self.duplicate_ids.values())
+
+
+def dedupe(alerts: Iterable[dict[str, Any]]) -> Received:
+    """The first alert of each ``alert_id``, in order; the later copies are counted, not returned."""
+    kept: dict[str, dict[str, Any]] = {}
+    extra: Counter[str] = Counter()
+    for alert in alerts:
+        if alert["alert_id"] in kept:
+            extra[alert["alert_id"]] += 1
+        else:
+            kept[alert["alert_id"]] = alert
+    if extra:
+        log.warning("dropped %d duplicate alert(s) of %d alert id(s)", sum(extra.values()), len(extra))
+    return Received(kept.values(), extra)
 
 
 # --------------------------------------------------------------------------- SQS inbox
@@ -129,15 +170,29 @@ def receive_alerts(
     visibility_timeout: int = VISIBILITY_TIMEOUT_SECONDS,
     deadline_seconds: float = DRAIN_DEADLINE_SECONDS,
     sqs: Any = None,
-) -> list[dict[str, Any]]:
+) -> Received:
     """Drain the inbox: receive (10 at a time, long polls of ``wait_seconds``) until it is empty.
 
-    Returns the alerts (see :func:`parse_message`) in arrival order, each SQS message once.
-    With ``delete`` the alerts are deleted after reading; without it they reappear after
-    ``visibility_timeout`` seconds (a later drain sees them again). Messages that are not alerts
-    are logged and left in the queue.
+    Returns the alerts (see :func:`parse_message`) in arrival order, each ``alert_id`` once
+    (``duplicates``: copies dropped, see the module docstring). With ``delete`` every alert read,
+    copies included, is deleted; without it they reappear after ``visibility_timeout`` seconds (a
+    later drain sees them again). Messages that are not alerts are logged and left in the queue.
     """
     s = settings or load_settings()
+    messages = _drain(s, wait_seconds, max_messages, delete, visibility_timeout, deadline_seconds, sqs)
+    return dedupe(messages.values())
+
+
+def _drain(
+    s: Settings,
+    wait_seconds: float,
+    max_messages: int | None,
+    delete: bool,
+    visibility_timeout: int,
+    deadline_seconds: float,
+    sqs: Any,
+) -> dict[str, dict[str, Any]]:
+    """Every alert message received, by SQS message id, in arrival order."""
     sqs = sqs or aws.client("sqs", s)
     url = queue_url(s, sqs=sqs)
     wait = max(0, min(MAX_WAIT_SECONDS, round(wait_seconds)))
@@ -172,8 +227,8 @@ def receive_alerts(
                 log.warning(
                     "%s: %d alert(s) could not be deleted: %s", s.alert_queue_name, len(failed), failed
                 )
-    log.info("received %d alert(s) from %s", len(found), s.alert_queue_name)
-    return list(found.values())
+    log.info("received %d alert message(s) from %s", len(found), s.alert_queue_name)
+    return found
 
 
 def wait_for_alerts(
@@ -185,36 +240,46 @@ def wait_for_alerts(
     settle_seconds: float = SETTLE_SECONDS,
     delete: bool = True,
     sqs: Any = None,
-) -> list[dict[str, Any]]:
-    """Receive alerts until ``expected_count`` (of ``symbols``, default all) arrived, or ``timeout``.
+) -> Received:
+    """Receive alerts until ``expected_count`` distinct ones (of ``symbols``, default all) arrived.
 
-    Once the count is reached it keeps listening ``settle_seconds`` for any extra alert, so a
-    surplus shows up in the result rather than staying in the queue. Each SQS message is counted
-    once (by message id); alerts of other symbols are dropped from the result. Never raises on
+    Or until ``timeout``. Once the count is reached it keeps listening ``settle_seconds`` for any
+    extra alert, so a surplus shows up in the result rather than staying in the queue. Each SQS
+    message is taken once (by message id), each ``alert_id`` returned once (``duplicates``: the
+    copies dropped); alerts of other symbols are dropped from the result. Never raises on
     timeout: compare the result with the expected alerts (:func:`compare`).
     """
     s = settings or load_settings()
     sqs = sqs or aws.client("sqs", s)
+    url = queue_url(s, sqs=sqs)  # a missing queue raises now, not after the timeout
     wanted = None if symbols is None else set(symbols)
     found: dict[str, dict[str, Any]] = {}
 
     def drain(wait: float) -> None:
-        for alert in receive_alerts(s, wait_seconds=wait, delete=delete, sqs=sqs):
+        for message_id, alert in _drain(s, wait, None, delete, VISIBILITY_TIMEOUT_SECONDS,
+                                        DRAIN_DEADLINE_SECONDS, sqs).items():  # fmt: skip
             if wanted is None or alert["symbol"] in wanted:
-                found.setdefault(str(alert["message_id"]), alert)
+                found.setdefault(message_id, alert)
+
+    def distinct() -> int:
+        return len({alert["alert_id"] for alert in found.values()})
 
     def arrived() -> bool:
-        if len(found) < expected_count:
+        if distinct() < expected_count:
             drain(DEFAULT_WAIT_SECONDS)  # each drain ends at its first empty long poll: no sleep needed
-        return len(found) >= expected_count
+        return distinct() >= expected_count
 
     try:
         aws.wait_until(arrived, f"{expected_count} alerts", timeout, poll=0, error=_NotArrived)
     except _NotArrived:
-        log.warning("only %d of %d alerts arrived within %.0f s", len(found), expected_count, timeout)
+        log.warning(
+            "only %d of %d alerts arrived within %.0f s at %s", distinct(), expected_count, timeout, url
+        )
     else:
         drain(settle_seconds)
-    return sorted(found.values(), key=lambda a: (a["symbol"], a["timestamp"], a["signal"]))
+    unique = dedupe(found.values())
+    ordered = sorted(unique, key=lambda a: (a["symbol"], a["timestamp"], a["signal"]))
+    return Received(ordered, unique.duplicate_ids)
 
 
 # --------------------------------------------------------------------------- alerts table

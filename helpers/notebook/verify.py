@@ -10,7 +10,11 @@ store, independently:
 * raw_records: lines in the ``raw/`` NDJSON objects.
 
 :func:`wait_for_processing` polls these counts (through :func:`helpers.pipeline.aws.wait_until`)
-and reports ``settled: False`` on timeout rather than raising. A missing bucket or table raises
+and reports ``settled: False`` on timeout rather than raising. It stops early, ``gave_up: True``,
+when records were given up on -- the failure queue holds messages or records are parked
+(``failure_queue_depth``, ``parked``; see :mod:`helpers.notebook.failures`) -- since waiting longer
+would not bring them. :func:`store_counts` reports ``parked`` (parked lines) too. A missing
+bucket or table raises
 :class:`~helpers.core.errors.ResourceMissingError` ("run 01_provision first").
 """
 
@@ -27,7 +31,7 @@ from typing import Any
 import pandas as pd
 from botocore.exceptions import ClientError
 
-from helpers.core.layout import MANIFEST_PREFIX
+from helpers.core.layout import MANIFEST_PREFIX, PARKED_PREFIX
 from helpers.notebook.history import items_frame, missing_as_error, plain_item
 from helpers.pipeline import aws
 from helpers.pipeline.config import Settings, load_settings
@@ -52,6 +56,10 @@ READ_THREADS = 8
 
 class _NotSettled(Exception):
     """``aws.wait_until``'s timeout, caught: :func:`wait_for_processing` reports it, never raises it."""
+
+
+class _GaveUp(Exception):
+    """Records were given up on (failure queue, parked): :func:`wait_for_processing` stops waiting."""
 
 
 def _keys(s3: Any, bucket: str, prefix: str) -> list[dict[str, Any]]:
@@ -108,6 +116,8 @@ def store_counts(settings: Settings | None = None, *, s3: Any = None, dynamodb: 
     accepted, quarantined, manifests = _manifest_counts(s, s3)
     raw_objects = _keys(s3, s.raw_bucket, s.raw_prefix)
     bodies = _read_all(s3, s.raw_bucket, [o["Key"] for o in raw_objects])
+    parked_objects = _keys(s3, s.raw_bucket, PARKED_PREFIX)
+    parked = sum(b.count(b"\n") for b in _read_all(s3, s.raw_bucket, [o["Key"] for o in parked_objects]))
     quarantine_objects = _keys(s3, s.raw_bucket, s.quarantine_prefix)
     quarantine_lines = sum(
         b.count(b"\n") for b in _read_all(s3, s.raw_bucket, [o["Key"] for o in quarantine_objects])
@@ -120,6 +130,7 @@ def store_counts(settings: Settings | None = None, *, s3: Any = None, dynamodb: 
         "raw_objects": len(raw_objects),
         "quarantine_records": quarantine_lines,
         "manifests": manifests,
+        "parked": parked,
     }
 
 
@@ -131,40 +142,59 @@ def wait_for_processing(
     poll: float = POLL_SECONDS,
     s3: Any = None,
     dynamodb: Any = None,
+    sqs: Any = None,
 ) -> dict[str, Any]:
     """Poll until ``expected`` records are committed (accepted + quarantined) and the counts settle.
 
     Settled means two polls in a row, after ``expected`` was reached, measured the same
     :func:`store_counts`. Returns those counts plus ``settled`` (False when ``timeout`` ran out:
-    then the last counts measured) and ``seconds``. Never raises on timeout.
+    then the last counts measured), ``gave_up`` (True when it stopped early because the failure
+    queue has messages or records are parked), ``failure_queue_depth`` and ``seconds``. Never
+    raises on timeout. Clients passed replace the defaults; given ``s3`` without ``sqs`` (stubs),
+    the failure queue is not read (``failure_queue_depth``: None).
     """
+    from helpers.notebook import failures
+
     s = settings or load_settings()
+    if sqs is None and s3 is None:
+        sqs = aws.client("sqs", s)
     s3 = s3 or aws.client("s3", s)
     started = time.monotonic()
     cache: dict[tuple[str, str], dict[str, Any]] = {}
     previous: dict[str, Any] | None = None
-    committed = 0
+    committed = depth = parked = 0
 
     def counts_settled() -> bool:
-        nonlocal previous, committed
+        nonlocal previous, committed, depth, parked
         accepted, quarantined, _ = _manifest_counts(s, s3, cache)
         committed = len(accepted) + len(quarantined)
         if committed < expected:
+            depth = failures.failure_queue_depth(s, sqs=sqs) if sqs is not None else 0
+            parked = len(_keys(s3, s.raw_bucket, PARKED_PREFIX))
+            if depth or parked:
+                raise _GaveUp  # given up on: waiting longer brings nothing
             return False
         counts = store_counts(s, s3=s3, dynamodb=dynamodb)
         settled, previous = counts == previous, counts
         return settled
 
+    settled = gave_up = False
     try:
         aws.wait_until(counts_settled, "processing", timeout, poll=poll, error=_NotSettled)
         settled = True
     except _NotSettled:
-        settled = False
         log.warning(
             "processing did not settle in %.0f s (%d of %d records committed)", timeout, committed, expected
         )
+    except _GaveUp:
+        gave_up = True
+        log.warning("%d of %d records committed; given up on: %d failure message(s) in %s, %d parked "
+                    "object(s): see 04's failures section", committed, expected, depth, s.failure_queue_name,
+                    parked)  # fmt: skip
     counts = previous or store_counts(s, s3=s3, dynamodb=dynamodb)
-    return {**counts, "settled": settled, "seconds": round(time.monotonic() - started, 1)}
+    final_depth = failures.failure_queue_depth(s, sqs=sqs) if sqs is not None else None
+    return {**counts, "settled": settled, "gave_up": gave_up, "failure_queue_depth": final_depth,
+            "seconds": round(time.monotonic() - started, 1)}  # fmt: skip
 
 
 # --------------------------------------------------------------------------- tables for notebooks

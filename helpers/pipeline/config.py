@@ -16,6 +16,10 @@ Lambda functions receive their settings through ``STP_*`` environment variables 
 deploy time, so the same module works inside Lambda (stdlib only). One serialiser,
 :meth:`Settings.to_environment`, writes them, for functions (:data:`LAMBDA_FIELDS`: every
 field but :data:`DEPLOYER_ONLY_FIELDS`) and for notebook kernels (every field).
+
+``alerts_fifo`` switches the alert topic and its inbox to SNS FIFO / SQS FIFO (de-duplicated by
+``alert_id``, see :mod:`helpers.pipeline.trend`): their names must then end in ``.fifo`` (AWS's
+rule), and while they are not set explicitly the defaults get the suffix.
 """
 
 from __future__ import annotations
@@ -41,6 +45,8 @@ from helpers.core.errors import ConfigError, ParameterError
 __all__ = [
     "DEPLOYER_ONLY_FIELDS",
     "ENV_PREFIX",
+    "FIFO_NAME_FIELDS",
+    "FIFO_SUFFIX",
     "LAMBDA_FIELDS",
     "PROJECT_ROOT",
     "TARGETS",
@@ -54,6 +60,8 @@ ENV_PREFIX = "STP_"
 TARGETS = ("local", "aws")
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_LOCAL_PORT = 4566
+FIFO_SUFFIX = ".fifo"  # an SNS FIFO topic's and an SQS FIFO queue's name end with it
+FIFO_NAME_FIELDS = ("topic_name", "alert_queue_name")  # FIFO exactly when alerts_fifo is on
 
 # Regions where every service of the pipeline (incl. Athena and Glue) is offered.
 # botocore's bundled endpoint data is the authority when available (offline, no call).
@@ -96,6 +104,7 @@ class Settings:
     results_bucket: str = "stock-trend-athena-results-local"
     topic_name: str = "stock-trend-alerts"
     alert_queue_name: str = "stock-trend-alerts-inbox"
+    alerts_fifo: bool = False
     failure_queue_name: str = "stock-trend-failures"
     alert_email: str | None = None
     glue_database: str = "stock_trend"
@@ -173,6 +182,7 @@ class Settings:
 _FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
 _INT_FIELDS = {"local_port", "stream_retention_hours", "athena_bytes_scanned_cutoff"}
 _OPTIONAL = {"endpoint_url", "profile", "alert_email"}
+_BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False, "": False}
 
 # Settings that describe the machine deploying the pipeline, not the pipeline: a deployed
 # function must not inherit them. Every other field reaches the Lambda environment.
@@ -210,6 +220,8 @@ def load_settings(
         if name not in _FIELDS:
             raise ConfigError(name, values[name], "unknown setting", f"use one of {sorted(_FIELDS)}")
     clean = {name: _coerce(name, value) for name, value in values.items()}
+    if clean.get("alerts_fifo"):  # FIFO topic and queue: default names get the suffix
+        clean.update({n: f"{_FIELDS[n].default}{FIFO_SUFFIX}" for n in FIFO_NAME_FIELDS if n not in clean})
     settings = Settings(**clean)
     _validate(settings)
     return settings
@@ -241,15 +253,17 @@ def _coerce(name: str, value: Any) -> Any:
         return None
     if name in _OPTIONAL and isinstance(value, str) and value == "":
         return None
+    if name == "alerts_fifo":
+        flag = _BOOLEANS.get(value.lower()) if isinstance(value, str) else value
+        if not isinstance(flag, bool):
+            raise ConfigError(name, value, "must be true or false", "give true/false (or 1/0)")
+        return flag
     if name in _INT_FIELDS:
-        if isinstance(value, bool):
-            raise ConfigError(name, value, "must be an integer", "give a whole number")
-        if isinstance(value, int):
-            return value
         if isinstance(value, str):
             _check_text(name, value)
-            if re.fullmatch(r"\d+", value):
-                return int(value)
+            value = int(value) if re.fullmatch(r"\d+", value) else value
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
         raise ConfigError(name, value, "must be an integer", "give a whole number")
     if not isinstance(value, str):
         raise ConfigError(name, value, "must be a string", "quote the value")
@@ -307,28 +321,17 @@ def _validate(s: Settings) -> None:
         close = difflib.get_close_matches(s.region.lower(), sorted(regions), n=3, cutoff=0.6)
         hint = f"did you mean one of {close}?" if close else "e.g. 'us-east-1'"
         raise ConfigError("region", s.region, "is not a known AWS region offering Athena", hint)
-    _pattern("stream_name", s.stream_name, _STREAM, "1-128 of letters, digits, '_', '-', '.'")
-    _pattern("table_name", s.table_name, _TABLE, "3-255 of letters, digits, '_', '-', '.'")
-    _pattern("alerts_table_name", s.alerts_table_name, _TABLE, "3-255 of letters, digits, '_', '-', '.'")
+    for names, pattern, rule in _NAME_RULES:
+        for name in names:
+            _pattern(name, getattr(s, name), pattern, rule)
     for name in ("raw_bucket", "results_bucket"):
         _bucket(name, getattr(s, name))
     if s.raw_bucket == s.results_bucket:
         raise ConfigError(
-            "results_bucket",
-            s.results_bucket,
-            "equals raw_bucket",
-            "use a separate bucket for Athena results",
-        )
-    _pattern("topic_name", s.topic_name, _TOPIC, "1-256 of letters, digits, '_', '-'")
-    for name in ("alert_queue_name", "failure_queue_name"):
-        _pattern(name, getattr(s, name), _QUEUE, "1-80 of letters, digits, '_', '-'")
-    for name in ("glue_database", "glue_table"):
-        _pattern(name, getattr(s, name), _GLUE, "lower-case letters, digits and '_' (Athena-safe)")
-    _pattern("athena_workgroup", s.athena_workgroup, _WORKGROUP, "1-128 of letters, digits, '.', '_', '-'")
-    for name in ("processor_function", "trend_function"):
-        _pattern(name, getattr(s, name), _FUNCTION, "1-64 of letters, digits, '_', '-'")
-    for name in ("processor_role", "trend_role"):
-        _pattern(name, getattr(s, name), _ROLE, "1-64 of letters, digits and +=,.@_-")
+            "results_bucket", s.results_bucket, "equals raw_bucket", "use another bucket for Athena results",
+        )  # fmt: skip
+    for name, pattern, most in (("topic_name", _TOPIC, 256), ("alert_queue_name", _QUEUE, 80)):
+        _fifo_name(name, getattr(s, name), s.alerts_fifo, pattern, most)
     if s.profile is not None:
         _pattern("profile", s.profile, _PROFILE, "a profile name from ~/.aws/config")
     if s.alert_email is not None and not _EMAIL.match(s.alert_email):
@@ -350,9 +353,32 @@ def _validate(s: Settings) -> None:
         _endpoint(s)
 
 
+_NAME_RULES = (  # (fields, pattern, rule)
+    (("stream_name",), _STREAM, "1-128 of letters, digits, '_', '-', '.'"),
+    (("table_name", "alerts_table_name"), _TABLE, "3-255 of letters, digits, '_', '-', '.'"),
+    (("failure_queue_name",), _QUEUE, "1-80 of letters, digits, '_', '-'"),
+    (("glue_database", "glue_table"), _GLUE, "lower-case letters, digits and '_' (Athena-safe)"),
+    (("athena_workgroup",), _WORKGROUP, "1-128 of letters, digits, '.', '_', '-'"),
+    (("processor_function", "trend_function"), _FUNCTION, "1-64 of letters, digits, '_', '-'"),
+    (("processor_role", "trend_role"), _ROLE, "1-64 of letters, digits and +=,.@_-"),
+)
+
+
 def _pattern(name: str, value: str, pattern: re.Pattern[str], rule: str) -> None:
     if not pattern.fullmatch(value):
         raise ConfigError(name, value, "breaks the AWS naming rule", f"use {rule}")
+
+
+def _fifo_name(name: str, value: str, fifo: bool, pattern: re.Pattern[str], most: int) -> None:
+    base = value.removesuffix(FIFO_SUFFIX)
+    if fifo != (base != value):
+        problem = f"{'lacks' if fifo else 'has'} the {FIFO_SUFFIX} suffix while alerts_fifo is {fifo}"
+        raise ConfigError(
+            name, value, problem, f"name it {base + FIFO_SUFFIX * fifo!r} or switch alerts_fifo"
+        )
+    _pattern(name, base, pattern, f"up to {most} of letters, digits, '_', '-'" + " and '.fifo'" * fifo)
+    if len(value) > most:
+        raise ConfigError(name, value, "is too long", f"use at most {most} characters")
 
 
 def _bucket(name: str, value: str) -> None:

@@ -11,6 +11,10 @@
 * the doctor's "was it provisioned?" checks (:mod:`helpers.notebook.doctor`, ``probe``);
 * the tests' inventories (``listing``: how to list every resource of that type in an account).
 
+``options`` are an entry's creation parameters; ``fifo_when`` names the boolean setting that
+makes the topic and its queue FIFO (SNS FIFO delivers to SQS FIFO queues only, see
+:mod:`helpers.pipeline.trend`), :func:`is_fifo`.
+
 Adding a resource: a settings field for its name, one entry here, and its create/delete
 functions in ``deploy/provision.py`` (a test fails until both exist). The Lambda functions are
 not entries: ``deploy/functions.py`` deploys them from the built zips, after provisioning.
@@ -35,6 +39,7 @@ __all__ = [
     "arn",
     "by_field",
     "find",
+    "is_fifo",
     "partition",
     "probe_args",
     "region_of",
@@ -121,12 +126,13 @@ RESOURCES: tuple[Resource, ...] = (
         "sns topic", "topic_name", "sns", _REGIONAL + "{topic_name}",
         Probe("get_topic_attributes", {"TopicArn": "{arn}"}, ("NotFound", "NotFoundException")),
         Listing("list_topics", "Topics", name_key="TopicArn", last_segment=":"),
+        {"fifo_when": "alerts_fifo"},  # an SNS FIFO topic when that setting is on
     ),
     Resource(
         "sqs queue", "alert_queue_name", "sqs", _REGIONAL + "{alert_queue_name}",
         Probe("get_queue_url", {"QueueName": "{alert_queue_name}"}, aws.QUEUE_MISSING_CODES),
         Listing("list_queues", "QueueUrls", last_segment="/"),
-        {"subscribe_to": "topic_name"},  # the topic delivers alerts to this queue
+        {"subscribe_to": "topic_name", "fifo_when": "alerts_fifo"},  # the topic delivers alerts here
     ),
     Resource(
         "glue database", "glue_database", "glue", _REGIONAL + "database/{glue_database}",
@@ -166,6 +172,12 @@ def by_field(name: str) -> Resource:
     raise ParameterError(
         f"no resource is named by the settings field {name!r}: see helpers.pipeline.resources"
     )
+
+
+def is_fifo(resource: Resource, settings: Settings) -> bool:
+    """True when the entry is created FIFO under ``settings`` (its ``fifo_when`` setting is on)."""
+    flag = resource.options.get("fifo_when")
+    return bool(flag and getattr(settings, flag))
 
 
 def teardown_order() -> tuple[Resource, ...]:

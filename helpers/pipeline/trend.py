@@ -32,9 +32,22 @@ relies on is that, once a bar's stream record is read, the earlier bars of its s
 table already; a bar landing in the table after a later one was evaluated can change that later
 bar's signal, which is not re-evaluated.
 
-The one window left open: a crash after SNS accepted a message but before the record is marked
-``published`` re-publishes that alert on the retry (SNS standard topics do not de-duplicate);
-consumers can drop repeats by the ``alert_id`` attribute.
+**The alert guarantee: at least once, with a stable** ``alert_id``. One window is left open: a
+crash after SNS accepted a message but before the record is marked ``published`` re-publishes
+that alert on the retry. A standard SNS topic cannot de-duplicate, so the repeat is delivered;
+every message carries the same ``alert_id`` (message attribute, and in the body), derived from
+(symbol, bar time, signal) alone, and every reader drops repeats by it and counts them
+(:func:`helpers.notebook.alerts.receive_alerts`: ``duplicates``; ``alerts_duplicates`` in
+``summary.json``). Never more than one alert per signal bar reaches a reader's result; the
+count says how often the window was hit.
+
+Option ``alerts_fifo``: an SNS FIFO topic, published with ``MessageGroupId`` = symbol and
+``MessageDeduplicationId`` = ``alert_id`` (:func:`~helpers.core.trend_plan.publish_request`), so
+SNS itself drops a re-publication within its 5-minute deduplication window (the topic also has
+content-based deduplication on; the explicit id takes precedence). FIFO topics deliver to SQS
+queues only -- here an SQS FIFO queue, which keeps the order per symbol and de-duplicates too --
+never to email, SMS, HTTP(S) or Lambda subscribers. A re-publication after the window (a crash,
+then a retry more than 5 minutes later) is delivered again: readers still de-duplicate.
 """
 
 from __future__ import annotations
@@ -58,8 +71,8 @@ from helpers.core.trend_plan import (
     first_limit,
     format_alert,
     group_stream_records,
-    message_attributes,
     next_limit,
+    publish_request,
     window_bars,
     window_request,
     window_state,
@@ -200,10 +213,7 @@ def deliver(signal: Signal, *, dynamodb: Any, sns: Any, alerts_table: str, topic
         if not _claim(dynamodb, alerts_table, signal, err.response.get("Item")):
             return ALREADY_SENT
         outcome = REPUBLISHED
-    subject, message = format_alert(signal)
-    message_id = sns.publish(
-        TopicArn=topic, Subject=subject, Message=message, MessageAttributes=message_attributes(signal)
-    )["MessageId"]
+    message_id = sns.publish(**publish_request(signal, topic))["MessageId"]
     dynamodb.update_item(
         TableName=alerts_table,
         Key={"alert_id": {"S": signal.alert_id}},
