@@ -3,7 +3,8 @@
 The stack is one background process bound to 127.0.0.1; its pid, port and log live under the
 settings' ``state_dir`` (``.local/`` by default, git-ignored). ``up`` is idempotent, ``down``
 stops the whole process group (Lambda workers included) and ``status`` asks the running
-process for its health.
+process for its health (the fault plan and its counters included, see :mod:`deploy.local.faults`).
+``up(settings, faults=spec)`` starts the stack with a fault plan, or sets it on a running one.
 """
 
 from __future__ import annotations
@@ -19,11 +20,14 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from helpers.core.errors import LocalStackError
 from helpers.pipeline import aws
 from helpers.pipeline.config import PROJECT_ROOT, Settings, load_settings
+
+if TYPE_CHECKING:
+    from deploy.local.faults import Spec
 
 __all__ = ["START_TIMEOUT_SECONDS", "STOP_TIMEOUT_SECONDS", "StackStatus", "down", "status", "up"]
 
@@ -100,13 +104,25 @@ def status(settings: Settings | None = None) -> StackStatus:
     return StackStatus(health is not None, endpoint, pid, health, str(log_file))
 
 
-def up(settings: Settings | None = None, *, timeout: float = START_TIMEOUT_SECONDS) -> StackStatus:
-    """Start the stack in the background unless it is already running; wait until healthy."""
+def up(
+    settings: Settings | None = None, *, timeout: float = START_TIMEOUT_SECONDS, faults: Spec | None = None
+) -> StackStatus:
+    """Start the stack in the background unless it is already running; wait until healthy.
+
+    ``faults`` (a spec, JSON text or file) is the fault plan to start with; given to a stack that
+    is already running, it replaces that stack's plan.
+    """
+    from deploy.local import faults as fault_plans
+
     s = settings or load_settings()
     if not s.is_local:
         raise LocalStackError("settings target is 'aws': the local stack is only for target 'local'")
+    spec = fault_plans.load_spec(faults) if faults is not None else None
     current = status(s)
     if current.running:
+        if spec is not None:
+            fault_plans.set_faults(s, spec)
+            current = status(s)
         return current
     state, pid_file, log_file = _paths(s)
     if _port_in_use(s.local_port):
@@ -123,6 +139,11 @@ def up(settings: Settings | None = None, *, timeout: float = START_TIMEOUT_SECON
         sys.executable, "-m", "deploy.local.server",
         "--port", str(s.local_port), "--state-dir", str(state), "--region", s.region,
     ]  # fmt: skip
+    if spec is not None:  # a file, not argv: plans can be long and argv is visible to everyone
+        plan_file = state / "faults.json"
+        state.mkdir(parents=True, exist_ok=True)
+        plan_file.write_text(json.dumps(spec, indent=2))
+        cmd += ["--faults", str(plan_file)]
     with log_file.open("ab") as log:
         proc = subprocess.Popen(
             cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,

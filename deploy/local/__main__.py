@@ -1,4 +1,9 @@
-"""``python -m deploy.local up|down|status`` — manage the embedded local stack."""
+"""``python -m deploy.local up|down|status|faults`` — manage the embedded local stack.
+
+``up --faults FILE_OR_JSON`` starts it with a fault plan; ``faults show``, ``faults set
+FILE_OR_JSON`` and ``faults clear`` read, replace and switch off the running stack's plan (see
+:mod:`deploy.local.faults` for the spec).
+"""
 
 from __future__ import annotations
 
@@ -7,22 +12,38 @@ import json
 import sys
 
 from deploy.local import down, status, up
+from deploy.local.faults import clear_faults, get_faults, set_faults
 from helpers.core.errors import PipelineError
 from helpers.pipeline.config import load_settings
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m deploy.local", description=__doc__)
-    parser.add_argument("command", choices=["up", "down", "status"])
+    commands = parser.add_subparsers(dest="command", required=True)
+    start = commands.add_parser("up", help="start the stack in the background (idempotent)")
+    start.add_argument("--faults", metavar="FILE_OR_JSON", help="a fault plan to start with")
+    commands.add_parser("down", help="stop the stack and its workers")
+    commands.add_parser("status", help="health, fault plan and counters (exit 3 when not running)")
+    faults = commands.add_parser("faults", help="show, set or clear the running stack's fault plan")
+    faults.add_argument("action", choices=["show", "set", "clear"])
+    faults.add_argument("spec", nargs="?", metavar="FILE_OR_JSON", help="the plan, for set")
     args = parser.parse_args(argv)
     try:
         settings = load_settings()
         if args.command == "up":
-            result = up(settings)
+            result = up(settings, faults=args.faults)
             print(f"local stack running at {result.endpoint} (pid {result.pid}); log: {result.log_file}")
         elif args.command == "down":
             stopped = down(settings)
             print("local stack stopped" if stopped else "local stack was not running")
+        elif args.command == "faults":
+            if args.action == "set" and not args.spec:
+                parser.error("faults set needs FILE_OR_JSON")
+            if args.action == "set":
+                answer = set_faults(settings, args.spec)
+            else:
+                answer = get_faults(settings) if args.action == "show" else clear_faults(settings)
+            print(json.dumps(answer, indent=2))
         else:
             current = status(settings)
             print(json.dumps(current.to_dict(), indent=2))

@@ -79,7 +79,13 @@ class LambdaRuntime:
         moto_hooks.install(self._on_mapping_created, self._on_records)
         code_root = Path(self.stack.state_dir) / "lambda"
         # the project itself never leaks onto a worker's sys.path (e.g. from an editable install)
-        self.pool = WorkerPool(code_root, self.stack.endpoint, self.sink, exclude_paths=[str(PROJECT_ROOT)])
+        self.pool = WorkerPool(
+            code_root,
+            self.stack.endpoint,
+            self.sink,
+            exclude_paths=[str(PROJECT_ROOT)],
+            faults=getattr(self.stack, "faults", None),  # worker kills of the fault plan
+        )
         self.destinations = Destinations(self.stack.endpoint)
         self._async = ThreadPoolExecutor(ASYNC_THREADS, thread_name_prefix="lambda-async")
         self._supervisor = threading.Thread(target=self._supervise, name="lambda-supervisor", daemon=True)

@@ -7,7 +7,9 @@ One WSGI server on 127.0.0.1 serves every AWS API the pipeline uses:
 * components registered in :func:`default_components` run beside it in the same process
   (so they can read moto's in-memory state) and may claim requests, e.g. the Athena
   endpoint claims ``X-Amz-Target: AmazonAthena.*``; the Lambda runtime polls event
-  source mappings in background threads.
+  source mappings in background threads;
+* the fault injector (:mod:`deploy.local.faults`) sits in front of all of them, off unless a
+  plan is set (``--faults`` or ``PUT /_stp/faults``); off, it costs one attribute test.
 
 Run it through ``python -m deploy.local up`` (background) or, in the foreground,
 ``python -m deploy.local.server --port 4566``.
@@ -27,9 +29,12 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Protocol
 
+from deploy.local.faults import ADMIN_PATH, FaultInjector, load_spec, parse_plan
+
 log = logging.getLogger(__name__)
 
 HEALTH_PATH = "/_stp/health"
+ADMIN_PREFIX = "/_stp/"
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
@@ -50,20 +55,37 @@ class Component(Protocol):
 
 
 class Dispatcher:
-    """Route a request to the first component that claims it, else to moto."""
+    """Route a request through the fault injector (when a plan is set) to the first component
+    that claims it, else to moto; ``/_stp/health`` and ``/_stp/faults`` are the stack's own."""
 
-    def __init__(self, moto_app: WSGIApp, components: list[Component], health: Callable[[], dict[str, Any]]):
+    def __init__(
+        self,
+        moto_app: WSGIApp,
+        components: list[Component],
+        health: Callable[[], dict[str, Any]],
+        faults: FaultInjector | None = None,
+    ):
         self.moto_app = moto_app
         self.components = components
         self.health = health
+        self.faults = faults if faults is not None else FaultInjector()
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        if environ.get("PATH_INFO") == HEALTH_PATH:
-            body = json.dumps(self.health()).encode()
-            start_response(
-                "200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
-            )
-            return [body]
+        path = environ.get("PATH_INFO", "")
+        if path.startswith(ADMIN_PREFIX):
+            if path == HEALTH_PATH:
+                body = json.dumps(self.health()).encode()
+                start_response(
+                    "200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
+                )
+                return [body]
+            if path == ADMIN_PATH:
+                return self.faults.admin(environ, start_response)
+        if self.faults.plan is not None:
+            return self.faults(environ, start_response, self.route)
+        return self.route(environ, start_response)
+
+    def route(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         for component in self.components:
             if component.handles(environ):
                 return component(environ, start_response)
@@ -101,6 +123,7 @@ class LocalStack:
         host: str = "127.0.0.1",
         region: str = "us-east-1",
         components: Callable[[LocalStack], list[Component]] = default_components,
+        faults: dict[str, Any] | None = None,
     ) -> None:
         if not ipaddress.ip_address(host).is_loopback:
             raise ValueError(f"the local stack binds to loopback only, not {host!r}")
@@ -113,6 +136,7 @@ class LocalStack:
         self.components: list[Component] = []
         self._server: Any = None
         self._thread: threading.Thread | None = None
+        self.faults = FaultInjector(parse_plan(faults) if faults else None)
 
     @property
     def endpoint(self) -> str:
@@ -125,7 +149,7 @@ class LocalStack:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         moto_app = DomainDispatcherApplication(create_backend_app)
         self.components = self._components_factory(self)
-        app = Dispatcher(moto_app, self.components, self.health)
+        app = Dispatcher(moto_app, self.components, self.health, self.faults)
         self._server = make_server(self.host, self.port, app, threaded=True)
         self.port = self._server.server_address[1]  # resolves port 0 to the chosen one
         self._thread = threading.Thread(
@@ -158,6 +182,7 @@ class LocalStack:
             "region": self.region,
             "uptime_seconds": round(time.time() - self.started_at, 1),
             "components": {c.name: c.health() for c in self.components},
+            "faults": self.faults.describe(),
         }
 
 
@@ -166,10 +191,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=4566)
     parser.add_argument("--state-dir", default=".local")
     parser.add_argument("--region", default="us-east-1")
+    parser.add_argument("--faults", help="a fault plan: JSON text or a JSON file (see deploy.local.faults)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    stack = LocalStack(args.port, args.state_dir, region=args.region)
+    faults = load_spec(args.faults) if args.faults else None
+    stack = LocalStack(args.port, args.state_dir, region=args.region, faults=faults)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

@@ -4,7 +4,8 @@ When a batch exhausts ``MaximumRetryAttempts`` or its records pass ``MaximumReco
 Lambda sends metadata about it (not the records) to ``DestinationConfig.OnFailure``: an SQS
 queue, an SNS topic or (Kinesis) an S3 bucket. The document has ``requestContext``,
 ``responseContext``, ``version``, ``timestamp`` and ``KinesisBatchInfo`` / ``DDBStreamBatchInfo``.
-Sending goes through the stack's own endpoint with boto3, like any client.
+Sending goes through the stack's own endpoint with boto3, like any client, marked as the stack's
+own request so a fault plan leaves it alone unless the plan says ``"internal": true``.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 
 from deploy.local._lambda.models import LATEST, MappingConfig, Outcome
 from deploy.local._lambda.sources import SourceRecord
+from deploy.local.faults import INTERNAL_AGENT
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +93,10 @@ class Destinations:
                     aws_access_key_id="testing", aws_secret_access_key="testing", region_name=region
                 )
                 config = Config(
-                    retries={"mode": "standard", "max_attempts": 3}, connect_timeout=5, read_timeout=30
+                    retries={"mode": "standard", "max_attempts": 3},
+                    connect_timeout=5,
+                    read_timeout=30,
+                    user_agent_extra=INTERNAL_AGENT,  # exempt from the fault plan (AWS's own plumbing)
                 )
                 self._clients[key] = session.client(service, endpoint_url=self.endpoint, config=config)
             return self._clients[key]

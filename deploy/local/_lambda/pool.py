@@ -7,6 +7,12 @@ invocations); idle ones are stopped after :data:`IDLE_TTL_SECONDS` or when their
 deleted. Deployed zips are extracted once under ``<state_dir>/lambda/<function>/<sha256>``;
 boto3 and its dependencies, all workers see besides the code and the standard library, are
 linked under ``<state_dir>/lambda/.runtime-packages`` when the pool starts.
+
+With a fault injector (:mod:`deploy.local.faults`), each invocation asks it whether to kill the
+worker; if so a timer SIGKILLs the worker that long after the invocation started, unless the
+invocation has ended by then (the kill is then reported missed, not counted). The invocation
+sees its worker die (``Runtime.ExitError``, status ``crash``) as with any crash, and the caller's
+Lambda semantics (retry, bisect, on-failure destination) apply.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ import uuid
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from deploy.local._lambda import logs
 from deploy.local._lambda.models import FunctionSnapshot, Outcome
@@ -33,6 +39,48 @@ MAX_WORKERS_PER_FUNCTION = 4
 RUNTIME_PACKAGES_DIR = ".runtime-packages"  # a dot: no function can have this name
 IDLE_TTL_SECONDS = 300.0
 ACQUIRE_TIMEOUT_SECONDS = 60.0
+
+
+class KillTicket(Protocol):
+    delay: float
+
+    def missed(self) -> None: ...
+
+
+class KillPlanner(Protocol):
+    """What the pool needs of the fault injector."""
+
+    def plan_kill(self, function: str) -> KillTicket | None: ...
+
+
+class ScheduledKill:
+    """SIGKILL ``worker`` after ``ticket.delay`` seconds unless :meth:`disarm` comes first."""
+
+    def __init__(self, worker: Worker, ticket: KillTicket) -> None:
+        self.worker = worker
+        self.ticket = ticket
+        self.fired = False
+        self._lock = threading.Lock()
+        self._done = False
+        self._timer = threading.Timer(ticket.delay, self._fire)
+        self._timer.daemon = True
+        self._timer.name = f"fault-kill-{worker.pid}"
+        self._timer.start()
+
+    def _fire(self) -> None:
+        with self._lock:
+            if not self._done:
+                self.fired = self.worker.signal_kill()
+        if self.fired:
+            log.warning("fault injector: SIGKILL worker %s of %s", self.worker.pid, self.worker.snap.name)
+
+    def disarm(self) -> None:
+        """The invocation is over: no kill from now on; a kill that did not happen is not counted."""
+        with self._lock:
+            self._done = True
+        self._timer.cancel()
+        if not self.fired:
+            self.ticket.missed()
 
 
 def _unavailable(request_id: str, code: str, message: str) -> Outcome:
@@ -84,6 +132,7 @@ class WorkerPool:
         *,
         exclude_paths: list[str],
         max_per_function: int = MAX_WORKERS_PER_FUNCTION,
+        faults: KillPlanner | None = None,
     ) -> None:
         self.cache = CodeCache(code_root)
         self.runtime_packages = build_runtime_packages(code_root / RUNTIME_PACKAGES_DIR)
@@ -91,6 +140,7 @@ class WorkerPool:
         self.sink = sink
         self.exclude = exclude_paths
         self.max_per_function = max_per_function
+        self.faults = faults
         self._cond = threading.Condition()
         self._idle: dict[str, list[Worker]] = {}
         self._busy: dict[str, list[Worker]] = {}
@@ -106,7 +156,13 @@ class WorkerPool:
         if isinstance(acquired, Outcome):
             return acquired
         worker = acquired
-        outcome = worker.invoke(event, request_id, snap.arn)
+        ticket = self.faults.plan_kill(snap.name) if self.faults is not None else None
+        scheduled = ScheduledKill(worker, ticket) if ticket is not None else None
+        try:
+            outcome = worker.invoke(event, request_id, snap.arn)
+        finally:
+            if scheduled is not None:
+                scheduled.disarm()
         with self._cond:
             self.counters["invocations"] += 1
             self.counters["timeouts"] += outcome.status == "timeout"

@@ -7,6 +7,14 @@ extracted zip as working directory and first on ``sys.path``, then the folder ma
 locally imports on AWS. It runs invocations one at a time, reads the function's output line by
 line and logs each invocation to CloudWatch Logs; on a timeout it is killed, as Lambda does.
 :mod:`.pool` decides when workers start and stop.
+
+:meth:`Worker.kill` may be called more than once and from several threads (the invoking thread
+when the worker dies, the pool when it releases or stops it): the process is signalled and
+reaped, and the response pipe closed, exactly once. Closing a descriptor twice is not harmless:
+between the two closes the number can be reused by another worker's pipe (or any file), which
+the second close would then close under its owner (``EBADF`` later, or a silent wrong read).
+:meth:`Worker.signal_kill` (the fault injector's kills) only sends SIGKILL; the invoking thread
+sees the death and cleans up.
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ import os
 import re
 import select
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -180,6 +189,10 @@ class Worker:
         finally:
             os.close(resp_w)
         self._resp_fd = resp_r
+        self._kill_lock = threading.Lock()
+        self._killed = False
+        self._readers = 0  # threads inside _read_message: the fd is closed after they leave
+        self._fd_closed = False
         self._reader = threading.Thread(
             target=self._read_output, name=f"lambda-log-{self.proc.pid}", daemon=True
         )
@@ -226,6 +239,19 @@ class Worker:
 
     def _read_message(self, deadline: float) -> dict[str, Any] | None:
         """The next JSON line from the worker; None on EOF; {} when ``deadline`` passes."""
+        with self._kill_lock:
+            if self._killed:
+                return None
+            self._readers += 1
+        try:
+            return self._next_message(deadline)
+        finally:
+            with self._kill_lock:
+                self._readers -= 1
+                if self._killed:
+                    self._close_fd()
+
+    def _next_message(self, deadline: float) -> dict[str, Any] | None:
         while b"\n" not in self._buffer:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -264,18 +290,40 @@ class Worker:
         return error
 
     def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        try:
-            self.proc.wait(KILL_WAIT_SECONDS)
-        except subprocess.TimeoutExpired:  # pragma: no cover - SIGKILL does not wait for much
-            log.error("worker %s did not exit after SIGKILL", self.pid)
-        with contextlib.suppress(OSError):
-            if self.proc.stdin:
-                self.proc.stdin.close()
-        with contextlib.suppress(OSError):
-            os.close(self._resp_fd)
+        """Stop the process and release its pipes; idempotent and thread-safe (see the module doc)."""
+        with self._kill_lock:
+            if self._killed:
+                return
+            self._killed = True
+            if self.proc.poll() is None:
+                self.proc.kill()
+            try:
+                self.proc.wait(KILL_WAIT_SECONDS)
+            except subprocess.TimeoutExpired:  # pragma: no cover - SIGKILL does not wait for much
+                log.error("worker %s did not exit after SIGKILL", self.pid)
+            with contextlib.suppress(OSError):
+                if self.proc.stdin:
+                    self.proc.stdin.close()
+            self._close_fd()
         self._reader.join(KILL_WAIT_SECONDS)
+
+    def _close_fd(self) -> None:
+        """Close the response pipe once, and never under a thread reading it (lock held)."""
+        if self._fd_closed or self._readers:
+            return
+        self._fd_closed = True
+        try:
+            os.close(self._resp_fd)
+        except OSError:  # pragma: no cover - closed exactly once, so this would be a bug
+            log.exception("closing the response pipe of worker %s failed", self.pid)
+
+    def signal_kill(self) -> bool:
+        """SIGKILL the process and nothing else; False if it was already dead or being killed."""
+        with self._kill_lock:
+            if self._killed or self.proc.poll() is not None:
+                return False
+            self.proc.send_signal(signal.SIGKILL)
+            return True
 
     # --- invocation ---------------------------------------------------------------------
     def invoke(self, event: Any, request_id: str, invoked_arn: str) -> Outcome:

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlparse
 
+from deploy.local.faults.injector import INTERNAL_AGENT
+
 log = logging.getLogger(__name__)
 
 DEFAULT_CATALOG = "awsdatacatalog"
@@ -102,7 +104,9 @@ class Warehouse:
 
                 session = boto3.session.Session(region_name=self.region, **LOCAL_CREDENTIALS)
                 self._glue = session.client(
-                    "glue", endpoint_url=self.endpoint, config=Config(retries={"mode": "standard"})
+                    "glue",
+                    endpoint_url=self.endpoint,
+                    config=Config(retries={"mode": "standard"}, user_agent_extra=INTERNAL_AGENT),
                 )
             return self._glue
 
@@ -117,6 +121,7 @@ class Warehouse:
                     secret=LOCAL_CREDENTIALS["aws_secret_access_key"],
                     endpoint_url=self.endpoint,
                     client_kwargs={"region_name": self.region},
+                    config_kwargs={"user_agent_extra": INTERNAL_AGENT},  # not hit by fault plans
                     use_listings_cache=False,
                     skip_instance_cache=True,
                 )
