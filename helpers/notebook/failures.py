@@ -338,7 +338,7 @@ class RedriveReport:
     parked_objects_deleted: int = 0
     parked_objects_rewritten: int = 0
     left: dict[str, int] = field(default_factory=dict)  # why -> units (messages / parked lines) left
-    sequence_numbers: list[str] = field(default_factory=list)  # the new records' sequence numbers
+    new_records: list[tuple[str, str]] = field(default_factory=list)  # (shard, sequence number) of each
 
     def keep(self, why: str, count: int = 1) -> None:
         self.left[why] = self.left.get(why, 0) + count
@@ -350,14 +350,14 @@ class _Accepted:
     def __init__(self, kinesis: Any) -> None:
         self._kinesis = kinesis
         self.entries: Counter[tuple[bytes, str]] = Counter()
-        self.sequence_numbers: list[str] = []
+        self.new_records: list[tuple[str, str]] = []
 
     def put_records(self, **request: Any) -> Any:
         response = self._kinesis.put_records(**request)
         for entry, result in zip(request["Records"], response["Records"], strict=True):
             if not result.get("ErrorCode"):
                 self.entries[(bytes(entry["Data"]), str(entry["PartitionKey"]))] += 1
-                self.sequence_numbers.append(str(result["SequenceNumber"]))
+                self.new_records.append((str(result.get("ShardId", "")), str(result["SequenceNumber"])))
         return response
 
     def take(self, data: bytes, key: str) -> bool:
@@ -404,7 +404,7 @@ def redrive(
         _redrive_failures(s, sqs, put, report, limit)
     if parked:
         _redrive_parked(s, s3, put, report)
-    report.records_sent, report.sequence_numbers = len(put.sequence_numbers), put.sequence_numbers
+    report.records_sent, report.new_records = len(put.new_records), put.new_records
     log.info("redrive: %s", report)
     return report
 
