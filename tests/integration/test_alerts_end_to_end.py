@@ -8,6 +8,7 @@ Then replay the whole table stream through a new mapping: nothing new may be pub
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -15,13 +16,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 from isolated_pipeline import renamed
 
-from helpers.core.indicators import crossovers
+from helpers.core.indicators import Signal, crossovers
+from helpers.core.trend_plan import publish_request
 from helpers.notebook import alerts, history
 from helpers.notebook.sources import replay
-from helpers.pipeline import aws
-from helpers.pipeline.config import Settings
+from helpers.pipeline import aws, trend
+from helpers.pipeline.config import FIFO_SUFFIX, Settings, load_settings
 
 pytestmark = pytest.mark.integration
 
@@ -125,3 +128,98 @@ def test_alerts_received_equal_crossovers_and_a_replay_sends_nothing(
         symbols == 1 and queries <= 2 and failed == 0 for _, _, symbols, queries, _, failed in lines
     ), lines
     assert sum(line[4] for line in lines) == 2 * len(expected)  # the replay found them all again
+
+
+# --------------------------------------------------------------------------- duplicates and FIFO
+
+SIGNAL = Signal("AAPL", "2026-07-29T15:04:00Z", "BUY", 191.25, 191.3, 191.1)
+
+
+def _alert_resources(local_stack: Settings, prefix: str, fifo: bool) -> Settings:
+    base = local_stack
+    if fifo:
+        base = dataclasses.replace(
+            base, alerts_fifo=True, topic_name=base.topic_name + FIFO_SUFFIX,
+            alert_queue_name=base.alert_queue_name + FIFO_SUFFIX,
+        )  # fmt: skip
+    return load_settings(environ=renamed(base, prefix).to_environment())  # validated, as a function sees it
+
+
+@pytest.fixture(scope="module")
+def fifo(local_stack: Settings) -> Iterator[Settings]:
+    from deploy.provision import provision, teardown
+
+    settings = _alert_resources(local_stack, "fifo", fifo=True)
+    provision(settings)
+    try:
+        yield settings
+    finally:
+        teardown(settings)
+
+
+def _publish_twice(settings: Settings, *, deliver_first: bool = True) -> str:
+    """The crash window: the alert delivered (recorded, published, marked), then published again."""
+    topic = trend.topic_arn(settings)
+    dynamodb, sns = aws.client("dynamodb", settings), aws.client("sns", settings)
+    assert trend.deliver(SIGNAL, dynamodb=dynamodb, sns=sns, alerts_table=settings.alerts_table_name,
+                         topic=topic) == trend.PUBLISHED  # fmt: skip
+    sns.publish(**publish_request(SIGNAL, topic))  # what the retry after a crash sends
+    return topic
+
+
+def test_a_standard_topic_delivers_the_repeat_and_readers_drop_and_count_it(deployed: Settings) -> None:
+    alerts.receive_alerts(deployed, wait_seconds=0)  # empty inbox
+    dynamodb = aws.client("dynamodb", deployed)
+    dynamodb.delete_item(TableName=deployed.alerts_table_name, Key={"alert_id": {"S": SIGNAL.alert_id}})
+    _publish_twice(deployed)
+    received = alerts.wait_for_alerts(deployed, 1, timeout=30, symbols=["AAPL"])
+    assert [a["alert_id"] for a in received] == [SIGNAL.alert_id]
+    assert (received.duplicates, received.duplicate_ids) == (1, {SIGNAL.alert_id: 1})
+    dynamodb.delete_item(TableName=deployed.alerts_table_name, Key={"alert_id": {"S": SIGNAL.alert_id}})
+
+
+def test_fifo_option_provisions_a_fifo_topic_and_queue_and_publishes_with_the_alert_id(
+    fifo: Settings,
+) -> None:
+    sns, sqs = aws.client("sns", fifo), aws.client("sqs", fifo)
+    topic = trend.topic_arn(fifo)
+    attributes = sns.get_topic_attributes(TopicArn=topic)["Attributes"]
+    assert attributes["FifoTopic"] == "true"
+    assert sqs.get_queue_attributes(QueueUrl=alerts.queue_url(fifo), AttributeNames=["FifoQueue"])[
+        "Attributes"
+    ] == {"FifoQueue": "true"}
+    (subscription,) = sns.list_subscriptions_by_topic(TopicArn=topic)["Subscriptions"]
+    assert subscription["Endpoint"].endswith(FIFO_SUFFIX)
+    # moto enforces AWS's rule the other way round too: a FIFO queue cannot follow a standard topic
+    standard = sns.create_topic(Name=f"{fifo.topic_name.removesuffix(FIFO_SUFFIX)}-std")["TopicArn"]
+    try:
+        with pytest.raises(ClientError, match="FIFO SQS Queues can not be subscribed to standard SNS topics"):
+            sns.subscribe(TopicArn=standard, Protocol="sqs", Endpoint=subscription["Endpoint"])
+    finally:
+        sns.delete_topic(TopicArn=standard)
+
+
+def test_fifo_repeat_within_the_window_is_dropped_while_the_first_copy_is_unread(fifo: Settings) -> None:
+    # GIVEN the crash window hit on the FIFO topic: the same alert published twice in a row
+    _publish_twice(fifo)
+    # THEN the queue holds one message (moto's SQS FIFO de-duplicates on the id SNS passes on)
+    sqs = aws.client("sqs", fifo)
+    depth = sqs.get_queue_attributes(
+        QueueUrl=alerts.queue_url(fifo), AttributeNames=["ApproximateNumberOfMessages"]
+    )
+    assert depth["Attributes"]["ApproximateNumberOfMessages"] == "1"
+    received = alerts.receive_alerts(fifo, wait_seconds=1)
+    assert ([a["alert_id"] for a in received], received.duplicates) == ([SIGNAL.alert_id], 0)
+
+
+def test_fifo_repeat_after_the_first_copy_was_deleted_is_delivered_by_moto(fifo: Settings) -> None:
+    """Measured, not faked: moto compares ids with the messages still queued only, so once the first
+    copy is deleted a repeat inside AWS's 5-minute window is delivered (AWS would drop it). Readers
+    still drop it, by alert_id, within one read."""
+    sns = aws.client("sns", fifo)
+    topic = trend.topic_arn(fifo)
+    sns.publish(**publish_request(SIGNAL, topic))
+    first = alerts.receive_alerts(fifo, wait_seconds=1)  # reads and deletes it
+    sns.publish(**publish_request(SIGNAL, topic))
+    again = alerts.receive_alerts(fifo, wait_seconds=1)
+    assert [a["alert_id"] for a in first + again] == [SIGNAL.alert_id, SIGNAL.alert_id]

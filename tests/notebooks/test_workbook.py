@@ -51,6 +51,7 @@ def test_summary_counts_are_consistent_and_measured_from_the_stores(workbook) ->
     assert summary["dynamodb_items"] == summary["records_accepted"]
     assert summary["raw_records"] == summary["records_accepted"]
     assert summary["alerts_published"] > 0
+    assert summary["alerts_duplicates"] == 0  # repeats dropped by alert_id: none on the happy path
     assert summary["athena"] and all(isinstance(v, int) for v in summary["athena"].values())
     assert [n["name"] for n in summary["notebooks"]] == EXPECTED
 
