@@ -248,3 +248,29 @@ def test_region_list_is_read_once(monkeypatch) -> None:
     assert load(region="eu-west-1").region == "eu-west-1"
     with pytest.raises(ConfigError, match="not a known AWS region"):
         load(region="eu-west-9")
+
+
+def test_alerts_fifo_gives_the_default_topic_and_queue_the_fifo_suffix() -> None:
+    s = load(alerts_fifo="true")
+    assert (s.alerts_fifo, s.topic_name, s.alert_queue_name) == (
+        True, "stock-trend-alerts.fifo", "stock-trend-alerts-inbox.fifo",
+    )  # fmt: skip
+    assert load_settings(environ=s.lambda_environment()) == s.for_lambda()  # "True" reads back
+    assert load(alerts_fifo="0").topic_name == "stock-trend-alerts"
+    assert load(alerts_fifo=True, topic_name="mine.fifo").topic_name == "mine.fifo"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field", "fragment"),
+    [
+        ({"alerts_fifo": True, "topic_name": "mine"}, "topic_name", "lacks the .fifo suffix"),
+        ({"alerts_fifo": True, "alert_queue_name": "inbox"}, "alert_queue_name", "'inbox.fifo'"),
+        ({"topic_name": "mine.fifo"}, "topic_name", "has the .fifo suffix while alerts_fifo is False"),
+        ({"alerts_fifo": True, "alert_queue_name": "q" * 80 + ".fifo"}, "alert_queue_name", "at most 80"),
+        ({"alerts_fifo": "maybe"}, "alerts_fifo", "must be true or false"),
+    ],
+)
+def test_fifo_names_follow_the_setting(overrides: dict[str, object], field: str, fragment: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load(**overrides)
+    assert info.value.field == field and fragment in str(info.value)

@@ -81,3 +81,11 @@ def test_other_errors_and_the_local_stack_are_not_retried(monkeypatch: pytest.Mo
 
     with pytest.raises(ClientError):
         functions._retry_while_role_propagates(denied, load_settings(environ={}, target="aws"))
+
+
+def test_the_alert_topic_and_its_queue_are_fifo_exactly_when_alerts_fifo_is_on() -> None:
+    fifo, standard = load_settings(environ={}, alerts_fifo=True), load_settings(environ={})
+    flagged = {r.field for r in resources.RESOURCES if resources.is_fifo(r, fifo)}
+    assert flagged == {"topic_name", "alert_queue_name"}
+    assert not any(resources.is_fifo(r, standard) for r in resources.RESOURCES)
+    assert resources.arn(resources.by_field("topic_name"), fifo, "1").endswith(":stock-trend-alerts.fifo")

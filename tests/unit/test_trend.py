@@ -343,3 +343,30 @@ def test_alert_item_records_the_signal_unpublished_with_exact_numbers() -> None:
         "attempts": {"N": "1"},
         "created_at": {"S": "2026-07-29T14:05:01Z"},
     }
+
+
+def test_publish_request_adds_group_and_deduplication_ids_on_a_fifo_topic_only() -> None:
+    signal = _signal()
+    standard = trend_plan.publish_request(signal, "arn:aws:sns:us-east-1:1:stock-trend-alerts")
+    assert set(standard) == {"TopicArn", "Subject", "Message", "MessageAttributes"}
+    fifo = trend_plan.publish_request(signal, "arn:aws:sns:us-east-1:1:stock-trend-alerts.fifo")
+    assert (fifo["MessageGroupId"], fifo["MessageDeduplicationId"]) == (
+        "AAPL",
+        "AAPL#2026-07-29T14:05:00Z#BUY",
+    )
+    assert {k: v for k, v in fifo.items() if not k.startswith("MessageGroup") and "Dedup" not in k} == {
+        **standard,
+        "TopicArn": fifo["TopicArn"],
+    }
+    longest = _signal(symbol="A" * 15, signal="SELL").alert_id
+    assert len(longest) <= trend_plan.MAX_DEDUPLICATION_ID_CHARS
+
+
+def test_readers_keep_one_alert_per_alert_id_and_count_the_copies() -> None:
+    a, b = _signal().to_dict(), _signal(timestamp="2026-07-29T15:00:00Z", signal="SELL").to_dict()
+    received = alerts.dedupe([a, {**a, "message_id": "copy"}, b, {**a, "message_id": "copy-2"}])
+    assert [x["alert_id"] for x in received] == [a["alert_id"], b["alert_id"]]
+    assert (received.duplicates, received.duplicate_ids) == (2, {a["alert_id"]: 2})
+    assert received == [a, b]
+    assert alerts.compare(received, [_signal(), _signal(timestamp=b["timestamp"], signal="SELL")])["ok"]
+    assert alerts.dedupe([]).duplicates == 0
