@@ -1,0 +1,319 @@
+"""The fault matrix: six cases, each a driver run on a pipeline of its own (see :mod:`tests.chaos`).
+
+A driver sends records, applies faults aimed at its own pipeline (``p.glob``), waits until the
+pipeline is quiet (:func:`~tests.chaos.harness.wait_quiescent`) and records what the checks need
+(``p.valid_keys``, ``p.malformed_sent``, ``p.expect_parked``, ``p.extra``). Sizes: ``full`` (the
+matrix of the issue, under 10 minutes on two cores) and ``small`` (every case, tiny).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from helpers.core.quotes import Quote
+from helpers.notebook import failures
+from helpers.notebook.producer import malformed_records, produce, put_raw
+from helpers.notebook.sources import synthetic
+from helpers.pipeline import aws
+from helpers.pipeline.config import Settings
+from tests.chaos.harness import Pipeline, _until, wait_quiescent
+
+__all__ = ["CASES", "SIZES", "Case"]
+
+SEED = 20260729
+REDRIVE_WAIT_SECONDS = 180.0
+
+SIZES: dict[str, dict[str, dict[str, Any]]] = {
+    "redelivery": {
+        "full": {"records": 3000, "symbols": 4, "first": 25, "again": [5000, 10, 300]},
+        "small": {"records": 240, "symbols": 2, "first": 10, "again": [1000, 7, 100]},
+    },
+    "timeouts": {
+        "full": {"records": 5000, "symbols": 4, "latency_rate": 0.3, "latency_ms": [600, 1500]},
+        "small": {"records": 400, "symbols": 2, "latency_rate": 0.3, "latency_ms": [600, 1500]},
+    },
+    "throttling": {
+        "full": {"records": 5000, "symbols": 4, "rate": 0.2},
+        "small": {"records": 400, "symbols": 2, "rate": 0.2},
+    },
+    "kills": {
+        "full": {"records": 20000, "symbols": 8, "processor_kills": 5, "trend_kills": 5},
+        "small": {"records": 1000, "symbols": 2, "processor_kills": 2, "trend_kills": 2},
+    },
+    "bad_partition": {
+        "full": {"records": 2000, "symbols": 4},
+        "small": {"records": 300, "symbols": 3},
+    },
+    "fuzz": {
+        "full": {"records": 2000, "symbols": 4, "malformed": 600},
+        "small": {"records": 200, "symbols": 2, "malformed": 80},
+    },
+}
+
+
+def _quotes(p: Pipeline, records: int, symbols: int, seed: int = SEED) -> list[Quote]:
+    quotes = list(synthetic(symbols, records, seed=seed))
+    p.valid_keys.update((q.symbol, q.timestamp) for q in quotes)
+    return quotes
+
+
+def _send(p: Pipeline, quotes: Iterable[Quote]) -> None:
+    summary = produce(quotes, p.settings)
+    p.records_sent += summary.records
+    p.extra.setdefault("producer", []).append(
+        {k: summary.to_dict()[k] for k in ("records", "calls", "retried", "failed", "seconds")}
+    )
+
+
+def _quiet(p: Pipeline, label: str) -> None:
+    p.extra.setdefault("waits", {})[label] = wait_quiescent(p, p.records_sent)
+
+
+# --------------------------------------------------------------------------- redelivery
+
+
+def redelivery(p: Pipeline, size: str) -> None:
+    """The whole stream delivered four times: batch size ``first``, then each of ``again``."""
+    n = SIZES["redelivery"][size]
+    p.set_processor_batch_size(n["first"])
+    _send(p, _quotes(p, n["records"], n["symbols"]))
+    _quiet(p, f"batch_size={n['first']}")
+    lam = aws.client("lambda", p.settings)
+    for batch_size in n["again"]:
+        uuid = p.recreate_processor_mapping(batch_size)
+        _until(
+            lambda u=uuid: lam.get_event_source_mapping(UUID=u) and _records_done(p) >= p.records_sent,
+            f"the redelivery with BatchSize {batch_size}",
+            timeout=REDRIVE_WAIT_SECONDS,
+        )
+        _quiet(p, f"redelivery batch_size={batch_size}")
+    p.extra["batch_sizes"] = [n["first"], *n["again"]]
+
+
+def _records_done(p: Pipeline) -> int:
+    stats = p.mapping_stats().get("processor", {})
+    return int(stats.get("records_ok", 0)) + int(stats.get("records_discarded", 0))
+
+
+# --------------------------------------------------------------------------- timeouts
+
+
+def timeouts(p: Pipeline, size: str) -> None:
+    """Processor Timeout 1 s and slow S3 writes: invocations time out, bisect, retry."""
+    n = SIZES["timeouts"][size]
+    lam = aws.client("lambda", p.settings)
+    lam.update_function_configuration(FunctionName=p.settings.processor_function, Timeout=1)
+    lam.get_waiter("function_updated").wait(
+        FunctionName=p.settings.processor_function, WaiterConfig={"Delay": 1, "MaxAttempts": 60}
+    )
+    spec = {
+        "seed": SEED,
+        "description": "chaos timeouts: slow S3 PutObject against a 1 s processor timeout",
+        "rules": [
+            {"service": "s3", "operation": "PutObject", "resource": p.settings.raw_bucket,
+             "latency": {"rate": n["latency_rate"], "ms": n["latency_ms"]}},
+        ],
+    }  # fmt: skip
+    with p.faults_on(spec):
+        _send(p, _quotes(p, n["records"], n["symbols"]))
+        _quiet(p, "under faults")
+    _quiet(p, "faults cleared")
+    stats = p.mapping_stats().get("processor", {})
+    p.extra["processor_timeouts_seen"] = {k: stats.get(k) for k in ("invocations", "function_errors")}
+
+
+# --------------------------------------------------------------------------- throttling
+
+
+def throttling(p: Pipeline, size: str) -> None:
+    """20 % throttling on Kinesis PutRecords entries, DynamoDB writes and S3 PutObject, together."""
+    n = SIZES["throttling"][size]
+    rate = n["rate"]
+    spec = {
+        "seed": SEED,
+        "description": f"chaos throttling: {rate:.0%} on PutRecords entries, DynamoDB writes, S3 puts",
+        "rules": [
+            {"service": "kinesis", "operation": "PutRecords", "resource": p.glob,
+             "entry_error": {"rate": rate, "code": "ProvisionedThroughputExceededException"}},
+            {"service": "dynamodb", "operation": "BatchWriteItem", "resource": p.glob,
+             "unprocessed": {"rate": rate}},
+            {"service": "dynamodb", "operation": ["PutItem", "UpdateItem", "DeleteItem"], "resource": p.glob,
+             "error": {"rate": rate, "code": "ProvisionedThroughputExceededException"}},
+            {"service": "s3", "operation": "PutObject", "resource": p.glob,
+             "error": {"rate": rate, "code": "SlowDown"}},
+        ],
+    }  # fmt: skip
+    with p.faults_on(spec):
+        _send(p, _quotes(p, n["records"], n["symbols"]))
+        _quiet(p, "under faults")
+    _quiet(p, "faults cleared")
+
+
+# --------------------------------------------------------------------------- kills
+
+
+def kills(p: Pipeline, size: str) -> None:
+    """SIGKILLs of processor and trend workers while the stream is processed."""
+    n = SIZES["kills"][size]
+    spec = {
+        "seed": SEED,
+        "description": "chaos kills: SIGKILL of processor and trend workers mid-invocation",
+        "rules": [
+            {"service": "lambda", "resource": p.settings.processor_function,
+             "kill": {"rate": 0.35, "delay_ms": [20, 250], "max": n["processor_kills"]}},
+            {"service": "lambda", "resource": p.settings.trend_function,
+             "kill": {"rate": 0.15, "delay_ms": [5, 120], "max": n["trend_kills"]}},
+        ],
+    }  # fmt: skip
+    with p.faults_on(spec):
+        _send(p, _quotes(p, n["records"], n["symbols"]))
+        _quiet(p, "under faults")
+    _quiet(p, "faults cleared")
+    p.extra["kills_wanted"] = n["processor_kills"] + n["trend_kills"]
+    delivered = sum(r["counters"].get("kills", 0) for plan in p.faults for r in plan.get("rules", []))
+    p.extra["kills_delivered"] = delivered
+    if delivered < p.extra["kills_wanted"]:
+        p.extra.setdefault("case_violations", []).append(
+            f"only {delivered} of {p.extra['kills_wanted']} kills landed during an invocation"
+        )
+
+
+# --------------------------------------------------------------------------- bad partition
+
+
+def _one_shard(settings: Settings) -> None:
+    """The stream created first with one shard (provision keeps it): the bad symbol shares it."""
+    kinesis = aws.client("kinesis", settings)
+    kinesis.create_stream(StreamName=settings.stream_name, ShardCount=1)
+    kinesis.get_waiter("stream_exists").wait(
+        StreamName=settings.stream_name, WaiterConfig={"Delay": 1, "MaxAttempts": 60}
+    )
+
+
+def bad_partition(p: Pipeline, size: str) -> None:
+    """One symbol's raw-archive writes always denied: parked, the shard moves on, then redriven."""
+    n = SIZES["bad_partition"][size]
+    quotes = _quotes(p, n["records"], n["symbols"])
+    bad = quotes[1].symbol
+    bad_count = sum(q.symbol == bad for q in quotes)
+    spec = {
+        "seed": SEED,
+        "description": f"chaos bad partition: S3 AccessDenied on symbol={bad}/ of the raw bucket",
+        "rules": [
+            {"service": "s3", "operation": "PutObject", "resource": p.settings.raw_bucket,
+             "key_contains": f"symbol={bad}/", "error": {"rate": 1.0, "code": "AccessDenied"}},
+        ],
+    }  # fmt: skip
+    with p.faults_on(spec):
+        _send(p, quotes)
+        _quiet(p, "under faults")
+    from tests.chaos.harness import measure
+
+    before = measure(p)
+    keep = ("items", "raw_lines_distinct", "raw_lines_total", "accepted", "parked", "parked_in_manifests",
+            "failure_queue_depth")  # fmt: skip
+    p.extra["bad_symbol"] = bad
+    p.extra["bad_symbol_records"] = bad_count
+    p.extra["before_redrive"] = {k: before[k] for k in keep}
+    p.extra["before_redrive"]["alerts_delivered"] = before["alerts_delivered"]
+    p.extra["before_redrive"]["alerts_expected"] = before["alerts_expected"]
+    violations = p.extra.setdefault("case_violations", [])
+    if before["parked"] != bad_count:
+        violations.append(f"before redrive: parked={before['parked']}, {bad} records sent={bad_count}")
+    others = len(p.valid_keys) - bad_count
+    views = {k: before[k] for k in ("items", "raw_lines_distinct", "raw_lines_total", "accepted")}
+    if set(views.values()) != {others}:
+        violations.append(f"before redrive: every other record stored once ({others}) but {views}")
+    report = failures.redrive(p.settings, failures=False, parked=True)
+    p.extra["redrive"] = {"records_sent": report.records_sent, "parked_objects_deleted":
+                          report.parked_objects_deleted, "left": report.left}  # fmt: skip
+    p.records_sent += report.records_sent
+    # The redriven records arrive as new stream records (new sequence numbers): all to commit.
+    _quiet(p, "after redrive")
+    p.expect_parked = 0
+
+
+# --------------------------------------------------------------------------- fuzz
+
+
+def _malformed(rng: random.Random, count: int) -> list[tuple[str, bytes]]:
+    """``count`` invalid records, each with the reason DESIGN's validation rules give it."""
+    base = {"symbol": "FUZZ", "timestamp": "2026-07-29T13:30:00Z", "price": 190.5, "previous_close": 189.0,
+            "open": 190.0, "high": 191.0, "low": 189.5, "volume": 1000, "source": "chaos-fuzz"}  # fmt: skip
+    text = json.dumps(base)
+
+    def variant(**changes: Any) -> bytes:
+        record = {**base, **changes}
+        return json.dumps(record, allow_nan=True).encode()
+
+    def dropped(name: str) -> bytes:
+        return json.dumps({k: v for k, v in base.items() if k != name}).encode()
+
+    makers: list[Callable[[], tuple[str, bytes]]] = [
+        lambda: ("not_utf8", b"\xff" + rng.randbytes(rng.randint(1, 60))),
+        lambda: ("bad_json", text[: rng.randint(1, len(text) - 2)].encode()),
+        lambda: ("bad_json", text.replace(":", rng.choice(["=", " ", ";"]), 1).encode()),
+        lambda: ("bad_json", text.replace('"', "'", 2).encode()),
+        lambda: ("bad_json", b"{" * rng.randint(1, 5)),
+        lambda: ("not_an_object", rng.choice([b"[]", b"null", b"42", b'"AAPL"', b"[1, 2]", b"true"])),
+        lambda: ("missing_field", dropped(rng.choice(["symbol", "timestamp", "price", "volume", "source"]))),
+        lambda: ("invalid_symbol", variant(symbol=rng.choice(["aapl", "", "A" * 16, "AA PL", "A/B", 42]))),
+        lambda: ("invalid_price", variant(price=-rng.uniform(0.01, 500))),
+        lambda: ("invalid_price", variant(price=float("nan"))),
+        lambda: ("invalid_price", variant(high=float("inf"))),
+        lambda: ("invalid_price", variant(price=rng.choice([1e13, 1e300, 0.0]))),
+        lambda: ("invalid_price", text.replace("190.5", "1e400").encode()),
+        lambda: ("invalid_price", variant(price=rng.choice(["190.5", None, [190.5], True]))),
+        lambda: ("invalid_volume", variant(volume=rng.choice([-1, 1.5, "1000", 2**64, None]))),
+        lambda: ("invalid_timestamp", variant(timestamp=rng.choice(["2026-13-45T99:00Z", "late", None, ""]))),
+        lambda: ("invalid_field", variant(source=rng.choice(["", 7, None]))),
+    ]
+    records = list(malformed_records())
+    while len(records) < count:
+        records.append(rng.choice(makers)())
+    return records[:count]
+
+
+def fuzz(p: Pipeline, size: str) -> None:
+    """Malformed records mixed with valid ones: each quarantined with a reason, no handler crash."""
+    n = SIZES["fuzz"][size]
+    rng = random.Random(SEED)
+    quotes = _quotes(p, n["records"], n["symbols"])
+    bad = _malformed(rng, n["malformed"])
+    chunks = 10
+    for i in range(chunks):
+        _send(p, quotes[i * len(quotes) // chunks : (i + 1) * len(quotes) // chunks])
+        part = bad[i * len(bad) // chunks : (i + 1) * len(bad) // chunks]
+        summary = put_raw((data for _, data in part), p.settings, partition_key=f"FUZZ{i % 4}")
+        p.records_sent += summary.records
+        p.malformed_sent += summary.records
+        p.malformed_expected.update(reason for reason, _ in part)
+    _quiet(p, "mixed stream")
+
+
+# --------------------------------------------------------------------------- registry
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    drive: Callable[[Pipeline, str], None]
+    prepare: Callable[[Settings], None] | None = None
+    crashes_allowed: bool = True  # kills and timeouts are crashes by design; fuzz allows none
+
+
+CASES: dict[str, Case] = {
+    c.name: c
+    for c in (
+        Case("redelivery", redelivery, crashes_allowed=False),
+        Case("timeouts", timeouts),
+        Case("throttling", throttling),
+        Case("kills", kills),
+        Case("bad_partition", bad_partition, prepare=_one_shard),
+        Case("fuzz", fuzz, crashes_allowed=False),
+    )
+}
