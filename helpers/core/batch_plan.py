@@ -5,12 +5,17 @@ Standard library only; :mod:`helpers.pipeline.processor` does the I/O around the
 1. :func:`decode` turns each Lambda record into a :class:`Record`: shard, sequence number, arrival
    time and the parsed :class:`~helpers.core.quotes.Quote` or its :class:`~helpers.core.quotes.Rejected`
    reason (``bad_base64`` when the envelope itself is broken).
+   :func:`plan_batch` drops the records the shard's :class:`~helpers.core.checkpoint.Checkpoint`
+   says are committed (a redelivery) and sets aside those to park (failed too often); why this
+   makes the archive exactly once is the argument in :mod:`helpers.core.checkpoint`.
 2. :func:`plan_items` builds one DynamoDB item per (symbol, timestamp) -- the record with the highest
    sequence number wins -- and remembers which records each item covers. Serialising to DynamoDB's
    wire format is the caller's (boto3's ``TypeSerializer``); a quote it refuses is quarantined as
    ``invalid_field``.
 3. :func:`group_objects` groups records into raw objects per (shard, symbol, quote date) and
-   quarantine objects per (shard, arrival date), keyed by :mod:`helpers.core.layout`.
+   quarantine objects per (shard, arrival date), keyed by :mod:`helpers.core.layout` after the
+   group's first record above the mark (parked ones included: the key must not depend on which
+   records are parked); :func:`park_objects` holds the parked ones, one object per shard.
 4. After the writes, :func:`cutoffs` gives per shard the lowest failed sequence number X. Lambda
    resumes the shard at X and re-sends every record >= X, so only records < X are committed:
    :func:`manifest` lists exactly those (or says to delete the manifest when none is), and
@@ -23,12 +28,13 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
 from helpers.core import layout
+from helpers.core.checkpoint import PARK_AFTER, Checkpoint, parked_line
 from helpers.core.quotes import Quote, Rejected, derive, format_timestamp, parse_record, to_decimal
 
 __all__ = [
@@ -44,9 +50,11 @@ __all__ = [
     "committed_partitions",
     "cutoffs",
     "decode",
+    "decode_event",
     "group_objects",
     "item_key",
     "manifest",
+    "park_objects",
     "plan_batch",
     "plan_items",
     "processed_item",
@@ -78,6 +86,7 @@ class Record:
     data: bytes
     arrival: str  # canonical approximate arrival time
     parsed: Quote | Rejected
+    arrival_epoch: float = 0.0  # approximateArrivalTimestamp as sent (0.0 when absent)
 
 
 @dataclass
@@ -85,14 +94,11 @@ class StoreObject:
     """One S3 object to write: its key, kind (``raw`` or ``quarantine``), records and their lines."""
 
     key: str
-    kind: str  # raw | quarantine
-    records: list[Record] = field(default_factory=list)
+    kind: str  # raw | quarantine | parked
+    shard: str
+    records: list[Record] = field(default_factory=list)  # empty: only parked records had this key
     lines: list[bytes] = field(default_factory=list)
     written: bool = False
-
-    @property
-    def shard(self) -> str:
-        return self.records[0].shard
 
     def body(self, cutoff: int | None = None) -> bytes:
         """NDJSON body: every line, or only those of records below ``cutoff``."""
@@ -117,10 +123,12 @@ class TrimAction:
 class BatchPlan:
     """What a batch is made of before any write."""
 
-    records: list[Record]  # decoded, with quotes DynamoDB refused turned into rejections
+    records: list[Record]  # above the mark, decoded, quotes DynamoDB refused turned into rejections
     items: list[dict[str, Any]]  # serialized DynamoDB items, one per (symbol, timestamp)
     covers: dict[ItemKey, list[Record]]  # item key -> the records it stores
     objects: list[StoreObject]  # raw and quarantine objects
+    redelivered: list[Record] = field(default_factory=list)  # at or below the mark: skipped
+    parked: dict[int, str] = field(default_factory=dict)  # record index -> why it is parked
 
 
 # --------------------------------------------------------------------------- records
@@ -143,7 +151,9 @@ def decode(index: int, raw: Mapping[str, Any], fallback_arrival: str) -> Record:
         data = str(kinesis.get("data", "")).encode("utf-8", "replace")
         parsed = Rejected("bad_base64", f"record data is not base64: {err}")
     order = int(seq) if seq.isdigit() else -1
-    return Record(index, shard, seq, order, str(kinesis.get("partitionKey", "")), data, arrival, parsed)
+    epoch = float(stamp) if isinstance(stamp, int | float) and not isinstance(stamp, bool) else 0.0
+    key = str(kinesis.get("partitionKey", ""))
+    return Record(index, shard, seq, order, key, data, arrival, parsed, epoch)
 
 
 def processed_item(quote: Quote, processed_at: str) -> dict[str, Any]:
@@ -176,12 +186,14 @@ def quarantine_line(r: Record) -> bytes:
 def group_objects(
     records: Iterable[Record],
     *,
+    exclude: Collection[int] = frozenset(),
     raw_prefix: str = layout.RAW_PREFIX,
     quarantine_prefix: str = layout.QUARANTINE_PREFIX,
 ) -> list[StoreObject]:
     """Group records into raw (shard, symbol, dt) and quarantine (shard, arrival dt) objects.
 
-    Records go in (shard, sequence number) order; an object is named by its first record.
+    Records go in (shard, sequence number) order; an object is named by its first record, an
+    ``exclude``-d (parked) one included, and holds the others' lines.
     """
     groups: dict[tuple[str, ...], StoreObject] = {}
     for r in sorted(records, key=lambda r: (r.shard, r.order, r.index)):
@@ -191,18 +203,45 @@ def group_objects(
             group: tuple[str, ...] = ("raw", r.shard, q.symbol, dt)
             if group not in groups:
                 key = layout.raw_key(q.symbol, dt, r.shard, r.seq, prefix=raw_prefix)
-                groups[group] = StoreObject(key, "raw")
-            line = q.to_json()
+                groups[group] = StoreObject(key, "raw", r.shard)
         else:
             dt = r.arrival[:10]
             group = ("quarantine", r.shard, dt)
             if group not in groups:
                 key = layout.quarantine_key(dt, r.shard, r.seq, prefix=quarantine_prefix)
-                groups[group] = StoreObject(key, "quarantine")
-            line = quarantine_line(r)
+                groups[group] = StoreObject(key, "quarantine", r.shard)
+        if r.index in exclude:
+            continue
         groups[group].records.append(r)
-        groups[group].lines.append(line)
+        groups[group].lines.append(r.parsed.to_json() if isinstance(r.parsed, Quote) else quarantine_line(r))
     return list(groups.values())
+
+
+def park_objects(
+    records: Iterable[Record], parked: Mapping[int, str], attempts: Mapping[int, int]
+) -> list[StoreObject]:
+    """One ``parked/`` object per shard holding its parked records, named by the shard's first record.
+
+    ``records`` are the batch's records above the mark; ``parked`` maps the parked ones' indexes
+    to why, ``attempts`` to how many times their writes failed.
+    """
+    objects: dict[str, StoreObject] = {}
+    for r in sorted(records, key=lambda r: (r.shard, r.order, r.index)):
+        if r.shard not in objects:
+            objects[r.shard] = StoreObject(layout.parked_key(r.shard, r.seq), "parked", r.shard)
+        if r.index in parked:
+            line = parked_line(
+                seq=r.seq,
+                partition_key=r.partition_key,
+                shard=r.shard,
+                data=r.data,
+                arrival=r.arrival,
+                detail=parked[r.index],
+                attempts=attempts.get(r.index, 0),
+            )
+            objects[r.shard].records.append(r)
+            objects[r.shard].lines.append(line)
+    return [obj for obj in objects.values() if obj.records]
 
 
 # --------------------------------------------------------------------------- items
@@ -251,19 +290,43 @@ def chunks(items: list[dict[str, Any]], size: int) -> list[list[dict[str, Any]]]
     return [items[start : start + size] for start in range(0, len(items), size)]
 
 
+def decode_event(event: Mapping[str, Any], processed_at: str) -> list[Record]:
+    """Every record of a Kinesis Lambda event, decoded (:func:`decode`)."""
+    return [decode(i, raw, processed_at) for i, raw in enumerate(event.get("Records") or [])]
+
+
 def plan_batch(
-    event: Mapping[str, Any],
+    event: Mapping[str, Any] | list[Record],
     processed_at: str,
     serialize: Serializer,
     *,
+    checkpoints: Mapping[str, Checkpoint] | None = None,
     raw_prefix: str = layout.RAW_PREFIX,
     quarantine_prefix: str = layout.QUARANTINE_PREFIX,
 ) -> BatchPlan:
-    """Everything a Kinesis event is to be written as: records, items and objects."""
-    decoded = [decode(i, raw, processed_at) for i, raw in enumerate(event.get("Records") or [])]
-    records, items, covers = plan_items(decoded, processed_at, serialize)
-    objects = group_objects(records, raw_prefix=raw_prefix, quarantine_prefix=quarantine_prefix)
-    return BatchPlan(records, items, covers, objects)
+    """Everything a Kinesis event is to be written as: records above the marks, items, objects.
+
+    ``checkpoints`` (shard -> :class:`Checkpoint`, missing: nothing committed yet) decide what
+    is a redelivery and what is parked before any write (failed :data:`PARK_AFTER` times).
+    """
+    decoded = event if isinstance(event, list) else decode_event(event, processed_at)
+    marks = checkpoints or {}
+    fresh: list[Record] = []
+    redelivered: list[Record] = []
+    for r in decoded:
+        mark = marks.get(r.shard)
+        (redelivered if mark is not None and mark.done(r) else fresh).append(r)
+    parked: dict[int, str] = {}
+    for r in fresh:
+        mark = marks.get(r.shard)
+        if mark is not None and mark.attempts(r.seq) >= PARK_AFTER:
+            parked[r.index] = f"failed {mark.attempts(r.seq)} times, last: {mark.failing[r.seq].error}"
+    writable, items, covers = plan_items((r for r in fresh if r.index not in parked), processed_at, serialize)
+    records = sorted(writable + [r for r in fresh if r.index in parked], key=lambda r: (r.order, r.index))
+    objects = group_objects(
+        records, exclude=parked, raw_prefix=raw_prefix, quarantine_prefix=quarantine_prefix
+    )
+    return BatchPlan(records, items, covers, objects, redelivered, parked)
 
 
 # --------------------------------------------------------------------------- commit
@@ -300,18 +363,24 @@ def uncommit_shard(records: Iterable[Record], shard: str) -> tuple[set[int], int
     return {r.index for r in rows}, min(r.order for r in rows)
 
 
-def manifest(shard: str, rows: list[Record], cutoffs: Mapping[str, int]) -> tuple[str, dict[str, Any] | None]:
+def manifest(
+    shard: str, rows: list[Record], cutoffs: Mapping[str, int], parked: Mapping[int, str] | None = None
+) -> tuple[str, dict[str, Any] | None]:
     """The manifest key of one shard's records (in sequence order) and its body; ``None``: delete it."""
     key = layout.manifest_key(shard, rows[0].seq)
     kept = [r for r in rows if committed(r, cutoffs)]
     if not kept:
         return key, None
+    parked = parked or {}
     return key, {
         "shard": shard,
         "first_sequence_number": rows[0].seq,
         "last_committed_sequence_number": kept[-1].seq,
-        "accepted": [r.seq for r in kept if isinstance(r.parsed, Quote)],
-        "quarantined": {r.seq: r.parsed.reason for r in kept if isinstance(r.parsed, Rejected)},
+        "accepted": [r.seq for r in kept if isinstance(r.parsed, Quote) and r.index not in parked],
+        "quarantined": {
+            r.seq: r.parsed.reason for r in kept if isinstance(r.parsed, Rejected) and r.index not in parked
+        },
+        "parked": {r.seq: parked[r.index] for r in kept if r.index in parked},
     }
 
 
@@ -320,7 +389,7 @@ def trim_plan(objects: Iterable[StoreObject], cutoffs: Mapping[str, int]) -> lis
     actions = []
     for obj in objects:
         cutoff = cutoffs.get(obj.shard)
-        if cutoff is not None and obj.records[-1].order >= cutoff:
+        if cutoff is not None and obj.records and obj.records[-1].order >= cutoff:
             actions.append(TrimAction(obj, cutoff, delete=obj.records[0].order >= cutoff))
     return actions
 
@@ -349,13 +418,15 @@ def summary(
     records = plan.records
     reasons: dict[str, int] = {}
     for r in records:
-        if isinstance(r.parsed, Rejected):
+        if isinstance(r.parsed, Rejected) and r.index not in plan.parked:
             reasons[r.parsed.reason] = reasons.get(r.parsed.reason, 0) + 1
     return {
         "message": "processed batch",
         "records": len(records),
-        "accepted": sum(isinstance(r.parsed, Quote) for r in records),
+        "accepted": sum(isinstance(r.parsed, Quote) and r.index not in plan.parked for r in records),
         "quarantined": reasons,
+        "parked": len(plan.parked),
+        "redelivered": len(plan.redelivered),
         "failed": len(failed),
         "committed": sum(committed(r, cutoffs) for r in records),
         "raw_objects": sum(o.kind == "raw" for o in plan.objects),

@@ -2,8 +2,8 @@
 
 Standard library only; :mod:`helpers.pipeline.trend` does the Query, PutItem and Publish calls.
 
-* :func:`group_stream_records`: the bars of the INSERT and MODIFY records of a DynamoDB stream
-  batch, by symbol (the last image of a timestamp wins), and the count of malformed images;
+* :func:`group_stream_records`: the spans to evaluate, by symbol, from the *marked* records of a
+  DynamoDB stream batch (:func:`mark_request`), and the count of malformed images;
 * :func:`window_request`, :func:`first_limit`, :func:`window_state`: the one Query that reads a
   symbol's price window newest first, and whether the bars read so far suffice to resume the
   crossover state before the batch's earliest bar (else :func:`next_limit` pages further back
@@ -11,6 +11,17 @@ Standard library only; :mod:`helpers.pipeline.trend` does the Query, PutItem and
 * :func:`format_alert`, :func:`message_attributes`, :func:`publish_request`, :func:`alert_item`:
   the SNS message (its Publish arguments, FIFO ones included) and the alerts-table record of a
   :class:`~helpers.core.indicators.Signal`.
+
+**Marks.** The processor writes a Kinesis batch's items per symbol in timestamp order, and
+BatchWriteItem may store a chunk's later items while returning an earlier one unprocessed: a
+bar's stream record can arrive while an earlier bar is still missing from the table. So the
+trend Lambda does not evaluate bars as their records arrive. Once a symbol's items are in the
+table without a gap, the processor marks the last one (:func:`mark_request`: ``trend_from``, the
+first bar of the gap-free run, and ``trend_bars``, its length); that MODIFY record is what the
+trend Lambda evaluates: every bar of the symbol in ``[trend_from, marked bar]``, read from the
+table. Unmarked records (the item writes themselves, rewrites by retries) are skipped, so every
+bar is evaluated only with all earlier bars present, whatever the order the items landed in.
+Runs overlap after retries; evaluation is idempotent (alerts are recorded by ``alert_id``).
 
 On an SNS FIFO topic (name ending in ``.fifo``) Publish needs ``MessageGroupId`` -- the symbol, so
 a symbol's alerts keep their order and symbols do not hold each other up -- and a
@@ -46,11 +57,14 @@ __all__ = [
     "MAX_QUERY_LIMIT",
     "NUMBER_ATTRIBUTES",
     "QUERY_MARGIN",
+    "TREND_BARS",
+    "TREND_FROM",
     "SymbolBatch",
     "alert_item",
     "first_limit",
     "format_alert",
     "group_stream_records",
+    "mark_request",
     "message_attributes",
     "next_limit",
     "plain_number",
@@ -63,6 +77,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 EVALUATED_EVENTS = ("INSERT", "MODIFY")
+TREND_FROM = "trend_from"  # on a marked item: the first bar of the gap-free run it ends
+TREND_BARS = "trend_bars"  # on a marked item: the run's length
 QUERY_MARGIN = 40  # bars beyond the lookback on the first page, so one Query nearly always suffices
 MAX_QUERY_LIMIT = 1000  # cap of the Limit when paging further back through a flat run
 ALERT_ATTRIBUTES = ("symbol", "signal", "timestamp", "alert_id", "price", "sma_short", "sma_long")
@@ -77,17 +93,41 @@ MAX_DEDUPLICATION_ID_CHARS = 128  # MessageDeduplicationId / MessageGroupId limi
 
 @dataclass
 class SymbolBatch:
-    """The new bars of one symbol in a batch and the stream records that carried them."""
+    """The span of one symbol's bars to evaluate, from a batch's marks, and the records carrying them."""
 
-    bars: dict[str, Decimal] = field(default_factory=dict)  # timestamp -> price (last image wins)
+    first: str = ""  # earliest ``trend_from`` of the marks
+    last: str = ""  # latest marked bar
+    bars: int = 0  # sum of the marks' ``trend_bars``: sizes the first Query page
     sequence_numbers: list[str] = field(default_factory=list)
+
+    def add(self, first: str, last: str, bars: int, sequence: str) -> None:
+        self.first = min(self.first, first) if self.first else first
+        self.last = max(self.last, last)
+        self.bars += bars
+        self.sequence_numbers.append(sequence)
+
+
+def mark_request(table: str, key: Mapping[str, Any], first: str, bars: int) -> dict[str, Any]:
+    """UpdateItem parameters marking ``key`` as the end of a gap-free run starting at ``first``.
+
+    Conditional on the item existing, so a mark never creates a bare item.
+    """
+    return {
+        "TableName": table,
+        "Key": {"symbol": key["symbol"], "timestamp": key["timestamp"]},
+        "UpdateExpression": "SET #f = :f, #n = :n",
+        "ConditionExpression": "attribute_exists(#p)",
+        "ExpressionAttributeNames": {"#f": TREND_FROM, "#n": TREND_BARS, "#p": "price"},
+        "ExpressionAttributeValues": {":f": {"S": first}, ":n": {"N": str(bars)}},
+    }
 
 
 def group_stream_records(records: Iterable[Mapping[str, Any]]) -> tuple[dict[str, SymbolBatch], int]:
-    """INSERT/MODIFY bars by symbol; returns them and the number of malformed records skipped.
+    """The spans to evaluate by symbol, from the marked INSERT/MODIFY records; and how many were malformed.
 
-    REMOVE records are ignored; an image without a valid symbol, timestamp, finite price or a
-    sequence number is malformed (logged, counted, skipped).
+    REMOVE and unmarked records are skipped; a marked image without a valid symbol, timestamp,
+    finite price, ``trend_from`` <= timestamp or a sequence number is malformed (logged,
+    counted, skipped).
     """
     groups: dict[str, SymbolBatch] = {}
     malformed = 0
@@ -95,14 +135,17 @@ def group_stream_records(records: Iterable[Mapping[str, Any]]) -> tuple[dict[str
         body = record.get("dynamodb") or {}
         if record.get("eventName") not in EVALUATED_EVENTS:
             continue
+        image = body.get("NewImage") or {}
+        if TREND_FROM not in image:
+            continue
         try:
-            image = body["NewImage"]
             symbol, timestamp = image["symbol"]["S"], image["timestamp"]["S"]
             price = Decimal(image["price"]["N"])
-            if not price.is_finite():
-                raise InvalidOperation(str(price))
+            first, bars = image[TREND_FROM]["S"], int(image.get(TREND_BARS, {"N": "1"})["N"])
+            if not price.is_finite() or first > timestamp:
+                raise InvalidOperation(f"price {price}, {TREND_FROM} {first}")
             sequence = str(body["SequenceNumber"])
-        except (KeyError, TypeError, InvalidOperation) as err:
+        except (KeyError, TypeError, ValueError, InvalidOperation) as err:
             malformed += 1
             log.warning(
                 "skipping stream record %s: its NewImage lacks a valid symbol/timestamp/price (%s: %s); "
@@ -110,9 +153,7 @@ def group_stream_records(records: Iterable[Mapping[str, Any]]) -> tuple[dict[str
                 record.get("eventID"), type(err).__name__, err,
             )  # fmt: skip
             continue
-        group = groups.setdefault(symbol, SymbolBatch())
-        group.bars[timestamp] = price
-        group.sequence_numbers.append(sequence)
+        groups.setdefault(symbol, SymbolBatch()).add(first, timestamp, bars, sequence)
     return groups, malformed
 
 

@@ -25,14 +25,16 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from helpers.core import batch_plan, layout
 from helpers.core.batch_plan import ENVELOPE_REASONS, BatchPlan, Record, StoreObject, processed_item
+from helpers.core.checkpoint import PARK_AFTER, PERMANENT_ERRORS, Checkpoint
 from helpers.core.layout import MANIFEST_PREFIX, manifest_key
-from helpers.core.quotes import utc_now_timestamp
+from helpers.core.quotes import Quote, utc_now_timestamp
+from helpers.core.trend_plan import mark_request
 from helpers.pipeline import aws, catalog
 from helpers.pipeline.config import Settings, load_settings
 
@@ -52,11 +54,12 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 MAX_ITEMS_PER_BATCH_WRITE = 25  # BatchWriteItem limit
-MAX_WRITE_ATTEMPTS = 5  # BatchWriteItem calls per item while UnprocessedItems come back
+MAX_WRITE_ATTEMPTS = 8  # BatchWriteItem calls per item while UnprocessedItems come back
 BACKOFF_BASE_SECONDS = 0.05
 BACKOFF_CAP_SECONDS = 1.0
 WRITE_THREADS = 8  # parallel S3/DynamoDB requests per invocation
 NDJSON = "application/x-ndjson"
+JSON = "application/json"
 
 _known_partitions: set[tuple[str, str, str, str]] = set()  # (database, table, symbol, dt), per container
 _partitions_lock = threading.Lock()
@@ -83,12 +86,18 @@ def _serializer() -> Callable[[dict[str, Any]], dict[str, Any]]:
     return lambda item: {k: serializer.serialize(v) for k, v in item.items()}
 
 
-def plan(event: dict[str, Any], settings: Settings, processed_at: str) -> BatchPlan:
+def plan(
+    event: dict[str, Any] | list[Record],
+    settings: Settings,
+    processed_at: str,
+    checkpoints: dict[str, Checkpoint] | None = None,
+) -> BatchPlan:
     """The batch's records, serialized items and objects under these settings (no I/O)."""
     return batch_plan.plan_batch(
         event,
         processed_at,
         _serializer(),
+        checkpoints=checkpoints,
         raw_prefix=settings.raw_prefix,
         quarantine_prefix=settings.quarantine_prefix,
     )
@@ -97,20 +106,31 @@ def plan(event: dict[str, Any], settings: Settings, processed_at: str) -> BatchP
 # --------------------------------------------------------------------------- writes
 
 
-def _put_object(s3: Any, bucket: str, obj: StoreObject) -> bool:
+def _error_text(err: Exception) -> str:
+    code = aws.error_code(err)
+    return f"{code}: {err}" if code else f"{type(err).__name__}: {err}"
+
+
+def _put_object(s3: Any, bucket: str, obj: StoreObject) -> Exception | None:
+    """Write (or, when it holds no record, delete) one object; the error if it failed."""
     try:
-        s3.put_object(Bucket=bucket, Key=obj.key, Body=obj.body(), ContentType=NDJSON)
-    except Exception:
-        log.exception("PutObject s3://%s/%s failed; its %d record(s) fail", bucket, obj.key, len(obj.records))
-        return False
-    obj.written = True
-    return True
+        if obj.records:
+            s3.put_object(Bucket=bucket, Key=obj.key, Body=obj.body(), ContentType=NDJSON)
+        else:  # only parked records had this key: remove what an earlier attempt may have left
+            s3.delete_object(Bucket=bucket, Key=obj.key)
+    except Exception as err:
+        log.warning(
+            "writing s3://%s/%s failed; its %d record(s) fail: %s", bucket, obj.key, len(obj.records), err
+        )
+        return err
+    obj.written = bool(obj.records)
+    return None
 
 
 def _write_items(
     dynamodb: Any, table: str, items: list[dict[str, Any]], sleep: Callable[[float], Any]
-) -> set[batch_plan.ItemKey]:
-    """BatchWriteItem one chunk, retrying UnprocessedItems; returns the keys still not written."""
+) -> tuple[set[batch_plan.ItemKey], str]:
+    """BatchWriteItem one chunk, retrying UnprocessedItems; the keys still not written and why."""
     pending = items
     for attempt in range(MAX_WRITE_ATTEMPTS):
         if attempt:
@@ -119,36 +139,122 @@ def _write_items(
             response = dynamodb.batch_write_item(
                 RequestItems={table: [{"PutRequest": {"Item": item}} for item in pending]}
             )
-        except Exception:
-            log.exception("BatchWriteItem on %s failed; %d item(s) fail", table, len(pending))
-            return {batch_plan.item_key(item) for item in pending}
+        except Exception as err:
+            log.warning("BatchWriteItem on %s failed; %d item(s) fail: %s", table, len(pending), err)
+            return {batch_plan.item_key(item) for item in pending}, _error_text(err)
         unprocessed = (response.get("UnprocessedItems") or {}).get(table) or []
         if not unprocessed:
-            return set()
+            return set(), ""
         pending = [u["PutRequest"]["Item"] for u in unprocessed]
-    log.error("BatchWriteItem on %s: %d item(s) still unprocessed after %d attempts",
-              table, len(pending), MAX_WRITE_ATTEMPTS)  # fmt: skip
-    return {batch_plan.item_key(item) for item in pending}
+    log.warning("BatchWriteItem on %s: %d item(s) still unprocessed after %d attempts",
+                table, len(pending), MAX_WRITE_ATTEMPTS)  # fmt: skip
+    return {
+        batch_plan.item_key(item) for item in pending
+    }, f"UnprocessedItems after {MAX_WRITE_ATTEMPTS} attempts"
 
 
 def _write_series(
     dynamodb: Any, table: str, series: list[dict[str, Any]], sleep: Callable[[float], Any]
-) -> set[batch_plan.ItemKey]:
+) -> tuple[list[dict[str, Any]], set[batch_plan.ItemKey], str]:
     """Write one symbol's items chunk by chunk in timestamp order, stopping at the first failure.
 
-    The trend Lambda reads a symbol's history from the table when a new bar arrives on the
-    table's stream, so a later bar must never land while an earlier one of the same batch is
-    still in flight or has failed. Symbols are independent and are written in parallel.
+    Returns (the prefix written without a gap, the keys that failed, why). Items after the
+    first failure -- later chunks, and the later items of its chunk that BatchWriteItem did
+    store -- are outside the prefix: they are retried with it, and the trend Lambda does not
+    evaluate them until a later batch's mark covers them (see :func:`_mark`).
     """
     chunks = batch_plan.chunks(series, MAX_ITEMS_PER_BATCH_WRITE)
-    for n, chunk in enumerate(chunks):
-        failed = _write_items(dynamodb, table, chunk, sleep)
+    done: list[dict[str, Any]] = []
+    for chunk in chunks:
+        failed, error = _write_items(dynamodb, table, chunk, sleep)
         if failed:
-            return failed | {batch_plan.item_key(item) for rest in chunks[n + 1 :] for item in rest}
-    return set()
+            for item in chunk:
+                if batch_plan.item_key(item) in failed:
+                    break
+                done.append(item)
+            return done, failed, error
+        done.extend(chunk)
+    return done, set(), ""
+
+
+def _mark(dynamodb: Any, table: str, prefix: list[dict[str, Any]]) -> str:
+    """Mark the last item of a symbol's gap-free prefix for the trend Lambda; the error, or "".
+
+    ``trend_from`` (the prefix's first bar) and ``trend_bars`` (its length) on that item tell the
+    trend Lambda, through the table's stream, that every bar of the symbol up to this one is in
+    the table: it evaluates ``[trend_from, this bar]`` and nothing else, so a bar is never
+    evaluated while an earlier one is missing (BatchWriteItem can store a chunk's later items
+    and return an earlier one unprocessed).
+    """
+    last = prefix[-1]
+    try:
+        dynamodb.update_item(**mark_request(table, last, prefix[0]["timestamp"]["S"], len(prefix)))
+    except Exception as err:
+        log.warning("marking %s for the trend Lambda failed: %s", batch_plan.item_key(last), err)
+        return _error_text(err)
+    return ""
+
+
+def _load_checkpoints(
+    s3: Any, bucket: str, shards: set[str], pool: ThreadPoolExecutor
+) -> tuple[dict[str, Checkpoint], dict[str, str]]:
+    """Each shard's checkpoint (absent: nothing committed yet); shards whose mark is unknown -> why."""
+
+    def load(shard: str) -> Checkpoint:
+        try:
+            body = s3.get_object(Bucket=bucket, Key=layout.checkpoint_key(shard))["Body"].read()
+        except Exception as err:
+            if aws.error_code(err) in ("NoSuchKey", "404"):
+                return Checkpoint(shard)
+            raise
+        return Checkpoint.from_json(body, shard)
+
+    futures = {shard: pool.submit(load, shard) for shard in sorted(shards)}
+    found, unknown = {}, {}
+    for shard, future in futures.items():
+        try:
+            found[shard] = future.result()
+        except Exception as err:  # without its mark a shard's records cannot be told new or committed
+            log.warning("checkpoint of %s could not be read; its records are retried: %s", shard, err)
+            unknown[shard] = _error_text(err)
+    return found, unknown
 
 
 # --------------------------------------------------------------------------- the batch
+
+
+class _Outcome:
+    """What went wrong for which records during one batch."""
+
+    def __init__(self, plan: BatchPlan) -> None:
+        self.plan = plan
+        self.errors: dict[int, str] = {}  # record index -> its own write error (counted as an attempt)
+        self.held: set[int] = set()  # records not written because an earlier one of their symbol failed
+
+    @property
+    def failed(self) -> set[int]:
+        return set(self.errors) | self.held
+
+    def item_failed(self, keys: Iterable[batch_plan.ItemKey], error: str) -> None:
+        for key in keys:
+            self.errors.update(
+                {r.index: error for r in self.plan.covers[key] if r.index not in self.plan.parked}
+            )
+
+    def hold(self, keys: Iterable[batch_plan.ItemKey]) -> None:
+        for key in keys:
+            self.held.update(
+                r.index
+                for r in self.plan.covers[key]
+                if r.index not in self.plan.parked and r.index not in self.errors
+            )
+
+    def object_failed(self, obj: StoreObject, err: Exception) -> None:
+        text = _error_text(err)
+        if aws.error_code(err) in PERMANENT_ERRORS:
+            self.plan.parked.update({r.index: text for r in obj.records})
+        else:
+            self.errors.update({r.index: text for r in obj.records})
 
 
 def process_batch(
@@ -167,61 +273,192 @@ def process_batch(
     s = settings or load_settings()
     s3 = s3 or aws.client("s3", s)
     dynamodb = dynamodb or aws.client("dynamodb", s)
-    batch = plan(event, s, now or utc_now_timestamp())
-    records = batch.records
+    processed_at = now or utc_now_timestamp()
+    decoded = batch_plan.decode_event(event, processed_at)
 
-    failed: set[int] = set()  # record indexes
     with ThreadPoolExecutor(max_workers=WRITE_THREADS, thread_name_prefix="processor") as pool:
+        marks, unknown = _load_checkpoints(s3, s.raw_bucket, {r.shard for r in decoded}, pool)
+        batch = plan(decoded, s, processed_at, marks)
+        out = _Outcome(batch)
+        out.errors.update({r.index: unknown[r.shard] for r in batch.records if r.shard in unknown})
+        if unknown:  # nothing of these shards is written: everything is retried
+            batch.objects = [o for o in batch.objects if o.shard not in unknown]
+
+        # 1. the archive first: an item must never exist without its raw line
         puts = [(obj, pool.submit(_put_object, s3, s.raw_bucket, obj)) for obj in batch.objects]
-        writes = [
-            pool.submit(_write_series, dynamodb, s.table_name, series, sleep)
-            for series in batch_plan.series_by_symbol(batch.items)
-        ]
         for obj, put in puts:
-            if not put.result():
-                failed.update(r.index for r in obj.records)
-        for write in writes:
-            for key in write.result():
-                failed.update(r.index for r in batch.covers[key])
+            if (err := put.result()) is not None:
+                out.object_failed(obj, err)
+        parked_objects = _park(s3, s.raw_bucket, batch, marks, out, pool)
+        _unwrite_parked(dynamodb, s.table_name, batch, marks)
 
-        cutoffs = batch_plan.cutoffs(records, failed)
-        for shard, ok in _write_manifests(s3, s.raw_bucket, records, cutoffs, pool).items():
-            if not ok:  # the manifest is the commit: without it the whole shard batch is retried
-                indexes, cutoffs[shard] = batch_plan.uncommit_shard(records, shard)
-                failed |= indexes
-        deleted = _trim(s3, s.raw_bucket, batch_plan.trim_plan(batch.objects, cutoffs), pool)
+        # 2. items of the records archived, each symbol in timestamp order, up to its first failure
+        writes = [
+            (series, pool.submit(_write_series, dynamodb, s.table_name, series, sleep))
+            for series in _writable_series(batch, out)
+        ]
+        marks_due = []
+        for series, write in writes:
+            prefix, failed_keys, error = write.result()
+            out.item_failed(failed_keys, error)
+            out.hold(batch_plan.item_key(item) for item in series[len(prefix) :])
+            if prefix:
+                marks_due.append((prefix, pool.submit(_mark, dynamodb, s.table_name, prefix)))
+        for prefix, marked in marks_due:
+            if error := marked.result():
+                out.item_failed({batch_plan.item_key(prefix[-1])}, error)
 
+        # 3. cut everything back to the committed prefix, then the manifest and the checkpoint
+        cutoffs = batch_plan.cutoffs(batch.records, out.failed)
+        written = batch.objects + parked_objects
+        deleted = _trim(s3, s.raw_bucket, batch_plan.trim_plan(written, cutoffs), pool)
+        uncommitted = _commit(s3, s.raw_bucket, batch, marks, cutoffs, out, pool)
+        if uncommitted:  # readers must not see what no checkpoint covers; the retry rewrites it
+            again = [o for o in written if o.shard in uncommitted and o.key not in deleted]
+            deleted |= _trim(s3, s.raw_bucket, batch_plan.trim_plan(again, cutoffs), pool)
+
+    failed = out.failed
     if register_partitions:
         _register(s, glue, batch_plan.committed_partitions(batch.objects, deleted))
     summary = batch_plan.summary(batch, failed, cutoffs, deleted)
     summary["ms"] = round((time.perf_counter() - started) * 1000, 1)
     log.log(logging.WARNING if failed else logging.INFO, json.dumps(summary, separators=(",", ":")))
-    return {"batchItemFailures": batch_plan.batch_item_failures(records, failed)}
+    return {"batchItemFailures": batch_plan.batch_item_failures(batch.records, failed)}
 
 
-def _write_manifests(
-    s3: Any, bucket: str, records: list[Record], cutoffs: dict[str, int], pool: ThreadPoolExecutor
-) -> dict[str, bool]:
-    """Write (or, when nothing is committed, delete) one manifest per shard; shard -> success."""
+def _writable_series(batch: BatchPlan, out: _Outcome) -> list[list[dict[str, Any]]]:
+    """Per symbol, the items to write now: in timestamp order, up to the first one not archived.
 
-    def write(shard: str, rows: list[Record]) -> bool:
-        key, body = batch_plan.manifest(shard, rows, cutoffs)
+    Items whose records are all parked are left out; the records of the items after a failure
+    are held (retried with it).
+    """
+    result = []
+    for series in batch_plan.series_by_symbol(batch.items):
+        keep: list[dict[str, Any]] = []
+        for n, item in enumerate(series):
+            rows = [r for r in batch.covers[batch_plan.item_key(item)] if r.index not in batch.parked]
+            if not rows:
+                continue
+            if any(r.index in out.errors for r in rows):
+                for later in series[n:]:
+                    out.held.update(
+                        r.index
+                        for r in batch.covers[batch_plan.item_key(later)]
+                        if r.index not in batch.parked and r.index not in out.errors
+                    )
+                break
+            keep.append(item)
+        if keep:
+            result.append(keep)
+    return result
+
+
+def _park(
+    s3: Any,
+    bucket: str,
+    batch: BatchPlan,
+    marks: dict[str, Checkpoint],
+    out: _Outcome,
+    pool: ThreadPoolExecutor,
+) -> list[StoreObject]:
+    """Write the parked records (with their bytes) to ``parked/``; if that fails they are retried."""
+    if not batch.parked:
+        return []
+    attempts = {}
+    for r in batch.records:
+        if r.index in batch.parked:
+            mark = marks.get(r.shard) or Checkpoint(r.shard)
+            attempts[r.index] = max(mark.attempts(r.seq), 0) + (
+                0 if mark.attempts(r.seq) >= PARK_AFTER else 1
+            )
+    objects = batch_plan.park_objects(batch.records, batch.parked, attempts)
+    for obj, put in [(obj, pool.submit(_put_object, s3, bucket, obj)) for obj in objects]:
+        if (err := put.result()) is not None:
+            text = _error_text(err)
+            for r in obj.records:
+                batch.parked.pop(r.index, None)
+                out.errors[r.index] = text
+    for obj in objects:
+        if obj.written:
+            log.warning(
+                "parked %d record(s) of %s in s3://%s/%s", len(obj.records), obj.shard, bucket, obj.key
+            )
+    return objects
+
+
+def _unwrite_parked(dynamodb: Any, table: str, batch: BatchPlan, marks: dict[str, Checkpoint]) -> None:
+    """Delete the items an earlier, uncommitted attempt may have written for records now parked.
+
+    A parked record has no raw line, so it must have no item either. Only records that failed
+    before can have one, and a key another record of the batch still stores is kept.
+    """
+    kept = {key for key, rows in batch.covers.items() if any(r.index not in batch.parked for r in rows)}
+    keys: set[batch_plan.ItemKey] = set()
+    for r in batch.records:
+        mark = marks.get(r.shard)
+        if r.index in batch.parked and isinstance(r.parsed, Quote) and mark and mark.attempts(r.seq):
+            key = (r.parsed.symbol, r.parsed.timestamp)
+            if key not in kept:
+                keys.add(key)
+    ordered = sorted(keys)
+    for start in range(0, len(ordered), MAX_ITEMS_PER_BATCH_WRITE):
+        requests = [
+            {"DeleteRequest": {"Key": {"symbol": {"S": sym}, "timestamp": {"S": ts}}}}
+            for sym, ts in ordered[start : start + MAX_ITEMS_PER_BATCH_WRITE]
+        ]
+        try:
+            dynamodb.batch_write_item(RequestItems={table: requests})
+        except Exception as err:  # the parked line holds the same quote; a redrive writes it again
+            log.warning("could not delete %d item(s) of parked records: %s", len(requests), err)
+
+
+def _commit(
+    s3: Any,
+    bucket: str,
+    batch: BatchPlan,
+    marks: dict[str, Checkpoint],
+    cutoffs: dict[str, int],
+    out: _Outcome,
+    pool: ThreadPoolExecutor,
+) -> set[str]:
+    """Per shard: the manifest, then the checkpoint (the commit); returns the shards that failed.
+
+    A shard whose commit failed is retried whole: its cutoff moves to its first record.
+    """
+
+    def commit(shard: str, rows: list[Record]) -> bool:
+        key, body = batch_plan.manifest(shard, rows, cutoffs, batch.parked)
         try:
             if body is None:
                 s3.delete_object(Bucket=bucket, Key=key)
             else:
-                s3.put_object(
-                    Bucket=bucket, Key=key, Body=json.dumps(body).encode(), ContentType="application/json"
-                )
+                s3.put_object(Bucket=bucket, Key=key, Body=json.dumps(body).encode(), ContentType=JSON)
+            kept = [r for r in rows if batch_plan.committed(r, cutoffs)]
+            errors = {r.seq: out.errors[r.index] for r in rows if r.index in out.errors}
+            mark = (marks.get(shard) or Checkpoint(shard)).advance(kept, errors)
+            s3.put_object(
+                Bucket=bucket, Key=layout.checkpoint_key(shard), Body=mark.to_json(), ContentType=JSON
+            )
             return True
-        except Exception:
-            log.exception("manifest s3://%s/%s could not be written; the batch is retried", bucket, key)
+        except Exception as err:
+            log.warning(
+                "the commit of %s (s3://%s/%s) failed; its records are retried: %s", shard, bucket, key, err
+            )
             return False
 
-    futures = {
-        shard: pool.submit(write, shard, rows) for shard, rows in batch_plan.records_by_shard(records).items()
+    by_shard = {
+        shard: rows
+        for shard, rows in batch_plan.records_by_shard(batch.records).items()
+        if shard in marks  # a shard whose checkpoint could not be read commits nothing
     }
-    return {shard: f.result() for shard, f in futures.items()}
+    futures = {shard: pool.submit(commit, shard, rows) for shard, rows in by_shard.items()}
+    failed = set()
+    for shard, future in futures.items():
+        if not future.result():
+            indexes, cutoffs[shard] = batch_plan.uncommit_shard(batch.records, shard)
+            out.held |= indexes - set(out.errors)
+            failed.add(shard)
+    return failed
 
 
 def _trim(s3: Any, bucket: str, actions: list[batch_plan.TrimAction], pool: ThreadPoolExecutor) -> set[str]:
@@ -235,11 +472,11 @@ def _trim(s3: Any, bucket: str, actions: list[batch_plan.TrimAction], pool: Thre
                 return obj.key
             s3.put_object(Bucket=bucket, Key=obj.key, Body=obj.body(action.cutoff), ContentType=NDJSON)
         except Exception:
-            log.exception("could not cut s3://%s/%s back to records below %d; a retry may duplicate "
-                          "its later records", bucket, obj.key, action.cutoff)  # fmt: skip
+            log.exception("could not cut s3://%s/%s back to records below %d; the retry rewrites it",
+                          bucket, obj.key, action.cutoff)  # fmt: skip
         return None
 
-    work = [pool.submit(cut, action) for action in actions]
+    work = [pool.submit(cut, action) for action in actions if action.obj.written]
     return {key for f in work if (key := f.result()) is not None}
 
 

@@ -4,14 +4,17 @@ Lambda-safe (stdlib + boto3). This module is the I/O (Query, PutItem, Publish); 
 grouping stream records, the window decision, the alert message and record -- are in
 :mod:`helpers.core.trend_plan`. For one stream batch, :func:`evaluate_batch`
 
-1. takes the bars of the INSERT and MODIFY records (REMOVE is ignored), grouped by symbol;
-2. per symbol, reads the price window it needs with ONE Query, newest first, ending at the batch's
-   newest bar: the batch's own bars, the ``lookback_needed()`` bars before its earliest bar and a
-   margin. More pages only when that window shows no non-zero state yet (a flat run: the last
-   non-zero state can be arbitrarily old, see :mod:`helpers.core.indicators`) - no per-symbol state to
-   keep consistent anywhere;
-3. evaluates every bar of the batch with :func:`~helpers.core.indicators.signals_for_new_bars`, the
-   shared crossover definition, so a crossover inside a batch is never skipped;
+1. takes the *marked* records (:func:`~helpers.core.trend_plan.mark_request`: the processor marks
+   the last item of each gap-free run of a symbol it wrote) and, per symbol, the span they cover;
+   the item writes themselves are skipped (see "Order" below);
+2. per symbol, reads the price window it needs with ONE Query, newest first, ending at the span's
+   newest bar: the span, the ``lookback_needed()`` bars before it and a margin. More pages only
+   when that window shows no non-zero state yet (a flat run: the last non-zero state can be
+   arbitrarily old, see :mod:`helpers.core.indicators`) - no per-symbol state to keep consistent
+   anywhere;
+3. evaluates every bar of the span, as read from the table, with
+   :func:`~helpers.core.indicators.signals_for_new_bars`, the shared crossover definition, so a
+   crossover inside a batch is never skipped;
 4. delivers each signal exactly once per signal bar (:func:`deliver`):
 
    * a conditional PutItem (``attribute_not_exists(alert_id)``) records it in the alerts table as
@@ -26,11 +29,15 @@ Only genuine errors (AWS calls failing after botocore's retries) are reported in
 ``batchItemFailures``: all stream records of the symbol concerned, so Lambda retries from there;
 what was already sent is skipped on the retry. Malformed images are logged and skipped.
 
-The window is read from the table, so a batch's bars need not be contiguous or in timestamp order
-(they are not: the processor writes a Kinesis batch's items in parallel chunks). What the result
-relies on is that, once a bar's stream record is read, the earlier bars of its symbol are in the
-table already; a bar landing in the table after a later one was evaluated can change that later
-bar's signal, which is not re-evaluated.
+**Order.** A bar's signal depends on every earlier bar of its symbol, so a bar must not be
+evaluated while an earlier one is missing from the table. Kinesis keeps a shard's order and the
+producer keeps each symbol's order through its retries (:mod:`helpers.notebook.producer`), but
+BatchWriteItem can store a chunk's later items and return an earlier one unprocessed, and a
+failed item is retried by a later invocation. The processor therefore marks a run only once it
+is in the table without a gap, and this Lambda evaluates marked runs only: the alerts equal the
+crossover definition over the processed series whatever order the items landed in. A bar that
+reaches the processor after later bars of its symbol were committed (a producer that does not
+keep order, a redrive) is evaluated with its run, but the later bars' signals are not revisited.
 
 **The alert guarantee: at least once, with a stable** ``alert_id``. One window is left open: a
 crash after SNS accepted a message but before the record is marked ``published`` re-publishes
@@ -253,10 +260,11 @@ def _evaluate_symbol(
     symbol: str, group: SymbolBatch, s: Settings, dynamodb: Any, sns: Any, topic: str, result: BatchResult
 ) -> None:
     """One Query (rarely more) for the window, then every new bar evaluated and its signals delivered."""
-    first, last = min(group.bars), max(group.bars)
-    history, last_state, queries = _history(dynamodb, s.table_name, symbol, first, last, len(group.bars))
+    first, last = group.first, group.last
+    history, last_state, queries = _history(dynamodb, s.table_name, symbol, first, last, group.bars)
     result.queries += queries
-    for signal in signals_for_new_bars(history, sorted(group.bars.items()), symbol, last_state=last_state):
+    span = [bar for bar in history if first <= bar[0]]  # every bar of the marked run, from the table
+    for signal in signals_for_new_bars(history, span, symbol, last_state=last_state):
         outcome = deliver(signal, dynamodb=dynamodb, sns=sns, alerts_table=s.alerts_table_name, topic=topic)
         result.outcomes[outcome] = result.outcomes.get(outcome, 0) + 1
         result.signals.append(signal)

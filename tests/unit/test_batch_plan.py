@@ -145,6 +145,7 @@ def test_manifest_lists_the_committed_prefix_with_quarantine_reasons() -> None:
         "last_committed_sequence_number": "3",
         "accepted": ["1", "3"],
         "quarantined": {"2": "bad_json"},
+        "parked": {},
     }
     everything = {**body, "last_committed_sequence_number": "4", "accepted": ["1", "3", "4"]}
     assert batch_plan.manifest(SHARD, rows, {})[1] == everything
@@ -208,6 +209,8 @@ def test_summary_counts_what_the_batch_did() -> None:
         "records": 4,
         "accepted": 2,
         "quarantined": {"missing_field": 1, "bad_json": 1},
+        "parked": 0,
+        "redelivered": 0,
         "failed": 1,
         "committed": 2,
         "raw_objects": 1,

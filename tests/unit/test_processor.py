@@ -15,15 +15,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kinesis_events import NOW, SHARD
+from kinesis_events import NOW, SHARD, MemoryBucket, MemoryTable
 from kinesis_events import event as _event
 from kinesis_events import quote as _quote
 
 from helpers.core import batch_plan
 from helpers.core.batch_plan import StoreObject
+from helpers.core.checkpoint import Checkpoint
+from helpers.core.layout import checkpoint_key
 from helpers.core.quotes import Quote, parse_record
 from helpers.pipeline.config import load_settings
 from helpers.pipeline.processor import (
+    MAX_WRITE_ATTEMPTS,
     manifest_key,
     plan,
     process_batch,
@@ -111,42 +114,29 @@ def test_sample_event_plans_two_raw_objects_a_quarantine_object_and_three_items(
 # --------------------------------------------------------------------------- process_batch in memory
 
 
-class MemoryS3:
-    """put_object / delete_object into a dict; ``refuse`` makes PutObject of matching keys fail."""
+class MemoryS3(MemoryBucket):
+    """A bucket in memory; ``refuse`` makes PutObject of matching keys fail."""
 
     def __init__(self, refuse: str = "\0") -> None:
-        self.objects: dict[str, bytes] = {}
+        super().__init__()
         self.refuse = refuse
 
     def put_object(self, Bucket: str, Key: str, Body: bytes, ContentType: str) -> dict[str, Any]:
         if self.refuse in Key:
             raise RuntimeError("injected PutObject failure")
-        self.objects[Key] = Body
-        return {}
-
-    def delete_object(self, Bucket: str, Key: str) -> dict[str, Any]:
-        self.objects.pop(Key, None)
-        return {}
+        return super().put_object(Bucket, Key, Body, ContentType)
 
 
-class MemoryTable:
-    """batch_write_item into a dict; items whose key is in ``refuse`` come back unprocessed."""
+class RefusingTable(MemoryTable):
+    """A table in memory; items whose key is in ``refuse`` come back unprocessed."""
 
     def __init__(self, refuse: set[tuple[str, str]] | None = None) -> None:
-        self.items: dict[tuple[str, str], dict[str, Any]] = {}
+        super().__init__()
         self.refuse = refuse or set()
 
-    def batch_write_item(self, RequestItems: dict[str, Any]) -> dict[str, Any]:
-        ((table, requests),) = RequestItems.items()
-        unprocessed = []
-        for request in requests:
-            item = request["PutRequest"]["Item"]
-            key = batch_plan.item_key(item)
-            if key in self.refuse:
-                unprocessed.append(request)
-            else:
-                self.items[key] = item
-        return {"UnprocessedItems": {table: unprocessed} if unprocessed else {}}
+    def refused(self, request: dict[str, Any]) -> bool:
+        item = request.get("PutRequest", {}).get("Item")
+        return item is not None and batch_plan.item_key(item) in self.refuse
 
 
 def _lines(body: bytes) -> list[dict[str, Any]]:
@@ -157,20 +147,21 @@ def test_process_batch_commits_the_prefix_below_the_first_failed_item() -> None:
     # GIVEN AAA and BBB alternating (seq 1-8), a bad record (9), and a table refusing AAA at seq 5
     quotes = [_quote("AAA" if n % 2 else "BBB", n) for n in range(1, 9)]
     event = _event([(n, q) for n, q in enumerate(quotes, start=1)] + [(9, b"{}")])
-    s3, table = MemoryS3(), MemoryTable(refuse={("AAA", quotes[4].timestamp)})
+    s3, table = MemoryS3(), RefusingTable(refuse={("AAA", quotes[4].timestamp)})
     sleeps: list[float] = []
 
     response = process_batch(
         event, SETTINGS, s3=s3, dynamodb=table, now=NOW, register_partitions=False, sleep=sleeps.append
     )
 
-    # THEN only the refused record is reported, and the stores hold exactly the records below it
-    assert response == {"batchItemFailures": [{"itemIdentifier": "5"}]}
-    assert len(sleeps) == 4 and all(0 <= s <= 1.0 for s in sleeps)  # MAX_WRITE_ATTEMPTS - 1 backoffs
+    # THEN the refused record and the AAA bar stored after it (outside the gap-free run) are retried
+    assert response == {"batchItemFailures": [{"itemIdentifier": "5"}, {"itemIdentifier": "7"}]}
+    assert len(sleeps) == MAX_WRITE_ATTEMPTS - 1 and all(0 <= s <= 1.0 for s in sleeps)
     aaa, bbb = (
         f"raw/symbol={sym}/dt=2026-07-29/{SHARD}-{seq}.ndjson" for sym, seq in (("AAA", 1), ("BBB", 2))
     )
-    assert sorted(s3.objects) == sorted([aaa, bbb, manifest_key(SHARD, "1")])  # quarantine of 9 deleted
+    # the stores hold exactly the records below it (the quarantine object of 9 is deleted)
+    assert sorted(s3.objects) == sorted([aaa, bbb, manifest_key(SHARD, "1"), checkpoint_key(SHARD)])
     assert [r["timestamp"] for r in _lines(s3.objects[aaa])] == [quotes[0].timestamp, quotes[2].timestamp]
     assert [r["timestamp"] for r in _lines(s3.objects[bbb])] == [quotes[1].timestamp, quotes[3].timestamp]
     assert json.loads(s3.objects[manifest_key(SHARD, "1")]) == {
@@ -179,15 +170,23 @@ def test_process_batch_commits_the_prefix_below_the_first_failed_item() -> None:
         "last_committed_sequence_number": "4",
         "accepted": ["1", "2", "3", "4"],
         "quarantined": {},
+        "parked": {},
     }
+    mark = Checkpoint.from_json(s3.objects[checkpoint_key(SHARD)], SHARD)
+    assert (mark.sequence_number, mark.attempts("5"), mark.attempts("7")) == ("4", 1, 0)
     # the table keeps the items written above the cutoff (6, 7, 8): the retry rewrites them identically
     assert sorted(table.items) == sorted((q.symbol, q.timestamp) for q in quotes if q is not quotes[4])
+    # the trend Lambda is told only about gap-free runs: AAA up to 3 (not 7), BBB up to 8
+    assert table.marks == [
+        ("AAA", quotes[2].timestamp, quotes[0].timestamp, "2"),
+        ("BBB", quotes[7].timestamp, quotes[1].timestamp, "4"),
+    ]
 
 
 def test_process_batch_uncommits_a_shard_whose_manifest_failed() -> None:
     s3 = MemoryS3(refuse="manifests/")
     event = _event([(1, _quote("AAA", 1)), (2, _quote("AAA", 2))])
-    response = process_batch(event, SETTINGS, s3=s3, dynamodb=MemoryTable(), register_partitions=False)
+    response = process_batch(event, SETTINGS, s3=s3, dynamodb=RefusingTable(), register_partitions=False)
     assert response == {"batchItemFailures": [{"itemIdentifier": "1"}, {"itemIdentifier": "2"}]}
     assert s3.objects == {}  # the raw object was deleted again: the retry rewrites it
 
@@ -196,7 +195,7 @@ def test_process_batch_uncommits_a_shard_whose_manifest_failed() -> None:
 def test_process_batch_fails_the_records_of_an_object_that_could_not_be_put(failing: str) -> None:
     s3 = MemoryS3(refuse=failing)
     event = _event([(1, _quote("AAA", 1)), (2, _quote("BBB", 1)), (3, b"{}"), (4, _quote("AAA", 2))])
-    response = process_batch(event, SETTINGS, s3=s3, dynamodb=MemoryTable(), register_partitions=False)
+    response = process_batch(event, SETTINGS, s3=s3, dynamodb=RefusingTable(), register_partitions=False)
     first_failed = 2 if failing == "symbol=BBB/" else 3
     assert response == {"batchItemFailures": [{"itemIdentifier": str(first_failed)}]}
     (manifest,) = [json.loads(body) for key, body in s3.objects.items() if key.startswith("manifests/")]

@@ -1,14 +1,22 @@
-"""Adversarial: random write faults, partial-batch retries and new batch boundaries, no stack.
+"""Adversarial: random write faults, crashes, redeliveries and new batch boundaries, no stack.
 
 A Kinesis consumer is simulated the way Lambda drives one shard with ReportBatchItemFailures:
 each invocation gets the records from the checkpoint on, in a batch of random size; the shard
 resumes at the lowest reported sequence number, and the next batch may have other boundaries.
-S3 PutObject of a new key fails at random and DynamoDB returns random UnprocessedItems, so
-retries, cut-backs and uncommitted manifests all happen. Whatever the schedule, the stores end
-as the Guarantees table says: every accepted record's raw line exactly once, one item per
-(symbol, timestamp), every malformed record quarantined once with its reason.
+On top of that the schedule
 
-Whole-batch redeliveries after a timeout (writes done, response lost) are the chaos suite's.
+* fails S3 PutObject of a new key and leaves DynamoDB items unprocessed at random, so retries,
+  cut-backs, uncommitted manifests and parked records all happen;
+* crashes invocations midway (a write raises an exception no handler catches, as a SIGKILL or a
+  timeout leaves the stores): Lambda retries the same records, possibly bisected;
+* redelivers already committed records (a lost response, a re-created mapping reading from
+  TRIM_HORIZON): the shard jumps back to an earlier record, with new boundaries.
+
+Whatever the schedule, the stores end as the Guarantees table says: every accepted record either
+has its raw line exactly once and its item, or is parked exactly once with no line and no item;
+every malformed record is quarantined once with its reason (or parked, if that write kept failing); manifests count what is stored; and
+every mark the trend Lambda evaluates covers a gap-free run (no earlier bar of the symbol that
+ends up stored was missing when the mark was written).
 """
 
 from __future__ import annotations
@@ -19,103 +27,150 @@ import threading
 from collections import Counter
 from typing import Any
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
-from kinesis_events import event, quote
+from kinesis_events import MemoryBucket, MemoryTable, event, quote
 
-from helpers.core import batch_plan
 from helpers.pipeline.config import load_settings
 from helpers.pipeline.processor import process_batch
 
 SETTINGS = load_settings(environ={})
-MAX_INVOCATIONS = 400  # bounded: a schedule that never commits fails the test instead of hanging
+MAX_INVOCATIONS = 600  # bounded: a schedule that never commits fails the test instead of hanging
 
 
-class FlakyS3:
-    """PutObject of a key not yet stored fails with probability ``p``; rewrites and deletes succeed."""
+class Crash(BaseException):
+    """A write that never returns: the invocation dies with whatever it wrote so far."""
 
-    def __init__(self, rng: random.Random, p: float) -> None:
-        self.objects: dict[str, bytes] = {}
-        self.rng, self.p, self.lock = rng, p, threading.Lock()
+
+class Chaos:
+    """The shared dice of one schedule: faults per new S3 key, per item, and crashes."""
+
+    def __init__(self, rng: random.Random, p_s3: float, p_ddb: float, p_crash: float) -> None:
+        self.rng, self.p_s3, self.p_ddb, self.p_crash = rng, p_s3, p_ddb, p_crash
+        self.lock = threading.Lock()
+
+    def roll(self, p: float) -> bool:
+        with self.lock:
+            return self.rng.random() < p
+
+
+class FlakyS3(MemoryBucket):
+    """PutObject of a key not yet stored fails with probability ``p_s3``; any write may crash."""
+
+    def __init__(self, chaos: Chaos) -> None:
+        super().__init__()
+        self.chaos, self.lock = chaos, threading.Lock()
 
     def put_object(self, Bucket: str, Key: str, Body: bytes, ContentType: str) -> dict[str, Any]:
+        if self.chaos.roll(self.chaos.p_crash):
+            raise Crash(Key)
         with self.lock:
-            if Key not in self.objects and self.rng.random() < self.p:
+            if Key not in self.objects and self.chaos.roll(self.chaos.p_s3):
                 raise RuntimeError("injected PutObject failure")
-            self.objects[Key] = Body
-        return {}
-
-    def delete_object(self, Bucket: str, Key: str) -> dict[str, Any]:
-        with self.lock:
-            self.objects.pop(Key, None)
-        return {}
+            return super().put_object(Bucket, Key, Body, ContentType)
 
 
-class FlakyTable:
-    """BatchWriteItem leaves each item unprocessed with probability ``p``."""
+class FlakyTable(MemoryTable):
+    """BatchWriteItem leaves each request unprocessed with probability ``p_ddb``; marks are checked."""
 
-    def __init__(self, rng: random.Random, p: float) -> None:
-        self.items: dict[tuple[str, str], dict[str, Any]] = {}
-        self.rng, self.p, self.lock = rng, p, threading.Lock()
+    def __init__(self, chaos: Chaos) -> None:
+        super().__init__()
+        self.chaos, self.lock = chaos, threading.Lock()
+        self.seen_at_mark: list[tuple[str, str, set[str]]] = []  # (symbol, marked bar, bars present)
+
+    def refused(self, request: dict[str, Any]) -> bool:
+        return "PutRequest" in request and self.chaos.roll(self.chaos.p_ddb)
 
     def batch_write_item(self, RequestItems: dict[str, Any]) -> dict[str, Any]:
-        ((table, requests),) = RequestItems.items()
-        unprocessed = []
         with self.lock:
-            for request in requests:
-                if self.rng.random() < self.p:
-                    unprocessed.append(request)
-                else:
-                    item = request["PutRequest"]["Item"]
-                    self.items[batch_plan.item_key(item)] = item
-        return {"UnprocessedItems": {table: unprocessed} if unprocessed else {}}
+            return super().batch_write_item(RequestItems)
+
+    def update_item(self, **request: Any) -> dict[str, Any]:
+        with self.lock:
+            symbol, ts = request["Key"]["symbol"]["S"], request["Key"]["timestamp"]["S"]
+            self.seen_at_mark.append((symbol, ts, {t for s, t in self.items if s == symbol}))
+            return super().update_item(**request)
 
 
+@settings(max_examples=150, deadline=None)
 @given(
     symbols=st.integers(1, 3),
     count=st.integers(1, 60),
     bad=st.sets(st.integers(1, 60), max_size=5),
     p_s3=st.sampled_from([0.0, 0.1, 0.3]),
     p_ddb=st.sampled_from([0.0, 0.3, 0.6]),
+    p_crash=st.sampled_from([0.0, 0.02, 0.1]),
+    p_replay=st.sampled_from([0.0, 0.2]),
     seed=st.integers(0, 2**32 - 1),
 )
-def test_random_faults_and_batch_boundaries_store_every_record_exactly_once(
-    symbols: int, count: int, bad: set[int], p_s3: float, p_ddb: float, seed: int
+def test_random_faults_crashes_and_redeliveries_store_every_record_exactly_once(
+    symbols: int,
+    count: int,
+    bad: set[int],
+    p_s3: float,
+    p_ddb: float,
+    p_crash: float,
+    p_replay: float,
+    seed: int,
 ) -> None:
     rng = random.Random(seed)
     records: list[tuple[int, Any]] = []
     for seq in range(1, count + 1):
         sym = f"S{seq % symbols}"
-        records.append((seq, b'{"symbol": "BAD"' if seq in bad else quote(sym, seq % 60, 100.0 + seq)))
-    s3, table = FlakyS3(rng, p_s3), FlakyTable(rng, p_ddb)
+        day = "2026-07-29" if seq < 60 else "2026-07-30"  # bars in timestamp order, two partitions
+        records.append((seq, b'{"symbol": "BAD"' if seq in bad else quote(sym, seq % 60, 100.0 + seq, day)))
+    chaos = Chaos(rng, p_s3, p_ddb, p_crash)
+    s3, table = FlakyS3(chaos), FlakyTable(chaos)
 
-    position, invocations = 0, 0  # index of the first record not yet committed
+    position, invocations = 0, 0  # index of the first record the shard resumes at
     while position < len(records):
         invocations += 1
         assert invocations <= MAX_INVOCATIONS, "the shard never moved past its failures"
         batch = records[position : position + rng.randint(1, 25)]
-        response = process_batch(
-            event(batch), SETTINGS, s3=s3, dynamodb=table, register_partitions=False, sleep=lambda _: None
-        )
+        try:
+            response = process_batch(
+                event(batch), SETTINGS, s3=s3, dynamodb=table, register_partitions=False, sleep=lambda _: None
+            )
+        except Crash:
+            if len(batch) > 1 and rng.random() < 0.5:  # bisected retry: the first half first
+                batch = batch[: len(batch) // 2]
+            continue  # Lambda retries from the same record
         failed = [int(f["itemIdentifier"]) for f in response["batchItemFailures"]]
         position = (min(failed) - 1) if failed else position + len(batch)
+        if rng.random() < p_replay:  # a redelivery of committed records, with other boundaries
+            position = rng.randint(0, position)
 
-    accepted = {(q.symbol, q.timestamp) for seq, q in records if seq not in bad}
-    lines = Counter(
+    objects = s3.objects
+    raw = Counter(
         (row["symbol"], row["timestamp"])
-        for key, body in s3.objects.items()
+        for key, body in objects.items()
         if key.startswith(SETTINGS.raw_prefix)
         for row in map(json.loads, body.splitlines())
     )
-    assert lines == Counter(accepted)  # every accepted record's raw line, once
-    assert set(table.items) == accepted  # one item per (symbol, timestamp)
+    parked = Counter(
+        json.loads(line)["sequence_number"]
+        for key, body in objects.items()
+        if key.startswith("parked/")
+        for line in body.splitlines()
+    )
+    good = {seq: q for seq, q in records if seq not in bad}
+    assert all(n == 1 for n in parked.values()), parked  # parked once each
+    stored = {(q.symbol, q.timestamp) for seq, q in good.items() if str(seq) not in parked}
+    assert set(parked) <= {str(seq) for seq, _ in records}
+    assert raw == Counter(stored)  # every stored record's raw line, once; none of a parked one
+    assert set(table.items) == stored  # one item per stored (symbol, timestamp), none of a parked one
     quarantined = Counter(
         json.loads(line)["sequence_number"]
-        for key, body in s3.objects.items()
+        for key, body in objects.items()
         if key.startswith(SETTINGS.quarantine_prefix)
         for line in body.splitlines()
     )
-    assert quarantined == Counter(str(seq) for seq in bad if seq <= count)  # once each
-    manifests = [json.loads(b) for k, b in s3.objects.items() if k.startswith("manifests/")]
-    committed = Counter(seq for m in manifests for seq in m["accepted"])
-    assert set(committed) == {str(seq) for seq, _ in records if seq not in bad}
+    # once each, unless its quarantine object kept failing: then it is parked instead
+    assert quarantined == Counter(str(seq) for seq in bad if seq <= count and str(seq) not in parked)
+    manifests = [json.loads(b) for k, b in objects.items() if k.startswith("manifests/")]
+    accepted = Counter(seq for m in manifests for seq in m["accepted"])
+    assert set(accepted) == {str(seq) for seq in good if str(seq) not in parked}
+    assert {seq for m in manifests for seq in m["parked"]} == set(parked)
+    for symbol, marked, present in table.seen_at_mark:  # every mark ends a gap-free run
+        missing = {ts for s, ts in stored if s == symbol and ts <= marked} - present - {marked}
+        assert not missing, (symbol, marked, sorted(missing))

@@ -97,15 +97,15 @@ def test_compare_reports_missing_extra_and_duplicates() -> None:
     assert check["duplicates"] == [a.alert_id]
 
 
-def test_sample_event_groups_new_bars_by_symbol() -> None:
-    """GIVEN 3 INSERTs and a MODIFY of AAPL, a REMOVE and an image without a price."""
+def test_sample_event_groups_the_marked_runs_by_symbol() -> None:
+    """GIVEN 3 INSERTs and a MODIFY of AAPL, the processor's mark, a REMOVE, a marked image without a price."""
     event = json.loads(EVENT_FILE.read_text())
     groups, malformed = trend_plan.group_stream_records(event["Records"])
     assert malformed == 1  # the MSFT image without a price
-    assert list(groups) == ["AAPL"]  # REMOVE ignored
+    assert list(groups) == ["AAPL"]  # unmarked writes and REMOVE skipped
     aapl = groups["AAPL"]
-    assert sorted(aapl.bars) == ["2026-07-29T13:30:00Z", "2026-07-29T13:31:00Z", "2026-07-29T13:32:00Z"]
-    assert aapl.sequence_numbers == [r["dynamodb"]["SequenceNumber"] for r in event["Records"][:4]]
+    assert (aapl.first, aapl.last, aapl.bars) == ("2026-07-29T13:30:00Z", "2026-07-29T13:32:00Z", 3)
+    assert aapl.sequence_numbers == [event["Records"][5]["dynamodb"]["SequenceNumber"]]
 
 
 def test_topic_arn_for_function_uses_the_functions_account() -> None:
@@ -118,9 +118,18 @@ def test_topic_arn_for_function_uses_the_functions_account() -> None:
 
 
 def _stream_record(
-    seq: int, symbol: str, timestamp: str, price: Any, event: str = "INSERT"
+    seq: int,
+    symbol: str,
+    timestamp: str,
+    price: Any,
+    event: str = "MODIFY",
+    first: str | None = None,
+    bars: int = 1,
 ) -> dict[str, Any]:
+    """A stream record of an item; marked (as the processor marks a run's last bar) unless ``first`` is ""."""
     image = {"symbol": {"S": symbol}, "timestamp": {"S": timestamp}, "price": {"N": str(price)}}
+    if first != "":
+        image.update({"trend_from": {"S": first or timestamp}, "trend_bars": {"N": str(bars)}})
     return {
         "eventID": f"e{seq}",
         "eventName": event,
@@ -128,28 +137,30 @@ def _stream_record(
     }
 
 
-def test_grouping_keeps_the_last_image_of_a_bar_and_skips_malformed_ones() -> None:
+def test_grouping_spans_the_marked_runs_and_skips_unmarked_and_malformed_records() -> None:
     no_sequence = _stream_record(7, "AAA", "2026-07-29T13:35:00Z", 1)
     del no_sequence["dynamodb"]["SequenceNumber"]
     records = [
-        _stream_record(1, "AAA", "2026-07-29T13:30:00Z", "10.5"),
+        _stream_record(1, "AAA", "2026-07-29T13:30:00Z", "10.5", event="INSERT", first=""),  # a write
         _stream_record(2, "BBB", "2026-07-29T13:30:00Z", "20"),
-        _stream_record(3, "AAA", "2026-07-29T13:30:00Z", "10.75", event="MODIFY"),  # last image wins
+        _stream_record(3, "AAA", "2026-07-29T13:31:00Z", "10.75", first="2026-07-29T13:30:00Z", bars=2),
         _stream_record(4, "AAA", "2026-07-29T13:31:00Z", "NaN"),
         _stream_record(5, "AAA", "2026-07-29T13:32:00Z", "Infinity"),
         _stream_record(6, "AAA", "2026-07-29T13:33:00Z", "ten"),
         no_sequence,
+        _stream_record(11, "AAA", "2026-07-29T13:36:00Z", "1", first="2026-07-29T13:37:00Z"),  # after itself
         {"eventID": "e8", "eventName": "INSERT", "dynamodb": {"SequenceNumber": "8", "NewImage": None}},
         {"eventID": "e9", "eventName": "REMOVE", "dynamodb": {"SequenceNumber": "9"}},
         {"eventID": "e10", "dynamodb": {"SequenceNumber": "10"}},  # no event name: not evaluated
+        _stream_record(12, "AAA", "2026-07-29T13:34:00Z", "11", first="2026-07-29T13:33:00Z", bars=2),
     ]
     groups, malformed = trend_plan.group_stream_records(records)
     assert malformed == 5
-    assert {sym: g.bars for sym, g in groups.items()} == {
-        "AAA": {"2026-07-29T13:30:00Z": Decimal("10.75")},
-        "BBB": {"2026-07-29T13:30:00Z": Decimal("20")},
+    spans = {sym: (g.first, g.last, g.bars, g.sequence_numbers) for sym, g in groups.items()}
+    assert spans == {
+        "AAA": ("2026-07-29T13:30:00Z", "2026-07-29T13:34:00Z", 4, ["3", "12"]),
+        "BBB": ("2026-07-29T13:30:00Z", "2026-07-29T13:30:00Z", 1, ["2"]),
     }
-    assert groups["AAA"].sequence_numbers == ["1", "3"] and groups["BBB"].sequence_numbers == ["2"]
     assert trend_plan.group_stream_records([]) == ({}, 0)
 
 
@@ -281,7 +292,16 @@ def test_history_pages_back_through_a_flat_run_to_the_last_nonzero_state() -> No
 
 
 def _batch(symbol: str, bars: list[Bar], first_seq: int) -> list[dict[str, Any]]:
-    return [_stream_record(first_seq + i, symbol, t, price) for i, (t, price) in enumerate(bars)]
+    """The stream records the processor leaves for ``bars``: their writes, then the run's mark."""
+    writes = [
+        _stream_record(first_seq + i, symbol, t, price, event="INSERT", first="")
+        for i, (t, price) in enumerate(bars)
+    ]
+    last_ts, last_price = bars[-1]
+    mark = _stream_record(
+        first_seq + len(bars), symbol, last_ts, last_price, first=bars[0][0], bars=len(bars)
+    )
+    return [*writes, mark]
 
 
 def test_evaluate_delivers_each_signal_once_and_fails_only_the_busy_symbols_records() -> None:
@@ -293,7 +313,7 @@ def test_evaluate_delivers_each_signal_once_and_fails_only_the_busy_symbols_reco
     table = MemoryTables({"AAA": bars, "BBB": bars}, busy={busy.alert_id})
     table.alerts[busy.alert_id] = trend_plan.alert_item(busy, "2026-01-01T00:00:00Z")
     topic = MemoryTopic()
-    event = {"Records": _batch("AAA", bars[-10:], 1) + _batch("BBB", bars[-10:], 11)}
+    event = {"Records": _batch("AAA", bars[-10:], 1) + _batch("BBB", bars[-10:], 12)}
     settings = dataclasses.replace(Settings(), table_name="t", alerts_table_name="a")
 
     result = trend.evaluate(event, settings, dynamodb=table, sns=topic, topic="arn:topic")
@@ -301,7 +321,7 @@ def test_evaluate_delivers_each_signal_once_and_fails_only_the_busy_symbols_reco
     # THEN AAA's BUY is published and marked; BBB's records are reported for a retry
     assert [s.signal for s in expected] == ["BUY"] and result.signals == expected
     assert result.outcomes == {trend.PUBLISHED: 1} and result.queries == 4
-    assert result.response() == {"batchItemFailures": [{"itemIdentifier": str(n)} for n in range(11, 21)]}
+    assert result.response() == {"batchItemFailures": [{"itemIdentifier": "22"}]}  # BBB's mark
     (message,) = topic.messages
     assert message["Subject"] == trend_plan.format_alert(expected[0])[0]
     assert message["MessageAttributes"] == trend_plan.message_attributes(expected[0])
