@@ -14,9 +14,9 @@ On top of that the schedule
 
 Whatever the schedule, the stores end as the Guarantees table says: every accepted record either
 has its raw line exactly once and its item, or is parked exactly once with no line and no item;
-every malformed record is quarantined once with its reason (or parked, if that write kept failing); manifests count what is stored; and
-every mark the trend Lambda evaluates covers a gap-free run (no earlier bar of the symbol that
-ends up stored was missing when the mark was written).
+every malformed record is quarantined once with its reason (or parked, if that write kept
+failing); manifests count what is stored; and every mark the trend Lambda evaluates covers a
+gap-free run (no earlier bar of the symbol that ends up stored was missing when it was written).
 """
 
 from __future__ import annotations

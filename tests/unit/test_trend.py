@@ -98,7 +98,7 @@ def test_compare_reports_missing_extra_and_duplicates() -> None:
 
 
 def test_sample_event_groups_the_marked_runs_by_symbol() -> None:
-    """GIVEN 3 INSERTs and a MODIFY of AAPL, the processor's mark, a REMOVE, a marked image without a price."""
+    """GIVEN 3 INSERTs, a MODIFY and the processor's mark of AAPL, a REMOVE, a priceless marked image."""
     event = json.loads(EVENT_FILE.read_text())
     groups, malformed = trend_plan.group_stream_records(event["Records"])
     assert malformed == 1  # the MSFT image without a price
