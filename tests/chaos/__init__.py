@@ -13,8 +13,10 @@ The matrix (sizes in ``cases.SIZES``; full finishes in under 10 minutes on two c
 redelivery     the whole stream delivered four times: processor BatchSize small on the first
                delivery, then its mapping deleted and re-created from TRIM_HORIZON three times
                with other sizes (large after small, small after large, a middle one)
-timeouts       processor ``Timeout`` = 1 s and 30 % of the raw bucket's PutObject calls slowed
-               by 0.6-1.5 s: invocations time out, the runtime bisects and retries
+timeouts       processor ``Timeout`` = 1 s and half of the raw bucket's PutObject calls slowed by
+               1.1-1.6 s, up to a bound (16; small: 6): invocations time out, the runtime bisects
+               and retries; each wait bounded (150 s; small: 60 s); ``workers``: the pool's
+               cold starts and timeouts during the case
 throttling     20 % at once: Kinesis PutRecords entries (ProvisionedThroughputExceeded, the
                producer resends), DynamoDB BatchWriteItem UnprocessedItems and errors on
                Put/Update/DeleteItem, S3 PutObject SlowDown (503)
@@ -30,7 +32,7 @@ fuzz           malformed records (random bytes, truncated / mutated JSON, non-ob
 =============  ==================================================================================
 
 After its drive, a case waits until the pipeline is quiet (items, objects, mapping counters, the
-failure queue and the alert inbox unchanged for 6 s once every sequence number is committed; 20 s
+failure queue and the alert inbox unchanged for 4 s once every sequence number is committed; 20 s
 when some never are; bounded) and measures every store on its own.
 
 Reading ``reports/chaos.json``: ``{"size", "ok", "wall_seconds", "sizes", "cases": {name: ...}}``;

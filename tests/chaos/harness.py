@@ -42,7 +42,7 @@ __all__ = ["CaseResult", "Pipeline", "check", "measure", "run_case", "wait_quies
 log = logging.getLogger(__name__)
 
 POLL_SECONDS = 1.0
-SETTLE_SECONDS = 6.0  # stores unchanged this long once every record is committed: quiet
+SETTLE_SECONDS = 4.0  # stores unchanged this long once every record is committed: quiet
 STALL_SECONDS = 20.0  # ... this long while records are still missing: nothing more will come
 QUIESCE_TIMEOUT_SECONDS = 300.0
 MAPPING_WAIT_SECONDS = 60.0
@@ -100,6 +100,12 @@ class Pipeline:
                 if str(stats.get("function_arn", "")).endswith(f":function:{name}"):
                     out[kind] = {"uuid": uuid, **{k: v for k, v in stats.items() if k != "shards"}}
         return out
+
+    def worker_counters(self) -> dict[str, int]:
+        """The stack's Lambda worker pool counters (invocations, cold_starts, timeouts, crashes)."""
+        health = status(self.stack).health or {}
+        workers = health.get("components", {}).get("lambda", {}).get("workers", {})
+        return {k: int(v) for k, v in workers.items() if isinstance(v, int)}
 
     def recreate_processor_mapping(self, batch_size: int) -> str:
         """Delete the processor's mapping, create it again from TRIM_HORIZON with ``batch_size``."""
