@@ -15,7 +15,7 @@ redelivery     the whole stream delivered four times: processor BatchSize small 
                with other sizes (large after small, small after large, a middle one)
 timeouts       processor ``Timeout`` = 1 s and half of the raw bucket's PutObject calls slowed by
                1.1-1.6 s, up to a bound (16; small: 6): invocations time out, the runtime bisects
-               and retries; each wait bounded (150 s; small: 60 s); ``workers``: the pool's
+               and retries; each wait bounded (90 s; small: 40 s); ``workers``: the pool's
                cold starts and timeouts during the case
 throttling     20 % at once: Kinesis PutRecords entries (ProvisionedThroughputExceeded, the
                producer resends), DynamoDB BatchWriteItem UnprocessedItems and errors on

@@ -184,9 +184,9 @@ def kills(p: Pipeline, size: str) -> None:
         "description": "chaos kills: SIGKILL of processor and trend workers mid-invocation",
         "rules": [
             {"service": "lambda", "resource": p.settings.processor_function,
-             "kill": {"rate": 0.35, "delay_ms": [20, 250], "max": n["processor_kills"]}},
+             "kill": {"rate": 0.35, "delay_ms": [10, 150], "max": n["processor_kills"]}},
             {"service": "lambda", "resource": p.settings.trend_function,
-             "kill": {"rate": 0.15, "delay_ms": [5, 120], "max": n["trend_kills"]}},
+             "kill": {"rate": 0.5, "delay_ms": [0, 30], "max": n["trend_kills"]}},
         ],
     }  # fmt: skip
     with p.faults_on(spec):
