@@ -4,7 +4,8 @@
 (memory holds one batch, whatever the number of records), sends batches of at most
 :data:`MAX_RECORDS_PER_PUT` records and :data:`MAX_BYTES_PER_PUT` bytes with
 ``PartitionKey = symbol``, resends only the entries PutRecords reports as failed (exponential
-backoff: ``aws.backoff_seconds``), and returns a :class:`ProduceSummary` of what was sent.
+backoff: ``aws.backoff_seconds``) while keeping each symbol's order (:func:`_put_batch`), and
+returns a :class:`ProduceSummary` of what was sent.
 Whole-call errors (throttling, 5xx) are retried by botocore's ``standard`` mode.
 
 A slow source (a paced replay, live polling) does not hold records back: a batch is flushed as
@@ -14,6 +15,7 @@ bytes (deliberately malformed records for the quarantine demo and tests).
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import json
@@ -274,33 +276,50 @@ def _put_batch(
     max_attempts: int,
     sleep: Callable[[float], Any],
 ) -> None:
-    """One batch: PutRecords, then resend only the failed entries, with backoff."""
+    """One batch, in rounds that keep each partition key's order through retries.
+
+    PutRecords does not keep order across a partial failure: a resent entry lands after the later
+    entries of its key that succeeded in the same call. So each round takes at most the *next*
+    entry of every key (many keys per call); an entry is sent only once the previous entry of its
+    key is on the stream, and a failed one is resent (with backoff) before its key's next. Bars of
+    a symbol therefore reach Kinesis, and the pipeline, in the order the source gave them, which
+    the crossover alerts need (:mod:`helpers.pipeline.trend`). The cost: one symbol sent in bulk
+    takes one PutRecords call per record (many symbols share the calls; paced and live sources
+    send one bar per symbol per call anyway).
+    """
     summary.batches += 1
-    pending = entries
+    queues: dict[str, collections.deque[Entry]] = {}
+    for entry in entries:
+        queues.setdefault(entry[1], collections.deque()).append(entry)
+    attempts: Counter[str] = Counter()  # failed attempts of each key's head entry
     codes: Counter[str] = Counter()
-    for attempt in range(max_attempts):
-        if attempt:
-            summary.retried += len(pending)
-            sleep(aws.backoff_seconds(attempt, base=BACKOFF_BASE_SECONDS, cap=BACKOFF_CAP_SECONDS))
-        request = [{"Data": data, "PartitionKey": key} for data, key, _ in pending]
-        try:
-            response = kinesis.put_records(StreamName=stream, Records=request)
-        except ClientError as err:
-            hint = "run 01_provision first" if aws.is_missing(err) else "check the stream"
-            raise ProducerError(
-                f"PutRecords on stream {stream} failed: {aws.error_code(err)}: {err}; {hint}"
-            ) from err
-        except BotoCoreError as err:
-            raise ProducerError(f"PutRecords on stream {stream} failed: {err}; is the endpoint up?") from err
+    while queues:
+        round_ = [q[0] for q in queues.values()][:MAX_RECORDS_PER_PUT]
+        retry = max((attempts[key] for _, key, _ in round_), default=0)
+        if retry:
+            summary.retried += sum(1 for _, key, _ in round_ if attempts[key])
+            sleep(aws.backoff_seconds(retry, base=BACKOFF_BASE_SECONDS, cap=BACKOFF_CAP_SECONDS))
+        response = _put_records(kinesis, stream, round_)
         summary.calls += 1
-        failed: list[Entry] = []
         codes = Counter()
-        for entry, result in zip(pending, response["Records"], strict=True):
-            if result.get("ErrorCode"):
-                failed.append(entry)
-                codes[str(result["ErrorCode"])] += 1
-                continue
+        for entry, result in zip(round_, response["Records"], strict=True):
             data, key, timestamp = entry
+            if result.get("ErrorCode"):
+                codes[str(result["ErrorCode"])] += 1
+                attempts[key] += 1
+                if attempts[key] >= max_attempts:
+                    summary.failed += sum(len(q) for q in queues.values())
+                    raise ProducerError(
+                        f"a record (key {key!r}) could not be put on stream {stream} after {max_attempts} "
+                        f"attempts (error codes {dict(codes)}); {summary.failed} record(s) not sent; lower "
+                        "the rate or add shards, then send them again"
+                    )
+                continue
+            attempts.pop(key, None)
+            queue_ = queues[key]
+            queue_.popleft()
+            if not queue_:
+                del queues[key]
             summary.records += 1
             summary.bytes += len(data)
             summary.per_key[key] = summary.per_key.get(key, 0) + 1
@@ -309,15 +328,28 @@ def _put_batch(
                 summary.last_timestamp = max(timestamp, summary.last_timestamp or timestamp)
             shard = str(result.get("ShardId", ""))
             summary.shards[shard] = summary.shards.get(shard, 0) + 1
-        if not failed:
-            return
-        log.debug("PutRecords on %s: %d of %d entries failed (%s)", stream, len(failed), len(pending), codes)
-        pending = failed
-    summary.failed += len(pending)
-    raise ProducerError(
-        f"{len(pending)} record(s) could not be put on stream {stream} after {max_attempts} attempts "
-        f"(error codes {dict(codes)}); lower the rate or add shards, then send them again"
-    )
+        if codes:
+            log.debug(
+                "PutRecords on %s: %d of %d entries failed (%s)",
+                stream,
+                sum(codes.values()),
+                len(round_),
+                codes,
+            )
+
+
+def _put_records(kinesis: Any, stream: str, entries: list[Entry]) -> Any:
+    """One PutRecords call; whole-call errors become :class:`ProducerError` with a hint."""
+    request = [{"Data": data, "PartitionKey": key} for data, key, _ in entries]
+    try:
+        return kinesis.put_records(StreamName=stream, Records=request)
+    except ClientError as err:
+        hint = "run 01_provision first" if aws.is_missing(err) else "check the stream"
+        raise ProducerError(
+            f"PutRecords on stream {stream} failed: {aws.error_code(err)}: {err}; {hint}"
+        ) from err
+    except BotoCoreError as err:
+        raise ProducerError(f"PutRecords on stream {stream} failed: {err}; is the endpoint up?") from err
 
 
 # --------------------------------------------------------------------------- source reading

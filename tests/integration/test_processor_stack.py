@@ -18,6 +18,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from deploy.provision import PROCESSED_KEY_SCHEMA
+from helpers.core.layout import checkpoint_key
 from helpers.core.quotes import Quote
 from helpers.notebook import verify
 from helpers.notebook.producer import malformed_records
@@ -159,7 +160,7 @@ def test_sample_event_stores_valid_records_and_quarantines_the_bad_symbol(store:
     msft = raw_key(store, "MSFT", "2026-07-29", SHARD, seqs[2])
     quarantine = quarantine_key(store, "2026-07-29", SHARD, seqs[3])
     manifest = manifest_key(SHARD, seqs[0])
-    assert set(objects(store)) == {aapl, msft, quarantine, manifest}
+    assert set(objects(store)) == {aapl, msft, quarantine, manifest, checkpoint_key(SHARD)}
     assert [row["timestamp"] for row in lines(store, aapl)] == [
         "2026-07-29T13:30:00Z",
         "2026-07-29T13:31:00Z",
@@ -174,6 +175,7 @@ def test_sample_event_stores_valid_records_and_quarantines_the_bad_symbol(store:
             "last_committed_sequence_number": seqs[3],
             "accepted": seqs[:3],
             "quarantined": {seqs[3]: "invalid_symbol"},
+            "parked": {},
         }
     ]
     item = aws.client("dynamodb", store).get_item(
@@ -252,8 +254,9 @@ def test_partial_failure_commits_the_prefix_and_the_retry_adds_no_duplicate(stor
         event, store, dynamodb=Wrapped(real, batch_write_item=refusing), sleep=lambda _: None
     )
 
-    # THEN only the refused record is reported, and the stores hold exactly the records below it
-    assert response == {"batchItemFailures": [{"itemIdentifier": "21"}]}
+    # THEN the refused record and AAA's later bars (held behind it: a symbol's items never skip a
+    # gap) are reported, and the stores hold exactly the records below it
+    assert response == {"batchItemFailures": [{"itemIdentifier": str(n)} for n in range(21, 40, 2)]}
     aaa, bbb, ccc = (raw_key(store, sym, quotes[0].timestamp[:10], SHARD, seq) for sym, seq in
                      (("AAA", "1"), ("BBB", "2"), ("CCC", "41")))  # fmt: skip
     keys = objects(store)

@@ -54,6 +54,7 @@ def _item(quote: Quote, processed_at: str) -> dict[str, Any]:
 
 
 def _write(settings: Settings, quotes: list[Quote], processed_at: str) -> None:
+    """Write items as the processor does: chunks, then each symbol's run marked for the trend Lambda."""
     dynamodb = aws.client("dynamodb", settings)
     for start in range(0, len(quotes), 25):
         chunk = quotes[start : start + 25]
@@ -63,6 +64,12 @@ def _write(settings: Settings, quotes: list[Quote], processed_at: str) -> None:
             }
         )
         assert not response.get("UnprocessedItems")
+        for symbol in dict.fromkeys(q.symbol for q in chunk):
+            run = [q for q in chunk if q.symbol == symbol]
+            key = {"symbol": {"S": symbol}, "timestamp": {"S": run[-1].timestamp}}
+            dynamodb.update_item(
+                **trend_plan.mark_request(settings.table_name, key, run[0].timestamp, len(run))
+            )
 
 
 def _stream_records(settings: Settings) -> list[dict[str, Any]]:
@@ -132,7 +139,8 @@ def pipeline(local_stack: Settings) -> Iterator[Pipeline]:
     provision(settings)
     _write(settings, list(replay(*DAILY)), "2026-01-01T00:00:00Z")
     records, expected = _stream_records(settings), _expected(settings)
-    assert len(records) == 496 and len(expected) == 31
+    marks = [r for r in records if trend_plan.TREND_FROM in r["dynamodb"]["NewImage"]]
+    assert len(records) - len(marks) == 496 and len(marks) == 80 and len(expected) == 31
     yield Pipeline(settings, trend.topic_arn(settings), records, expected)
 
 
@@ -183,7 +191,8 @@ def test_modify_of_evaluated_bars_publishes_nothing(pipeline: Pipeline) -> None:
     quotes = [q for q in replay(*DAILY) if (q.symbol, q.timestamp) in signal_bars]
     _write(p.settings, quotes, "2026-01-02T00:00:00Z")
     modified = _stream_records(p.settings)[len(p.stream_records) :]
-    assert len(modified) == len(quotes) and {r["eventName"] for r in modified} == {"MODIFY"}
+    marks = [r for r in modified if trend_plan.TREND_FROM in r["dynamodb"]["NewImage"]]
+    assert len(modified) - len(marks) == len(quotes) and {r["eventName"] for r in modified} == {"MODIFY"}
 
     result = trend.evaluate({"Records": modified}, p.settings, topic=p.topic)
     assert result.response() == {"batchItemFailures": []}
@@ -277,7 +286,8 @@ def test_flat_run_pages_back_to_the_last_nonzero_state(pipeline: Pipeline) -> No
     rise, fall = [100.0 + i for i in range(30)], [127.0 - 2 * i for i in range(1, 31)]
     prices = rise + fall + [67.0] * 150 + [67.0 + i for i in range(1, 11)]
     quotes = [_flat_quote(i, price) for i, price in enumerate(prices)]
-    _write(p.settings, quotes, "2026-01-03T00:00:00Z")
+    _write(p.settings, quotes[:-10], "2026-01-03T00:00:00Z")
+    _write(p.settings, quotes[-10:], "2026-01-03T00:00:00Z")  # the last rise: one run, one mark
     new = _stream_records(p.settings)[len(p.stream_records) :]
     p.stream_records.extend(new)
     p.expected = _expected(p.settings)
@@ -285,7 +295,7 @@ def test_flat_run_pages_back_to_the_last_nonzero_state(pipeline: Pipeline) -> No
     assert [s.signal for s in expected] == ["SELL", "BUY"] and expected[1].timestamp == quotes[-10].timestamp
 
     dynamodb, queries = _counting(p.settings, "dynamodb", "Query")
-    result = trend.evaluate({"Records": new[-10:]}, p.settings, topic=p.topic, dynamodb=dynamodb)
+    result = trend.evaluate({"Records": new[-11:]}, p.settings, topic=p.topic, dynamodb=dynamodb)
     assert result.signals == expected[1:] and result.outcomes == {trend.PUBLISHED: 1}
     # Limit 69 (10 new + 19 + 40): 59 flat bars, all state 0; then up to 138 more reach the fall.
     assert queries["Query"] == result.queries == 2

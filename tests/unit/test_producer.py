@@ -54,17 +54,30 @@ def no_sleep(_: float) -> None:
     pass
 
 
-def test_batches_hold_at_most_500_records_with_the_symbol_as_partition_key() -> None:
+def _keys_in_order(calls: list[list[dict[str, Any]]]) -> dict[str, list[bytes]]:
+    sent: dict[str, list[bytes]] = {}
+    for call in calls:
+        for entry in call:
+            sent.setdefault(entry["PartitionKey"], []).append(entry["Data"])
+    return sent
+
+
+def test_calls_take_the_next_record_of_each_symbol_in_batches_of_at_most_500() -> None:
     kinesis = FakeKinesis()
     quotes = list(synthetic(["AAA", "BBB", "CCC"], 1201))
 
     summary = produce(quotes, SETTINGS, kinesis=kinesis, linger=None)
 
-    assert [len(c) for c in kinesis.calls] == [500, 500, 201]
-    sent = [entry for call in kinesis.calls for entry in call]
-    assert [parse_record(e["Data"]) for e in sent][5].symbol == quotes[5].symbol  # type: ignore[union-attr]
-    assert all(e["PartitionKey"] == parse_record(e["Data"]).symbol for e in sent)  # type: ignore[union-attr]
-    assert summary.records == 1201 and summary.batches == 3 and summary.calls == 3 and summary.retried == 0
+    # every call holds at most one record per symbol (so a resend can never overtake a later bar)
+    assert all(len({e["PartitionKey"] for e in call}) == len(call) for call in kinesis.calls)
+    assert len(kinesis.calls) == 167 + 167 + 67  # 3 batches of 500, 500, 201 records, in rounds
+    by_symbol = {sym: [q.to_json() for q in quotes if q.symbol == sym] for sym in ("AAA", "BBB", "CCC")}
+    sent = _keys_in_order(kinesis.calls)
+    assert {k: [parse_record(d).timestamp for d in v] for k, v in sent.items()} == {  # type: ignore[union-attr]
+        k: [parse_record(d).timestamp for d in v]
+        for k, v in by_symbol.items()  # type: ignore[union-attr]
+    }
+    assert summary.records == 1201 and summary.batches == 3 and summary.calls == 401 and summary.retried == 0
     assert summary.per_key == {"AAA": 401, "BBB": 400, "CCC": 400}
     assert summary.first_timestamp == quotes[0].timestamp and summary.last_timestamp == quotes[-1].timestamp
     assert summary.shards == {"shardId-000000000000": 1201} and summary.records_per_second > 0
@@ -73,11 +86,18 @@ def test_batches_hold_at_most_500_records_with_the_symbol_as_partition_key() -> 
 def test_batches_stay_within_5_mib_including_partition_keys() -> None:
     kinesis = FakeKinesis()
     record = b"x" * (300 * 1024)  # 17 fit in 5 MiB, 18 do not
-    summary = put_raw(itertools.repeat(record, 40), SETTINGS, partition_key="K", kinesis=kinesis)
+    entries = ((record, f"K{n}", None) for n in range(40))
+    summary = _send_entries(entries, kinesis)
 
     sizes = [sum(len(e["Data"]) + len(e["PartitionKey"]) for e in call) for call in kinesis.calls]
     assert [len(c) for c in kinesis.calls] == [17, 17, 6]
     assert max(sizes) <= MAX_BYTES_PER_PUT and summary.records == 40 and summary.bytes == 40 * len(record)
+
+
+def _send_entries(entries: Any, kinesis: FakeKinesis) -> Any:
+    from helpers.notebook.producer import _send
+
+    return _send(iter(entries), SETTINGS, kinesis, None, False, None, None, 8, None, no_sleep)
 
 
 def test_a_record_over_1_mib_is_refused_before_sending() -> None:
@@ -87,29 +107,42 @@ def test_a_record_over_1_mib_is_refused_before_sending() -> None:
     assert kinesis.calls == []
 
 
-def test_only_the_failed_entries_are_retried_with_backoff() -> None:
-    # GIVEN the first call rejects entries 3 and 7 (throttled)
+def test_a_failed_record_is_resent_before_the_next_record_of_its_symbol() -> None:
+    # GIVEN AAA's second bar is throttled twice, BBB's third once
+    failures = {("AAA", 1): 2, ("BBB", 2): 1}
+    position: dict[str, int] = {}
+
     def fail(call: int, index: int, entry: dict[str, Any]) -> str | None:
-        return "ProvisionedThroughputExceededException" if call == 0 and index in (3, 7) else None
+        key = entry["PartitionKey"]
+        n = position.get(key, 0)
+        if failures.get((key, n), 0):
+            failures[(key, n)] -= 1
+            return "ProvisionedThroughputExceededException"
+        position[key] = n + 1
+        return None
 
     kinesis, sleeps = FakeKinesis(fail), []
-    quotes = list(synthetic(["AAA"], 10))
+    quotes = list(synthetic(["AAA", "BBB"], 10))
     summary = produce(quotes, SETTINGS, kinesis=kinesis, linger=None, sleep=sleeps.append)
 
-    # THEN the second call resends exactly those two, once
-    assert [len(c) for c in kinesis.calls] == [10, 2]
-    assert kinesis.calls[1] == [kinesis.calls[0][3], kinesis.calls[0][7]]
-    assert summary.records == 10 and summary.retried == 2 and summary.calls == 2 and summary.failed == 0
-    assert len(sleeps) == 1 and 0 <= sleeps[0] <= 0.1
+    # THEN each symbol's bars were accepted in the source's order, the failed ones resent with backoff
+    sent = _keys_in_order(kinesis.calls)
+    for symbol in ("AAA", "BBB"):
+        mine = [q.to_json() for q in quotes if q.symbol == symbol]
+        accepted = list(dict.fromkeys(sent[symbol]))  # a resend repeats the same bytes
+        assert accepted == mine
+    assert sent["AAA"][1] == sent["AAA"][2] == sent["AAA"][3]  # bar 2 tried three times before bar 3
+    assert summary.records == 10 and summary.retried == 3 and summary.failed == 0
+    assert len(sleeps) == 2 and all(0 <= s <= 0.2 for s in sleeps)  # one backoff per round with a resend
 
 
 def test_entries_failing_every_attempt_raise_naming_the_stream_and_codes() -> None:
     kinesis = FakeKinesis(lambda call, index, entry: "InternalFailure" if index == 0 else None)
     with pytest.raises(
-        ProducerError, match=r"1 record\(s\) .* stream unit-quotes after 4 attempts.*InternalFailure"
+        ProducerError, match=r"key 'AAA'.* stream unit-quotes after 4 attempts.*InternalFailure.*3 record"
     ):
         produce(synthetic(["AAA"], 3), SETTINGS, kinesis=kinesis, linger=None, max_attempts=4, sleep=no_sleep)
-    assert [len(c) for c in kinesis.calls] == [3, 1, 1, 1]
+    assert [len(c) for c in kinesis.calls] == [1, 1, 1, 1]
 
 
 def test_the_source_is_consumed_lazily_one_batch_at_a_time() -> None:
@@ -125,7 +158,9 @@ def test_the_source_is_consumed_lazily_one_batch_at_a_time() -> None:
     kinesis = FakeKinesis()
     kinesis.on_call = lambda: seen.append(pulled)
     produce(source(), SETTINGS, kinesis=kinesis, linger=None)
-    assert seen[:2] == [MAX_RECORDS_PER_PUT + 1, 2 * MAX_RECORDS_PER_PUT + 1]
+    # the first batch's 500 calls (one symbol: one record per call) run after 501 were pulled
+    assert set(seen[:MAX_RECORDS_PER_PUT]) == {MAX_RECORDS_PER_PUT + 1}
+    assert seen[MAX_RECORDS_PER_PUT] == 2 * MAX_RECORDS_PER_PUT + 1
 
     # with read-ahead (the default), the source runs ahead by a bounded number of records
     pulled, seen[:] = 0, []
