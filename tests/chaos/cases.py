@@ -39,7 +39,7 @@ SIZES: dict[str, dict[str, dict[str, Any]]] = {
             "latency_rate": 0.5,
             "latency_ms": [1100, 1600],
             "slow": 16,
-            "wait": 150,
+            "wait": 90,
         },
         "small": {
             "records": 400,
@@ -47,7 +47,7 @@ SIZES: dict[str, dict[str, dict[str, Any]]] = {
             "latency_rate": 0.5,
             "latency_ms": [1100, 1600],
             "slow": 6,
-            "wait": 60,
+            "wait": 40,
         },
     },
     "throttling": {
