@@ -90,7 +90,8 @@ def _failure_queue(arns: Arns) -> dict[str, Any]:
 
 
 def processor_policy(arns: Arns) -> dict[str, Any]:
-    """Read the quote stream; write raw/, quarantine/ and manifests/ objects and processed items."""
+    """Read the quote stream; write raw/, quarantine/, manifests/, parked/ and checkpoints/; write items."""
+    from helpers.core.layout import CHECKPOINT_PREFIX, PARKED_PREFIX
     from helpers.pipeline.processor import MANIFEST_PREFIX
 
     s = arns.settings
@@ -119,12 +120,29 @@ def processor_policy(arns: Arns) -> dict[str, Any]:
                     f"{bucket}/{s.raw_prefix}*",
                     f"{bucket}/{s.quarantine_prefix}*",
                     f"{bucket}/{MANIFEST_PREFIX}*",
+                    f"{bucket}/{PARKED_PREFIX}*",
                 ],
             },
             {
+                # the per-shard commit: read before a batch, written after it
+                "Sid": "ShardCheckpoints",
+                "Effect": "Allow",
+                "Action": ["s3:GetObject", "s3:PutObject"],
+                "Resource": [f"{bucket}/{CHECKPOINT_PREFIX}*"],
+            },
+            {
+                # without it S3 answers GetObject of a shard's first checkpoint with 403, not 404
+                # (the check carries no s3:prefix, so a prefix condition would not help)
+                "Sid": "FindShardCheckpoints",
+                "Effect": "Allow",
+                "Action": ["s3:ListBucket"],
+                "Resource": [bucket],
+            },
+            {
+                # UpdateItem: the mark of a gap-free run for the trend Lambda
                 "Sid": "WriteProcessedItems",
                 "Effect": "Allow",
-                "Action": ["dynamodb:BatchWriteItem", "dynamodb:PutItem"],
+                "Action": ["dynamodb:BatchWriteItem", "dynamodb:PutItem", "dynamodb:UpdateItem"],
                 "Resource": [arns.of("table_name")],
             },
             {
