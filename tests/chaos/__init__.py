@@ -15,7 +15,7 @@ redelivery     the whole stream delivered four times: processor BatchSize small 
                with other sizes (large after small, small after large, a middle one)
 timeouts       processor ``Timeout`` = 1 s and half of the raw bucket's PutObject calls slowed by
                1.1-1.6 s, up to a bound (16; small: 6): invocations time out, the runtime bisects
-               and retries; each wait bounded (90 s; small: 40 s); ``workers``: the pool's
+               and retries; each wait bounded (45 s; small: 40 s); ``workers``: the pool's
                cold starts and timeouts during the case
 throttling     20 % at once: Kinesis PutRecords entries (ProvisionedThroughputExceeded, the
                producer resends), DynamoDB BatchWriteItem UnprocessedItems and errors on
@@ -52,7 +52,8 @@ per case:
 * ``faults`` (each plan applied, with the injector's counters per rule), ``mappings`` (the
   runtime's counters per function: invocations, function_errors, records_ok, records_discarded),
   ``processor_crash_log_lines``, ``waits`` (how each wait ended), case extras (``before_redrive``,
-  ``redrive``, ``kills_delivered``, ``batch_sizes``...), ``setup_seconds``, ``wall_seconds``;
+  ``redrive``, ``kills_delivered``, ``batch_sizes``, ``mapping_stats_before_recreate``,
+  ``workers``...), ``setup_seconds``, ``wall_seconds``;
 * ``ok`` and ``violations``: each violated check with its numbers. The checks: items = distinct
   raw lines = total raw lines = accepted = valid records sent; parked = what the case expects
   (0 but before the bad-partition redrive); delivered alert ids = expected alert ids (sets);

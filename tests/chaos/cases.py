@@ -29,17 +29,17 @@ REDRIVE_WAIT_SECONDS = 180.0
 
 SIZES: dict[str, dict[str, dict[str, Any]]] = {
     "redelivery": {
-        "full": {"records": 3000, "symbols": 4, "first": 25, "again": [5000, 10, 300]},
+        "full": {"records": 1500, "symbols": 4, "first": 25, "again": [5000, 10, 300]},
         "small": {"records": 240, "symbols": 2, "first": 10, "again": [1000, 7, 100]},
     },
     "timeouts": {
         "full": {
-            "records": 5000,
+            "records": 2500,
             "symbols": 4,
             "latency_rate": 0.5,
             "latency_ms": [1100, 1600],
             "slow": 16,
-            "wait": 90,
+            "wait": 45,
         },
         "small": {
             "records": 400,
@@ -51,7 +51,7 @@ SIZES: dict[str, dict[str, dict[str, Any]]] = {
         },
     },
     "throttling": {
-        "full": {"records": 5000, "symbols": 4, "rate": 0.2},
+        "full": {"records": 2500, "symbols": 4, "rate": 0.2},
         "small": {"records": 400, "symbols": 2, "rate": 0.2},
     },
     "kills": {
