@@ -35,8 +35,8 @@ After its drive, a case waits until the pipeline is quiet (items, objects, mappi
 failure queue and the alert inbox unchanged for 4 s once every sequence number is committed; 20 s
 when some never are; bounded) and measures every store on its own.
 
-Reading ``reports/chaos.json``: ``{"size", "ok", "wall_seconds", "sizes", "cases": {name: ...}}``;
-per case:
+Reading ``reports/chaos.json``: ``{"size", "ok", "complete", "wall_seconds", "sizes", "cases":
+{name: ...}}``, rewritten after every case (``complete``: false while cases are missing); per case:
 
 * ``records_sent`` (PutRecords entries accepted, valid + malformed, redriven included),
   ``valid_sent`` (distinct (symbol, timestamp) sent valid), ``malformed_sent``;

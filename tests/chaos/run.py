@@ -17,6 +17,7 @@ import socket
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,9 +34,15 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def run_matrix(stack: Settings, size: str, names: list[str], build_dir: Path) -> list[CaseResult]:
-    """Every named case, one after the other, on the running ``stack``."""
-    results = []
+def run_matrix(
+    stack: Settings,
+    size: str,
+    names: list[str],
+    build_dir: Path,
+    done: Callable[[list[CaseResult]], None] | None = None,
+) -> list[CaseResult]:
+    """Every named case, one after the other, on the running ``stack``; ``done`` after each."""
+    results: list[CaseResult] = []
     for name in names:
         case = CASES[name]
         log.info("chaos case %s (%s) ...", name, size)
@@ -44,6 +51,8 @@ def run_matrix(stack: Settings, size: str, names: list[str], build_dir: Path) ->
         log.info("chaos case %s: %s in %.0f s %s", name, "ok" if result.ok else "NOT OK",
                  result.report["wall_seconds"], result.report.get("violations") or "")  # fmt: skip
         results.append(result)
+        if done is not None:
+            done(results)
     return results
 
 
@@ -87,17 +96,24 @@ def main(argv: list[str] | None = None) -> int:
     from deploy.local import down, up
 
     started = time.monotonic()
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(results: list[CaseResult]) -> dict[str, Any]:
+        """The report so far (rewritten after every case: an interrupted run leaves its cases)."""
+        data = report(results, args.size, time.monotonic() - started)
+        data["complete"] = len(results) == len(names)
+        out.write_text(json.dumps(data, indent=2, default=str) + "\n")
+        return data
+
     with tempfile.TemporaryDirectory(prefix="stp-chaos-") as tmp:
         stack = load_settings(local_port=_free_port(), state_dir=str(Path(tmp) / "state"))
         try:
             up(stack)
-            results = run_matrix(stack, args.size, names, Path(tmp) / "build")
+            results = run_matrix(stack, args.size, names, Path(tmp) / "build", done=write)
         finally:
             down(stack)
-    data = report(results, args.size, time.monotonic() - started)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    data = write(results)
     sys.stdout.write(_table(data) + f"\n\nchaos ({args.size}): {'ok' if data['ok'] else 'NOT OK'} in "
                      f"{data['wall_seconds']:.0f} s; report: {out}\n")  # fmt: skip
     return 0 if data["ok"] else 1
