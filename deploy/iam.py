@@ -139,10 +139,16 @@ def processor_policy(arns: Arns) -> dict[str, Any]:
                 "Resource": [bucket],
             },
             {
-                # UpdateItem: the mark of a gap-free run for the trend Lambda
+                # UpdateItem: the mark of a gap-free run for the trend Lambda; DeleteItem: what an
+                # attempt wrote for records Lambda then gave up on
                 "Sid": "WriteProcessedItems",
                 "Effect": "Allow",
-                "Action": ["dynamodb:BatchWriteItem", "dynamodb:PutItem", "dynamodb:UpdateItem"],
+                "Action": [
+                    "dynamodb:BatchWriteItem",
+                    "dynamodb:PutItem",
+                    "dynamodb:UpdateItem",
+                    "dynamodb:DeleteItem",
+                ],
                 "Resource": [arns.of("table_name")],
             },
             {

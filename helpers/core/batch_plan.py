@@ -96,6 +96,7 @@ class StoreObject:
     key: str
     kind: str  # raw | quarantine | parked
     shard: str
+    anchor: str = ""  # sequence number of the record it is named after
     records: list[Record] = field(default_factory=list)  # empty: only parked records had this key
     lines: list[bytes] = field(default_factory=list)
     written: bool = False
@@ -203,13 +204,13 @@ def group_objects(
             group: tuple[str, ...] = ("raw", r.shard, q.symbol, dt)
             if group not in groups:
                 key = layout.raw_key(q.symbol, dt, r.shard, r.seq, prefix=raw_prefix)
-                groups[group] = StoreObject(key, "raw", r.shard)
+                groups[group] = StoreObject(key, "raw", r.shard, r.seq)
         else:
             dt = r.arrival[:10]
             group = ("quarantine", r.shard, dt)
             if group not in groups:
                 key = layout.quarantine_key(dt, r.shard, r.seq, prefix=quarantine_prefix)
-                groups[group] = StoreObject(key, "quarantine", r.shard)
+                groups[group] = StoreObject(key, "quarantine", r.shard, r.seq)
         if r.index in exclude:
             continue
         groups[group].records.append(r)
@@ -228,7 +229,7 @@ def park_objects(
     objects: dict[str, StoreObject] = {}
     for r in sorted(records, key=lambda r: (r.shard, r.order, r.index)):
         if r.shard not in objects:
-            objects[r.shard] = StoreObject(layout.parked_key(r.shard, r.seq), "parked", r.shard)
+            objects[r.shard] = StoreObject(layout.parked_key(r.shard, r.seq), "parked", r.shard, r.seq)
         if r.index in parked:
             line = parked_line(
                 seq=r.seq,

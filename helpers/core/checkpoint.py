@@ -34,6 +34,17 @@ the table: no raw line, no item, listed as parked in the manifest, redriven by
 ``MaximumRetryAttempts`` (3), so the processor parks a record before Lambda would give up on the
 whole rest of its batch.
 
+**After a give-up.** Lambda stops retrying a batch after ``MaximumRetryAttempts`` (timeouts,
+crashes) and moves on; the records it skipped go to the on-failure destination, to be redriven
+as new records. What an attempt wrote for them must then go, or the stores disagree. So before
+its first write an attempt records its intent in the checkpoint (:class:`Pending`: the first
+record above the mark, the objects it may write, the items with their records), and a commit
+leaves the items written above its cutoff there. The next invocation compares: a batch that
+starts at the pending first record is a retry and overwrites everything; one that starts later
+follows a give-up, and :meth:`Pending.given_up` names what to delete -- the objects and the
+items (only if still written by one of those attempts: their ``processed_at``) of the skipped
+records. Attempts at the same first record accumulate in one :class:`Pending` (:meth:`merged`).
+
 Concurrency: Lambda runs one invocation per shard at a time (``ParallelizationFactor`` 1), and
 a timed-out invocation is stopped before its retry starts, so a shard's checkpoint has one
 writer at a time.
@@ -43,7 +54,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 __all__ = [
@@ -52,6 +63,7 @@ __all__ = [
     "PERMANENT_ERRORS",
     "Checkpoint",
     "Failure",
+    "Pending",
     "Position",
     "parked_line",
 ]
@@ -71,6 +83,7 @@ PERMANENT_ERRORS = frozenset(
 )
 """Error codes no retry can fix: the records concerned are parked at once."""
 PARKED_REASON = "write_failed"
+MAX_PENDING_STAMPS = 50  # processed_at values kept for the attempts at one first record (DynamoDB IN: 100)
 
 
 class Position(Protocol):
@@ -95,6 +108,62 @@ class Failure:
 
 
 @dataclass(frozen=True)
+class Pending:
+    """What an uncommitted attempt may have left: from record ``first`` on, these objects and items."""
+
+    first: str  # sequence number of the first record not committed
+    processed_at: tuple[str, ...]  # the attempts' processed_at: an item carrying one is theirs
+    objects: tuple[tuple[str, str], ...] = ()  # (key, sequence number of the record it is named after)
+    items: tuple[tuple[str, str, str], ...] = ()  # (sequence number, symbol, timestamp)
+
+    def given_up(self, resumed_at: int | None) -> Pending | None:
+        """What to delete when the shard resumed at record ``resumed_at`` (its first above the mark).
+
+        None when the batch retries the pending records (it starts at ``first``) or has no record
+        above the mark (a redelivery of committed records says nothing about a give-up).
+        """
+        first = int(self.first) if self.first.isdigit() else -1
+        if resumed_at is None or resumed_at <= first:  # nothing new, or a retry of these records
+            return None
+
+        def below(seq: str) -> bool:
+            return seq.isdigit() and int(seq) < resumed_at
+
+        return Pending(
+            self.first,
+            self.processed_at,
+            tuple(o for o in self.objects if below(o[1])),
+            tuple(i for i in self.items if below(i[0])),
+        )
+
+    def merged(self, earlier: Pending | None) -> Pending:
+        """This intent plus what an earlier attempt at the same first record may have left."""
+        if earlier is None or earlier.first != self.first:
+            return self
+        stamps = tuple(dict.fromkeys(earlier.processed_at + self.processed_at))[-MAX_PENDING_STAMPS:]
+        objects = tuple(dict.fromkeys(earlier.objects + self.objects))
+        items = tuple(dict.fromkeys(earlier.items + self.items))
+        return Pending(self.first, stamps, objects, items)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "first": self.first,
+            "processed_at": list(self.processed_at),
+            "objects": [list(o) for o in self.objects],
+            "items": [list(i) for i in self.items],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Pending:
+        return cls(
+            str(data["first"]),
+            tuple(str(p) for p in data["processed_at"]),
+            tuple((str(k), str(a)) for k, a in data.get("objects", [])),
+            tuple((str(q), str(s), str(t)) for q, s, t in data.get("items", [])),
+        )
+
+
+@dataclass(frozen=True)
 class Checkpoint:
     """A shard's committed high-water mark and the records above it that keep failing."""
 
@@ -103,6 +172,7 @@ class Checkpoint:
     order: int = -1
     arrival: float = 0.0  # its approximateArrivalTimestamp, epoch seconds
     failing: dict[str, Failure] = field(default_factory=dict)
+    pending: Pending | None = None  # what the last attempt may have left above the mark
 
     def done(self, r: Position) -> bool:
         """True if ``r`` was committed by an earlier invocation (see rule 3 of the module docstring)."""
@@ -112,11 +182,18 @@ class Checkpoint:
         failure = self.failing.get(seq)
         return failure.attempts if failure else 0
 
-    def advance(self, committed: Iterable[Position], errors: Mapping[str, str]) -> Checkpoint:
+    def intending(self, pending: Pending) -> Checkpoint:
+        """This checkpoint with an attempt's intent recorded (written before its first write)."""
+        return replace(self, pending=pending)
+
+    def advance(
+        self, committed: Iterable[Position], errors: Mapping[str, str], pending: Pending | None = None
+    ) -> Checkpoint:
         """The checkpoint after this batch: the mark at its last committed record, failures counted.
 
         ``committed`` in sequence order; ``errors`` maps the sequence numbers of records that
-        failed in this batch (not merely held behind a failure) to the error.
+        failed in this batch (not merely held behind a failure) to the error; ``pending``: what
+        stays written above the cutoff (items), for the next invocation to judge.
         """
         rows = list(committed)
         last = rows[-1] if rows else None
@@ -130,18 +207,18 @@ class Checkpoint:
         }
         for s, error in errors.items():
             failing[s] = Failure(self.attempts(s) + 1, error[:500])
-        return Checkpoint(self.shard, seq, order, arrival, failing)
+        return Checkpoint(self.shard, seq, order, arrival, failing, pending)
 
     def to_json(self) -> bytes:
-        return json.dumps(
-            {
-                "shard": self.shard,
-                "sequence_number": self.sequence_number,
-                "arrival": self.arrival,
-                "failing": {s: {"attempts": f.attempts, "error": f.error} for s, f in self.failing.items()},
-            },
-            separators=(",", ":"),
-        ).encode()
+        data: dict[str, Any] = {
+            "shard": self.shard,
+            "sequence_number": self.sequence_number,
+            "arrival": self.arrival,
+            "failing": {s: {"attempts": f.attempts, "error": f.error} for s, f in self.failing.items()},
+        }
+        if self.pending is not None:
+            data["pending"] = self.pending.to_dict()
+        return json.dumps(data, separators=(",", ":")).encode()
 
     @classmethod
     def from_json(cls, body: bytes, shard: str) -> Checkpoint:
@@ -153,7 +230,8 @@ class Checkpoint:
                 str(s): Failure(int(f["attempts"]), str(f["error"]))
                 for s, f in data.get("failing", {}).items()
             }
-            return cls(shard, seq, int(seq) if seq else -1, float(data["arrival"]), failing)
+            pending = Pending.from_dict(data["pending"]) if data.get("pending") else None
+            return cls(shard, seq, int(seq) if seq else -1, float(data["arrival"]), failing, pending)
         except (ValueError, KeyError, TypeError, AttributeError) as err:
             raise ValueError(f"checkpoint of {shard} is not valid JSON of a checkpoint: {err}") from err
 

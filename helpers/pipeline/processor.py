@@ -35,7 +35,7 @@ from helpers.core.checkpoint import PARK_AFTER, PERMANENT_ERRORS, Checkpoint
 from helpers.core.layout import MANIFEST_PREFIX, manifest_key
 from helpers.core.quotes import Quote, utc_now_timestamp
 from helpers.core.trend_plan import mark_request
-from helpers.pipeline import aws, catalog
+from helpers.pipeline import aws, catalog, shard_commit
 from helpers.pipeline.config import Settings, load_settings
 
 __all__ = [
@@ -106,11 +106,6 @@ def plan(
 # --------------------------------------------------------------------------- writes
 
 
-def _error_text(err: Exception) -> str:
-    code = aws.error_code(err)
-    return f"{code}: {err}" if code else f"{type(err).__name__}: {err}"
-
-
 def _put_object(s3: Any, bucket: str, obj: StoreObject) -> Exception | None:
     """Write (or, when it holds no record, delete) one object; the error if it failed."""
     try:
@@ -141,7 +136,7 @@ def _write_items(
             )
         except Exception as err:
             log.warning("BatchWriteItem on %s failed; %d item(s) fail: %s", table, len(pending), err)
-            return {batch_plan.item_key(item) for item in pending}, _error_text(err)
+            return {batch_plan.item_key(item) for item in pending}, shard_commit.error_text(err)
         unprocessed = (response.get("UnprocessedItems") or {}).get(table) or []
         if not unprocessed:
             return set(), ""
@@ -191,33 +186,8 @@ def _mark(dynamodb: Any, table: str, prefix: list[dict[str, Any]]) -> str:
         dynamodb.update_item(**mark_request(table, last, prefix[0]["timestamp"]["S"], len(prefix)))
     except Exception as err:
         log.warning("marking %s for the trend Lambda failed: %s", batch_plan.item_key(last), err)
-        return _error_text(err)
+        return shard_commit.error_text(err)
     return ""
-
-
-def _load_checkpoints(
-    s3: Any, bucket: str, shards: set[str], pool: ThreadPoolExecutor
-) -> tuple[dict[str, Checkpoint], dict[str, str]]:
-    """Each shard's checkpoint (absent: nothing committed yet); shards whose mark is unknown -> why."""
-
-    def load(shard: str) -> Checkpoint:
-        try:
-            body = s3.get_object(Bucket=bucket, Key=layout.checkpoint_key(shard))["Body"].read()
-        except Exception as err:
-            if aws.error_code(err) in ("NoSuchKey", "404"):
-                return Checkpoint(shard)
-            raise
-        return Checkpoint.from_json(body, shard)
-
-    futures = {shard: pool.submit(load, shard) for shard in sorted(shards)}
-    found, unknown = {}, {}
-    for shard, future in futures.items():
-        try:
-            found[shard] = future.result()
-        except Exception as err:  # without its mark a shard's records cannot be told new or committed
-            log.warning("checkpoint of %s could not be read; its records are retried: %s", shard, err)
-            unknown[shard] = _error_text(err)
-    return found, unknown
 
 
 # --------------------------------------------------------------------------- the batch
@@ -250,7 +220,7 @@ class _Outcome:
             )
 
     def object_failed(self, obj: StoreObject, err: Exception) -> None:
-        text = _error_text(err)
+        text = shard_commit.error_text(err)
         if aws.error_code(err) in PERMANENT_ERRORS:
             self.plan.parked.update({r.index: text for r in obj.records})
         else:
@@ -277,12 +247,17 @@ def process_batch(
     decoded = batch_plan.decode_event(event, processed_at)
 
     with ThreadPoolExecutor(max_workers=WRITE_THREADS, thread_name_prefix="processor") as pool:
-        marks, unknown = _load_checkpoints(s3, s.raw_bucket, {r.shard for r in decoded}, pool)
+        marks, unknown = shard_commit.load(s3, s.raw_bucket, {r.shard for r in decoded}, pool)
         batch = plan(decoded, s, processed_at, marks)
+        shard_commit.clean_after_give_up(s3, dynamodb, s.raw_bucket, s.table_name, batch, marks)
+        unknown.update(shard_commit.write_intents(s3, s.raw_bucket, batch, marks, processed_at, pool))
         out = _Outcome(batch)
         out.errors.update({r.index: unknown[r.shard] for r in batch.records if r.shard in unknown})
         if unknown:  # nothing of these shards is written: everything is retried
             batch.objects = [o for o in batch.objects if o.shard not in unknown]
+            batch.items = [i for i in batch.items if not _of_shards(batch, i, unknown)]
+            for shard in unknown:
+                marks.pop(shard, None)
 
         # 1. the archive first: an item must never exist without its raw line
         puts = [(obj, pool.submit(_put_object, s3, s.raw_bucket, obj)) for obj in batch.objects]
@@ -312,7 +287,12 @@ def process_batch(
         cutoffs = batch_plan.cutoffs(batch.records, out.failed)
         written = batch.objects + parked_objects
         deleted = _trim(s3, s.raw_bucket, batch_plan.trim_plan(written, cutoffs), pool)
-        uncommitted = _commit(s3, s.raw_bucket, batch, marks, cutoffs, out, pool)
+        uncommitted = shard_commit.commit(
+            s3, s.raw_bucket, batch, marks, cutoffs, out.errors, processed_at, pool
+        )
+        for shard in uncommitted:  # the whole shard's part is retried
+            indexes, cutoffs[shard] = batch_plan.uncommit_shard(batch.records, shard)
+            out.held |= indexes - set(out.errors)
         if uncommitted:  # readers must not see what no checkpoint covers; the retry rewrites it
             again = [o for o in written if o.shard in uncommitted and o.key not in deleted]
             deleted |= _trim(s3, s.raw_bucket, batch_plan.trim_plan(again, cutoffs), pool)
@@ -324,6 +304,10 @@ def process_batch(
     summary["ms"] = round((time.perf_counter() - started) * 1000, 1)
     log.log(logging.WARNING if failed else logging.INFO, json.dumps(summary, separators=(",", ":")))
     return {"batchItemFailures": batch_plan.batch_item_failures(batch.records, failed)}
+
+
+def _of_shards(batch: BatchPlan, item: dict[str, Any], shards: dict[str, str]) -> bool:
+    return any(r.shard in shards for r in batch.covers[batch_plan.item_key(item)])
 
 
 def _writable_series(batch: BatchPlan, out: _Outcome) -> list[list[dict[str, Any]]]:
@@ -374,7 +358,7 @@ def _park(
     objects = batch_plan.park_objects(batch.records, batch.parked, attempts)
     for obj, put in [(obj, pool.submit(_put_object, s3, bucket, obj)) for obj in objects]:
         if (err := put.result()) is not None:
-            text = _error_text(err)
+            text = shard_commit.error_text(err)
             for r in obj.records:
                 batch.parked.pop(r.index, None)
                 out.errors[r.index] = text
@@ -410,55 +394,6 @@ def _unwrite_parked(dynamodb: Any, table: str, batch: BatchPlan, marks: dict[str
             dynamodb.batch_write_item(RequestItems={table: requests})
         except Exception as err:  # the parked line holds the same quote; a redrive writes it again
             log.warning("could not delete %d item(s) of parked records: %s", len(requests), err)
-
-
-def _commit(
-    s3: Any,
-    bucket: str,
-    batch: BatchPlan,
-    marks: dict[str, Checkpoint],
-    cutoffs: dict[str, int],
-    out: _Outcome,
-    pool: ThreadPoolExecutor,
-) -> set[str]:
-    """Per shard: the manifest, then the checkpoint (the commit); returns the shards that failed.
-
-    A shard whose commit failed is retried whole: its cutoff moves to its first record.
-    """
-
-    def commit(shard: str, rows: list[Record]) -> bool:
-        key, body = batch_plan.manifest(shard, rows, cutoffs, batch.parked)
-        try:
-            if body is None:
-                s3.delete_object(Bucket=bucket, Key=key)
-            else:
-                s3.put_object(Bucket=bucket, Key=key, Body=json.dumps(body).encode(), ContentType=JSON)
-            kept = [r for r in rows if batch_plan.committed(r, cutoffs)]
-            errors = {r.seq: out.errors[r.index] for r in rows if r.index in out.errors}
-            mark = (marks.get(shard) or Checkpoint(shard)).advance(kept, errors)
-            s3.put_object(
-                Bucket=bucket, Key=layout.checkpoint_key(shard), Body=mark.to_json(), ContentType=JSON
-            )
-            return True
-        except Exception as err:
-            log.warning(
-                "the commit of %s (s3://%s/%s) failed; its records are retried: %s", shard, bucket, key, err
-            )
-            return False
-
-    by_shard = {
-        shard: rows
-        for shard, rows in batch_plan.records_by_shard(batch.records).items()
-        if shard in marks  # a shard whose checkpoint could not be read commits nothing
-    }
-    futures = {shard: pool.submit(commit, shard, rows) for shard, rows in by_shard.items()}
-    failed = set()
-    for shard, future in futures.items():
-        if not future.result():
-            indexes, cutoffs[shard] = batch_plan.uncommit_shard(batch.records, shard)
-            out.held |= indexes - set(out.errors)
-            failed.add(shard)
-    return failed
 
 
 def _trim(s3: Any, bucket: str, actions: list[batch_plan.TrimAction], pool: ThreadPoolExecutor) -> set[str]:

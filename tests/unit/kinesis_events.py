@@ -96,3 +96,14 @@ class MemoryTable:
         self.items[key] = {**self.items[key], "trend_from": values[":f"], "trend_bars": values[":n"]}
         self.marks.append((*key, values[":f"]["S"], values[":n"]["N"]))
         return {}
+
+    def delete_item(self, **request: Any) -> dict[str, Any]:
+        """DeleteItem with the processor's one condition: ``processed_at IN (:p0, :p1, ...)``."""
+        from botocore.exceptions import ClientError
+
+        key = (request["Key"]["symbol"]["S"], request["Key"]["timestamp"]["S"])
+        item = self.items.get(key)
+        if item is None or item.get("processed_at") not in request["ExpressionAttributeValues"].values():
+            raise ClientError({"Error": {"Code": "ConditionalCheckFailedException"}}, "DeleteItem")
+        del self.items[key]
+        return {}

@@ -188,7 +188,11 @@ def test_process_batch_uncommits_a_shard_whose_manifest_failed() -> None:
     event = _event([(1, _quote("AAA", 1)), (2, _quote("AAA", 2))])
     response = process_batch(event, SETTINGS, s3=s3, dynamodb=RefusingTable(), register_partitions=False)
     assert response == {"batchItemFailures": [{"itemIdentifier": "1"}, {"itemIdentifier": "2"}]}
-    assert s3.objects == {}  # the raw object was deleted again: the retry rewrites it
+    assert set(s3.objects) == {
+        checkpoint_key(SHARD)
+    }  # the raw object was deleted again: the retry rewrites it
+    mark = Checkpoint.from_json(s3.objects[checkpoint_key(SHARD)], SHARD)
+    assert mark.sequence_number == "" and mark.pending is not None and mark.pending.first == "1"  # the intent
 
 
 @pytest.mark.parametrize("failing", ["symbol=BBB/", "quarantine/"])

@@ -10,7 +10,9 @@ On top of that the schedule
 * crashes invocations midway (a write raises an exception no handler catches, as a SIGKILL or a
   timeout leaves the stores): Lambda retries the same records, possibly bisected;
 * redelivers already committed records (a lost response, a re-created mapping reading from
-  TRIM_HORIZON): the shard jumps back to an earlier record, with new boundaries.
+  TRIM_HORIZON): the shard jumps back to an earlier record, with new boundaries;
+* gives up (as after MaximumRetryAttempts) on a batch that keeps failing: its records are
+  skipped, to be redriven from the failure queue, and nothing written for them may stay.
 
 Whatever the schedule, the stores end as the Guarantees table says: every accepted record either
 has its raw line exactly once and its item, or is parked exactly once with no line and no item;
@@ -101,6 +103,7 @@ class FlakyTable(MemoryTable):
     p_ddb=st.sampled_from([0.0, 0.3, 0.6]),
     p_crash=st.sampled_from([0.0, 0.02, 0.1]),
     p_replay=st.sampled_from([0.0, 0.2]),
+    give_up_after=st.sampled_from([2, 1000]),
     seed=st.integers(0, 2**32 - 1),
 )
 def test_random_faults_crashes_and_redeliveries_store_every_record_exactly_once(
@@ -111,6 +114,7 @@ def test_random_faults_crashes_and_redeliveries_store_every_record_exactly_once(
     p_ddb: float,
     p_crash: float,
     p_replay: float,
+    give_up_after: int,
     seed: int,
 ) -> None:
     rng = random.Random(seed)
@@ -123,6 +127,10 @@ def test_random_faults_crashes_and_redeliveries_store_every_record_exactly_once(
     s3, table = FlakyS3(chaos), FlakyTable(chaos)
 
     position, invocations = 0, 0  # index of the first record the shard resumes at
+    tries: dict[int, int] = {}  # failed invocations starting at a position
+    given_up: set[int] = set()  # sequence numbers Lambda skipped after too many retries
+    floor = 0  # where the last give-up left the shard
+    committed = 0  # the highest sequence number committed so far
     while position < len(records):
         invocations += 1
         assert invocations <= MAX_INVOCATIONS, "the shard never moved past its failures"
@@ -131,14 +139,25 @@ def test_random_faults_crashes_and_redeliveries_store_every_record_exactly_once(
             response = process_batch(
                 event(batch), SETTINGS, s3=s3, dynamodb=table, register_partitions=False, sleep=lambda _: None
             )
+            failed = [int(f["itemIdentifier"]) for f in response["batchItemFailures"]]
         except Crash:
-            if len(batch) > 1 and rng.random() < 0.5:  # bisected retry: the first half first
-                batch = batch[: len(batch) // 2]
-            continue  # Lambda retries from the same record
-        failed = [int(f["itemIdentifier"]) for f in response["batchItemFailures"]]
+            failed = [batch[0][0]]  # the whole batch is retried
+        if failed and min(failed) - 1 == position:  # no progress: one more retry of this record
+            tries[position] = tries.get(position, 0) + 1
+            if tries[position] > give_up_after:  # Lambda gives up: the batch goes to the failure queue
+                given_up.update(seq for seq, _ in batch if seq > committed)  # a replay may repeat some
+                position = floor = position + len(batch)
+                continue
         position = (min(failed) - 1) if failed else position + len(batch)
+        committed = max(committed, position)  # records[:position] are stored (seq = index + 1)
         if rng.random() < p_replay:  # a redelivery of committed records, with other boundaries
-            position = rng.randint(0, position)
+            position = rng.randint(floor, position)  # (a given-up range is not delivered again)
+    if given_up:  # the shard's next record (a redrive, the next quote) is what cleans up after a give-up
+        chaos.p_s3 = chaos.p_ddb = chaos.p_crash = 0.0
+        records.append((1000, quote("S0", 59, 99.0, "2026-07-31")))
+        assert process_batch(
+            event(records[-1:]), SETTINGS, s3=s3, dynamodb=table, register_partitions=False
+        ) == {"batchItemFailures": []}
 
     objects = s3.objects
     raw = Counter(
@@ -153,10 +172,10 @@ def test_random_faults_crashes_and_redeliveries_store_every_record_exactly_once(
         if key.startswith("parked/")
         for line in body.splitlines()
     )
-    good = {seq: q for seq, q in records if seq not in bad}
+    good = {seq: q for seq, q in records if seq not in bad and seq not in given_up}
     assert all(n == 1 for n in parked.values()), parked  # parked once each
     stored = {(q.symbol, q.timestamp) for seq, q in good.items() if str(seq) not in parked}
-    assert set(parked) <= {str(seq) for seq, _ in records}
+    assert set(parked) <= {str(seq) for seq, _ in records if seq not in given_up}
     assert raw == Counter(stored)  # every stored record's raw line, once; none of a parked one
     assert set(table.items) == stored  # one item per stored (symbol, timestamp), none of a parked one
     quarantined = Counter(
@@ -166,7 +185,9 @@ def test_random_faults_crashes_and_redeliveries_store_every_record_exactly_once(
         for line in body.splitlines()
     )
     # once each, unless its quarantine object kept failing: then it is parked instead
-    assert quarantined == Counter(str(seq) for seq in bad if seq <= count and str(seq) not in parked)
+    assert quarantined == Counter(
+        str(seq) for seq in bad if seq <= count and str(seq) not in parked and seq not in given_up
+    )
     manifests = [json.loads(b) for k, b in objects.items() if k.startswith("manifests/")]
     accepted = Counter(seq for m in manifests for seq in m["accepted"])
     assert set(accepted) == {str(seq) for seq in good if str(seq) not in parked}
