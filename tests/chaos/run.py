@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import platform
+import signal
 import socket
 import sys
 import tempfile
@@ -94,6 +95,11 @@ def main(argv: list[str] | None = None) -> int:
     names = args.only or list(CASES)
 
     from deploy.local import down, up
+
+    def _interrupted(signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")  # so the stack is stopped in ``finally``
+
+    signal.signal(signal.SIGTERM, _interrupted)
 
     started = time.monotonic()
     out = Path(args.out)
