@@ -24,6 +24,7 @@ from boto3.dynamodb.types import TypeDeserializer
 from botocore.exceptions import ClientError
 
 from helpers.core.errors import ResourceMissingError
+from helpers.core.trend_plan import TREND_BARS, TREND_FROM
 from helpers.pipeline import aws
 from helpers.pipeline.config import Settings, load_settings
 
@@ -72,11 +73,14 @@ def _plain(name: str, value: Any, integer_fields: Collection[str]) -> Any:
 def items_frame(rows: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
     """Plain items (:func:`plain_item`) as a DataFrame sorted by symbol and timestamp.
 
-    No rows give an empty frame with the columns :data:`EMPTY_COLUMNS`.
+    The processor's marks for the trend Lambda (``trend_from``, ``trend_bars`` on the last item of
+    each run it wrote) are bookkeeping, not data: left out. No rows give an empty frame with the
+    columns :data:`EMPTY_COLUMNS`.
     """
     frame = pd.DataFrame(list(rows))
     if frame.empty:
         return pd.DataFrame(columns=list(EMPTY_COLUMNS))
+    frame = frame.drop(columns=[c for c in (TREND_FROM, TREND_BARS) if c in frame.columns])
     return frame.sort_values(["symbol", "timestamp"], kind="stable").reset_index(drop=True)
 
 
