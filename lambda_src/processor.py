@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 from typing import Any
 
 from helpers.pipeline import aws
@@ -19,7 +20,7 @@ logging.getLogger("helpers").setLevel(logging.INFO)  # the runtime's root logger
 
 @functools.cache
 def _clients() -> tuple[Settings, Any, Any, Any]:
-    """Settings and clients, built once per execution environment (on the first invocation)."""
+    """Settings and clients, built once per execution environment: in Lambda's init phase."""
     settings = load_settings()
     return (
         settings,
@@ -27,6 +28,12 @@ def _clients() -> tuple[Settings, Any, Any, Any]:
         aws.client("dynamodb", settings),
         aws.client("glue", settings),
     )
+
+
+if os.environ.get("AWS_LAMBDA_FUNCTION_NAME"):
+    # Built at import, in the init phase (its own 10 s), not in the first invocation: with a short
+    # Timeout, a cold start that spends it on clients would time out, and a fresh worker again.
+    _clients()
 
 
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:

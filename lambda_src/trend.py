@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 from typing import Any
 
 from helpers.pipeline import aws
@@ -18,13 +19,23 @@ logging.getLogger("helpers").setLevel(logging.INFO)  # the runtime's root logger
 
 
 @functools.cache
-def _clients(function_arn: str) -> tuple[Settings, Any, Any, str]:
-    """Settings, clients and topic ARN, built once per execution environment."""
+def _clients() -> tuple[Settings, Any, Any]:
+    """Settings and clients, built once per execution environment: in Lambda's init phase."""
     settings = load_settings()
-    topic = topic_arn_for_function(settings, function_arn)
-    return settings, aws.client("dynamodb", settings), aws.client("sns", settings), topic
+    return settings, aws.client("dynamodb", settings), aws.client("sns", settings)
+
+
+@functools.cache
+def _topic(function_arn: str) -> str:
+    """The alert topic in the function's own account and partition."""
+    return topic_arn_for_function(_clients()[0], function_arn)
+
+
+if os.environ.get("AWS_LAMBDA_FUNCTION_NAME"):
+    _clients()  # at import, in the init phase, not in the first invocation's Timeout
 
 
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    settings, dynamodb, sns, topic = _clients(context.invoked_function_arn)
+    settings, dynamodb, sns = _clients()
+    topic = _topic(context.invoked_function_arn)
     return evaluate_batch(event, settings, dynamodb=dynamodb, sns=sns, topic=topic)
