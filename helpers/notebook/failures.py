@@ -427,7 +427,14 @@ def _redrive_failures(s: Settings, sqs: Any, put: _Accepted, report: RedriveRepo
 
 
 def _redrive_parked(s: Settings, s3: Any, put: _Accepted, report: RedriveReport) -> None:
-    for key, records in _parked_objects(s, s3).items():
+    # In stream order, whatever the keys' text order (moto's short sequence numbers do not sort as
+    # text): a symbol's bars go back in the order they came, which its crossovers depend on.
+    objects = sorted(
+        ((key, records) for key, records in _parked_objects(s, s3).items() if records),
+        key=lambda kv: (kv[1][0].shard, int(kv[1][0].sequence_number)),
+    )
+    for key, records in objects:
+        records = sorted(records, key=lambda r: int(r.sequence_number))
         accepted = _put(s, put, [(r.data, r.partition_key) for r in records])
         rest = [r.line for r, ok in zip(records, accepted, strict=True) if not ok]
         if not rest:
