@@ -30,7 +30,7 @@ REDRIVE_WAIT_SECONDS = 180.0
 SIZES: dict[str, dict[str, dict[str, Any]]] = {
     "redelivery": {
         "full": {"records": 1500, "symbols": 4, "first": 25, "again": [5000, 10, 300]},
-        "small": {"records": 240, "symbols": 2, "first": 10, "again": [1000, 7, 100]},
+        "small": {"records": 240, "symbols": 2, "first": 10, "again": [1000, 7, 100], "wait": 60},
     },
     "timeouts": {
         "full": {
@@ -52,19 +52,19 @@ SIZES: dict[str, dict[str, dict[str, Any]]] = {
     },
     "throttling": {
         "full": {"records": 2500, "symbols": 4, "rate": 0.2},
-        "small": {"records": 400, "symbols": 2, "rate": 0.2},
+        "small": {"records": 400, "symbols": 2, "rate": 0.2, "wait": 120},
     },
     "kills": {
         "full": {"records": 20000, "symbols": 8, "processor_kills": 5, "trend_kills": 5},
-        "small": {"records": 1000, "symbols": 2, "processor_kills": 2, "trend_kills": 2},
+        "small": {"records": 1000, "symbols": 2, "processor_kills": 2, "trend_kills": 2, "wait": 120},
     },
     "bad_partition": {
         "full": {"records": 2000, "symbols": 4},
-        "small": {"records": 300, "symbols": 3},
+        "small": {"records": 300, "symbols": 3, "wait": 120},
     },
     "fuzz": {
         "full": {"records": 2000, "symbols": 4, "malformed": 600},
-        "small": {"records": 200, "symbols": 2, "malformed": 80},
+        "small": {"records": 200, "symbols": 2, "malformed": 80, "wait": 120},
     },
 }
 
@@ -96,7 +96,7 @@ def redelivery(p: Pipeline, size: str) -> None:
     n = SIZES["redelivery"][size]
     p.set_processor_batch_size(n["first"])
     _send(p, _quotes(p, n["records"], n["symbols"]))
-    _quiet(p, f"batch_size={n['first']}")
+    _quiet(p, f"batch_size={n['first']}", timeout=n.get("wait"))
     lam = aws.client("lambda", p.settings)
     for batch_size in n["again"]:
         uuid = p.recreate_processor_mapping(batch_size)
@@ -105,7 +105,7 @@ def redelivery(p: Pipeline, size: str) -> None:
             f"the redelivery with BatchSize {batch_size}",
             timeout=REDRIVE_WAIT_SECONDS,
         )
-        _quiet(p, f"redelivery batch_size={batch_size}")
+        _quiet(p, f"redelivery batch_size={batch_size}", timeout=n.get("wait"))
     p.extra["batch_sizes"] = [n["first"], *n["again"]]
 
 
@@ -169,8 +169,8 @@ def throttling(p: Pipeline, size: str) -> None:
     }  # fmt: skip
     with p.faults_on(spec):
         _send(p, _quotes(p, n["records"], n["symbols"]))
-        _quiet(p, "under faults")
-    _quiet(p, "faults cleared")
+        _quiet(p, "under faults", timeout=n.get("wait"))
+    _quiet(p, "faults cleared", timeout=n.get("wait"))
 
 
 # --------------------------------------------------------------------------- kills
@@ -191,8 +191,8 @@ def kills(p: Pipeline, size: str) -> None:
     }  # fmt: skip
     with p.faults_on(spec):
         _send(p, _quotes(p, n["records"], n["symbols"]))
-        _quiet(p, "under faults")
-    _quiet(p, "faults cleared")
+        _quiet(p, "under faults", timeout=n.get("wait"))
+    _quiet(p, "faults cleared", timeout=n.get("wait"))
     p.extra["kills_wanted"] = n["processor_kills"] + n["trend_kills"]
     delivered = sum(r["counters"].get("kills", 0) for plan in p.faults for r in plan.get("rules", []))
     p.extra["kills_delivered"] = delivered
@@ -230,7 +230,7 @@ def bad_partition(p: Pipeline, size: str) -> None:
     }  # fmt: skip
     with p.faults_on(spec):
         _send(p, quotes)
-        _quiet(p, "under faults")
+        _quiet(p, "under faults", timeout=n.get("wait"))
     from tests.chaos.harness import measure
 
     before = measure(p)
@@ -253,7 +253,7 @@ def bad_partition(p: Pipeline, size: str) -> None:
                           report.parked_objects_deleted, "left": report.left}  # fmt: skip
     p.records_sent += report.records_sent
     # The redriven records arrive as new stream records (new sequence numbers): all to commit.
-    _quiet(p, "after redrive")
+    _quiet(p, "after redrive", timeout=n.get("wait"))
     p.expect_parked = 0
 
 
@@ -312,7 +312,7 @@ def fuzz(p: Pipeline, size: str) -> None:
         p.records_sent += summary.records
         p.malformed_sent += summary.records
         p.malformed_expected.update(reason for reason, _ in part)
-    _quiet(p, "mixed stream")
+    _quiet(p, "mixed stream", timeout=n.get("wait"))
 
 
 # --------------------------------------------------------------------------- registry
