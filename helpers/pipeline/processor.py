@@ -1,23 +1,19 @@
 """The processor: one Kinesis batch of quotes -> S3 raw archive, quarantine, DynamoDB, manifest.
 
 Lambda-safe (stdlib + boto3). :func:`process_batch` never raises for bad data: every record is
-either stored (raw NDJSON line + processed item), quarantined with its reason, or -- only when
-a write to S3 or DynamoDB still fails after retries -- reported in ``batchItemFailures``.
+stored (raw NDJSON line + processed item), quarantined with its reason, parked (valid, but its
+writes kept failing) or -- while a write to S3 or DynamoDB still fails after retries --
+reported in ``batchItemFailures``.
 
-This module is the I/O: the thread pool, PutObject, BatchWriteItem, the manifests and the trims.
-What the batch becomes and what is committed after a partial failure are pure rules in
-:mod:`helpers.core.batch_plan`; the keys are :mod:`helpers.core.layout`'s:
-
-* ``raw/symbol=<SYM>/dt=<YYYY-MM-DD>/<shard>-<first seq of the group>.ndjson``;
-* ``quarantine/dt=<arrival date>/<shard>-<first seq>.ndjson``;
-* ``manifests/<shard>/<first seq of the batch>.json`` -- the committed sequence numbers,
-  accepted and quarantined (with reasons); counting distinct ones measures the pipeline.
-
-Partial failure: Lambda resumes the shard at the lowest failed sequence number X and re-sends
-every record >= X. So after the writes, each object is cut back to its records < X (same key;
-objects holding only records >= X are deleted) and the manifest lists only records < X: the
-stores hold exactly the committed prefix and the retry adds the rest under keys >= X.
-"""
+This module is the I/O of one batch: the thread pool, PutObject, BatchWriteItem, the trend marks,
+parking and the trims. What the batch becomes is :mod:`helpers.core.batch_plan`'s; the keys are
+:mod:`helpers.core.layout`'s; the per-shard commit (checkpoint, intent, cleanup after a give-up)
+is :mod:`helpers.pipeline.shard_commit`'s, and why it makes the archive exactly once is argued in
+:mod:`helpers.core.checkpoint`. Order of one batch: read the checkpoints, skip what they cover,
+record the intent; write the raw and quarantine objects; park what cannot be written; write each
+symbol's items in timestamp order up to its first failure and mark that gap-free run; cut every
+object back to the committed prefix (Lambda resumes at the lowest failed sequence number);
+write the manifest, then the checkpoint."""
 
 from __future__ import annotations
 
@@ -59,7 +55,6 @@ BACKOFF_BASE_SECONDS = 0.05
 BACKOFF_CAP_SECONDS = 1.0
 WRITE_THREADS = 8  # parallel S3/DynamoDB requests per invocation
 NDJSON = "application/x-ndjson"
-JSON = "application/json"
 
 _known_partitions: set[tuple[str, str, str, str]] = set()  # (database, table, symbol, dt), per container
 _partitions_lock = threading.Lock()
@@ -324,12 +319,7 @@ def _writable_series(batch: BatchPlan, out: _Outcome) -> list[list[dict[str, Any
             if not rows:
                 continue
             if any(r.index in out.errors for r in rows):
-                for later in series[n:]:
-                    out.held.update(
-                        r.index
-                        for r in batch.covers[batch_plan.item_key(later)]
-                        if r.index not in batch.parked and r.index not in out.errors
-                    )
+                out.hold(batch_plan.item_key(later) for later in series[n:])
                 break
             keep.append(item)
         if keep:
@@ -351,10 +341,9 @@ def _park(
     attempts = {}
     for r in batch.records:
         if r.index in batch.parked:
-            mark = marks.get(r.shard) or Checkpoint(r.shard)
-            attempts[r.index] = max(mark.attempts(r.seq), 0) + (
-                0 if mark.attempts(r.seq) >= PARK_AFTER else 1
-            )
+            before = (marks.get(r.shard) or Checkpoint(r.shard)).attempts(r.seq)
+            # parked before any write (failed PARK_AFTER times), or just failed once more
+            attempts[r.index] = before if before >= PARK_AFTER else before + 1
     objects = batch_plan.park_objects(batch.records, batch.parked, attempts)
     for obj, put in [(obj, pool.submit(_put_object, s3, bucket, obj)) for obj in objects]:
         if (err := put.result()) is not None:
