@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-fast bench chaos lint format typecheck stack-up stack-down stack-status lock clean
+.PHONY: help install demo test test-fast bench bench-pipeline chaos lint format typecheck stack-up stack-down stack-status lock clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -30,6 +30,9 @@ test-fast: install  ## unit tests only
 
 bench: install  ## processor vs per-record baseline; writes reports/bench.json
 	$(PY) -m tests.bench.processor_bench
+
+bench-pipeline: install  ## deployed pipeline at 10k and 100k records + steady 1,000 rec/s; reports/pipeline_bench.json
+	$(PY) -m tests.bench.pipeline_bench $(BENCH_ARGS)
 
 chaos: install  ## fault matrix on a stack of its own; writes reports/chaos.json
 	$(PY) -m tests.chaos.run --out reports/chaos.json

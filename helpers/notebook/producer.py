@@ -8,8 +8,10 @@ backoff: ``aws.backoff_seconds``) while keeping each symbol's order (:func:`_put
 returns a :class:`ProduceSummary` of what was sent.
 Whole-call errors (throttling, 5xx) are retried by botocore's ``standard`` mode.
 
-A slow source (a paced replay, live polling) does not hold records back: a batch is flushed as
-soon as the source has nothing new for :data:`LINGER_SECONDS`. ``put_raw`` sends arbitrary
+No record waits long in a partial batch: a batch is sent when it is full, when the source has
+nothing new, or at the latest :data:`LINGER_SECONDS` after its first record was read, whichever
+comes first -- a busy source gets full batches, a paced or polling one (a replay at
+``rate``, live quotes) gets its records on the stream within that bound. ``put_raw`` sends arbitrary
 bytes (deliberately malformed records for the quarantine demo and tests).
 """
 
@@ -57,7 +59,7 @@ MAX_PARTITION_KEY_CHARS = 256
 DEFAULT_MAX_ATTEMPTS = 8  # PutRecords calls per entry, the first one included
 BACKOFF_BASE_SECONDS = 0.05
 BACKOFF_CAP_SECONDS = 2.0
-LINGER_SECONDS = 0.25  # flush a partial batch when the source is idle this long
+LINGER_SECONDS = 0.1  # the longest a record waits in a partial batch before it is sent
 PREFETCH_RECORDS = 2 * MAX_RECORDS_PER_PUT  # bound of the read-ahead queue
 
 Entry = tuple[bytes, str, str | None]  # (data, partition key, quote timestamp)
@@ -112,7 +114,9 @@ def produce(
 
     ``rate`` caps records/s; ``duration`` stops reading the source after that many seconds;
     ``stamp`` sets ``produced_at`` to the moment each quote is taken from the source;
-    ``linger=None`` reads the source in the calling thread (no read-ahead, no idle flush).
+    ``linger`` bounds how long a record waits in a partial batch (see the module docstring);
+    ``linger=None`` reads the source in the calling thread (no read-ahead, no time bound: a
+    batch is sent when full or at the end, or when ``rate`` makes the sender wait).
     """
 
     def entries() -> Iterator[Entry]:
@@ -230,6 +234,7 @@ def _send(
     deadline = None if duration is None else started + duration
     bar = _progress(total) if progress else None
     batch = _Batch()
+    opened = 0.0  # when the current batch's first record was read
 
     def flush() -> None:
         nonlocal batch
@@ -239,22 +244,33 @@ def _send(
                 bar.update(len(batch.entries))
             batch = _Batch()
 
+    def wait_bound() -> float | None:
+        """How long the reader may wait for the next record before the batch is due."""
+        if linger is None:
+            return None
+        return max(0.0, opened + linger - time.monotonic()) if batch.entries else linger
+
     try:
-        with _reader(entries, linger) as items:
+        with _reader(entries, wait_bound) as items:
             for item in items:
                 if deadline is not None and time.monotonic() >= deadline:
                     break
-                if item is None:  # the source is idle: do not hold records back
+                if item is None:  # the source is idle or the batch is due: do not hold records back
                     flush()
                     continue
                 size = _entry_size(item, s.stream_name)
                 if rate is not None:
                     due = started + (summary.records + len(batch.entries)) / rate
                     if due > time.monotonic():
-                        flush()
+                        if linger is None or (batch.entries and due > opened + linger):
+                            flush()  # sending now keeps the wait bound
                         sleep(max(0.0, due - time.monotonic()))
-                if not batch.fits(size):
+                if not batch.fits(size) or (
+                    linger is not None and batch.entries and time.monotonic() >= opened + linger
+                ):
                     flush()
+                if not batch.entries:
+                    opened = time.monotonic()
                 batch.add(item, size)
         flush()
     finally:
@@ -359,9 +375,12 @@ _END = object()
 
 
 @contextlib.contextmanager
-def _reader(entries: Iterator[Entry], linger: float | None) -> Iterator[Iterator[Entry | None]]:
-    """Iterate the source; with ``linger``, read ahead in a thread and yield None when it is idle."""
-    if linger is None:
+def _reader(
+    entries: Iterator[Entry], wait_bound: Callable[[], float | None]
+) -> Iterator[Iterator[Entry | None]]:
+    """Iterate the source; unless ``wait_bound()`` is None, read ahead in a thread and yield None
+    when no record came within ``wait_bound()`` seconds."""
+    if wait_bound() is None:
         yield iter(entries)
         return
     buffer: queue.Queue[Any] = queue.Queue(maxsize=PREFETCH_RECORDS)
@@ -394,9 +413,9 @@ def _reader(entries: Iterator[Entry], linger: float | None) -> Iterator[Iterator
     def items() -> Iterator[Entry | None]:
         while True:
             try:
-                item = buffer.get(timeout=linger)
+                item = buffer.get(timeout=wait_bound())
             except queue.Empty:
-                yield None  # idle: flush, check the deadline, wait again
+                yield None  # idle or due: flush, check the deadline, wait again
                 continue
             if item is _END:
                 return

@@ -183,6 +183,26 @@ def test_an_idle_source_does_not_hold_records_back() -> None:
     assert sent_before_fourth == [3] and summary.records == 4
 
 
+def test_a_busy_source_is_sent_within_the_linger_bound() -> None:
+    kinesis = FakeKinesis()
+
+    def steady() -> Iterator[Quote]:  # never idle for the linger, never fills a batch
+        for quote in synthetic(["AAA", "BBB"], 20):
+            time.sleep(0.03)
+            yield quote
+
+    summary = produce(steady(), SETTINGS, kinesis=kinesis, linger=0.1)
+    assert summary.records == 20 and summary.batches >= 3  # ~0.6 s of records, 0.1 s per batch
+
+
+def test_rate_batches_records_within_the_linger_bound() -> None:
+    kinesis = FakeKinesis()
+    summary = produce(synthetic(["AAA", "BBB"], 60), SETTINGS, kinesis=kinesis, rate=200.0, linger=0.1)
+    per_put = [len(call) for call in kinesis.calls]
+    # 2 symbols: each PutRecords call carries one bar of each; a batch is ~0.1 s of records (~20)
+    assert summary.records == 60 and summary.batches <= 10 and max(per_put) == 2
+
+
 def test_rate_caps_records_per_second() -> None:
     summary = produce(synthetic(["AAA"], 30), SETTINGS, kinesis=FakeKinesis(), rate=100.0, linger=None)
     assert summary.records == 30 and summary.seconds >= 0.27 and summary.records_per_second <= 110
