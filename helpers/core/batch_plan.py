@@ -12,7 +12,7 @@ Standard library only; :mod:`helpers.pipeline.processor` does the I/O around the
    sequence number wins -- and remembers which records each item covers. Serialising to DynamoDB's
    wire format is the caller's (boto3's ``TypeSerializer``); a quote it refuses is quarantined as
    ``invalid_field``.
-3. :func:`group_objects` groups records into raw objects per (shard, symbol, quote date) and
+3. :func:`group_objects` groups records into raw objects per (shard, symbol, quote year) and
    quarantine objects per (shard, arrival date), keyed by :mod:`helpers.core.layout` after the
    group's first record above the mark (parked ones included: the key must not depend on which
    records are parked); :func:`park_objects` holds the parked ones, one object per shard.
@@ -191,7 +191,10 @@ def group_objects(
     raw_prefix: str = layout.RAW_PREFIX,
     quarantine_prefix: str = layout.QUARANTINE_PREFIX,
 ) -> list[StoreObject]:
-    """Group records into raw (shard, symbol, dt) and quarantine (shard, arrival dt) objects.
+    """Group records into raw (shard, symbol, year) and quarantine (shard, arrival dt) objects.
+
+    The raw group is the quote's :func:`~helpers.core.layout.raw_partition`, a function of the
+    record alone, so every attempt between commits forms the same groups and names them alike.
 
     Records go in (shard, sequence number) order; an object is named by its first record, an
     ``exclude``-d (parked) one included, and holds the others' lines.
@@ -199,11 +202,10 @@ def group_objects(
     groups: dict[tuple[str, ...], StoreObject] = {}
     for r in sorted(records, key=lambda r: (r.shard, r.order, r.index)):
         if isinstance(r.parsed, Quote):
-            q = r.parsed
-            dt = q.timestamp[:10]
-            group: tuple[str, ...] = ("raw", r.shard, q.symbol, dt)
+            symbol, year = layout.raw_partition(r.parsed.symbol, r.parsed.timestamp)
+            group: tuple[str, ...] = ("raw", r.shard, symbol, year)
             if group not in groups:
-                key = layout.raw_key(q.symbol, dt, r.shard, r.seq, prefix=raw_prefix)
+                key = layout.raw_key(symbol, year, r.shard, r.seq, prefix=raw_prefix)
                 groups[group] = StoreObject(key, "raw", r.shard, r.seq)
         else:
             dt = r.arrival[:10]
@@ -396,13 +398,13 @@ def trim_plan(objects: Iterable[StoreObject], cutoffs: Mapping[str, int]) -> lis
 
 
 def committed_partitions(objects: Iterable[StoreObject], deleted: set[str]) -> set[layout.Partition]:
-    """The ``(symbol, dt)`` partitions of raw objects written and not deleted."""
+    """The ``(symbol, year)`` partitions of raw objects written and not deleted."""
     found = set()
     for obj in objects:
         if obj.kind == "raw" and obj.written and obj.key not in deleted:
             q = obj.records[0].parsed
             assert isinstance(q, Quote)
-            found.add((q.symbol, q.timestamp[:10]))
+            found.add(layout.raw_partition(q.symbol, q.timestamp))
     return found
 
 

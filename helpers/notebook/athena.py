@@ -155,13 +155,20 @@ def run_query(
     *,
     cursor: str = "pandas",
     symbols: Iterable[str] | None = None,
+    start: str | None = None,
+    end: str | None = None,
     short: int = SHORT_WINDOW,
     long: int = LONG_WINDOW,
 ) -> pd.DataFrame:
-    """Run a named query (a key of :data:`QUERIES`) or raw SQL; statistics in ``frame.attrs["athena"]``."""
+    """Run a named query (a key of :data:`QUERIES`) or raw SQL; statistics in ``frame.attrs["athena"]``.
+
+    ``symbols``, ``start``/``end`` (``start <= timestamp < end``, partitions pruned) and the windows
+    apply to named queries (:func:`~helpers.notebook.athena_sql.render`).
+    """
     s = settings or load_settings()
     named = name_or_sql in QUERIES
-    sql = render(name_or_sql, s, symbols=symbols, short=short, long=long) if named else name_or_sql
+    options: dict[str, Any] = {"symbols": symbols, "start": start, "end": end, "short": short, "long": long}
+    sql = render(name_or_sql, s, **options) if named else name_or_sql
     label = name_or_sql if name_or_sql in QUERIES else "sql"
     with connect(s, cursor=cursor) as conn:
         return _execute(conn, sql, label, cursor)
@@ -172,17 +179,17 @@ def run_all(
     *,
     cursor: str = "pandas",
     symbols: Iterable[str] | None = None,
+    start: str | None = None,
+    end: str | None = None,
     short: int = SHORT_WINDOW,
     long: int = LONG_WINDOW,
 ) -> dict[str, pd.DataFrame]:
-    """Every named query, in :data:`QUERIES` order, over one connection."""
+    """Every named query, in :data:`QUERIES` order, over one connection (options as :func:`run_query`)."""
     s = settings or load_settings()
     wanted = None if symbols is None else list(symbols)
+    options: dict[str, Any] = {"symbols": wanted, "start": start, "end": end, "short": short, "long": long}
     with connect(s, cursor=cursor) as conn:
-        return {
-            name: _execute(conn, render(name, s, symbols=wanted, short=short, long=long), name, cursor)
-            for name in QUERIES
-        }
+        return {name: _execute(conn, render(name, s, **options), name, cursor) for name in QUERIES}
 
 
 def row_counts(frames: Mapping[str, pd.DataFrame]) -> dict[str, int]:

@@ -1,7 +1,11 @@
 """The SQL of the analysis queries (Trino/Athena dialect), generated from the shared definitions.
 
 Every query reads the table through the ``quotes`` CTE, which keeps one row per
-``(symbol, timestamp)`` (the latest produced), as the DynamoDB table does. The ``sma`` and
+``(symbol, timestamp)`` (the latest produced), as the DynamoDB table does, and gives each its
+``dt`` (the quote's UTC date, ``substr("timestamp", 1, 10)``: the table is partitioned by
+``symbol`` and ``year``, see :mod:`helpers.core.layout`). :func:`render` restricts the CTE to some
+symbols and/or a time range; a time range filters on ``"timestamp"`` *and* on the ``year``
+partitions it can touch, so the engine reads only those. The ``sma`` and
 ``crossovers`` queries are generated for any window pair :func:`~helpers.core.indicators.check_windows`
 accepts, with the integer weights of :func:`~helpers.core.indicators.window_weights`: the crossover
 rule is written once, in :mod:`helpers.core.indicators`. :mod:`helpers.notebook.athena` runs them.
@@ -12,6 +16,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
+from helpers.core import layout
 from helpers.core.errors import ParameterError
 from helpers.core.indicators import LONG_WINDOW, SHORT_WINDOW, UNITS_PER_PRICE, check_windows, window_weights
 from helpers.core.quotes import SYMBOL_PATTERN
@@ -23,10 +28,13 @@ __all__ = ["ANOMALY_THRESHOLD_PCT", "QUERIES", "TOP_N", "crossover_sql", "querie
 ANOMALY_THRESHOLD_PCT = 5
 TOP_N = 5
 _SYMBOL = re.compile(SYMBOL_PATTERN)
+_TIME_BOUND = re.compile(r"\d{4}(-\d{2}(-\d{2}(T\d{2}(:\d{2}(:\d{2}Z?)?)?)?)?)?")
+"""A canonical timestamp or a leading part of one: ``2013``, ``2013-05``, ``2013-05-01T13:30:00Z``."""
 
 _QUOTES = """\
 WITH quotes AS (
-    SELECT symbol, "timestamp", price, previous_close, open, high, low, volume, dt
+    SELECT symbol, "timestamp", price, previous_close, open, high, low, volume,
+           substr("timestamp", 1, 10) AS dt
     FROM (
         SELECT *,
                row_number() OVER (PARTITION BY symbol, "timestamp" ORDER BY produced_at DESC) AS copy_rank
@@ -156,17 +164,22 @@ def render(
     settings: Settings | None = None,
     *,
     symbols: Iterable[str] | None = None,
+    start: str | None = None,
+    end: str | None = None,
     short: int = SHORT_WINDOW,
     long: int = LONG_WINDOW,
 ) -> str:
-    """The SQL of a named query for the settings' table, optionally restricted to some symbols.
+    """The SQL of a named query for the settings' table, optionally restricted to some symbols or times.
 
-    ``short``/``long`` are the SMA windows of the ``sma`` and ``crossovers`` queries.
+    ``start``/``end`` keep the quotes with ``start <= "timestamp" < end`` (canonical timestamps or a
+    leading part of one, e.g. ``"2013-05-01"``; either may be left out) and add the ``year IN (...)``
+    partitions that range touches, so Athena prunes the others. ``short``/``long`` are the SMA
+    windows of the ``sma`` and ``crossovers`` queries.
     """
     s = settings or load_settings()
     if name not in QUERIES:
         raise ParameterError(f"unknown query {name!r}; known: {sorted(QUERIES)}")
-    where = ""
+    conditions = []
     if symbols is not None:
         wanted = sorted(set(symbols))
         bad = [sym for sym in wanted if not _SYMBOL.fullmatch(sym)]
@@ -174,6 +187,35 @@ def render(
             raise ParameterError(
                 f"symbols must be a non-empty list of tickers matching {SYMBOL_PATTERN}, got {bad}"
             )
-        where = "\n        WHERE symbol IN (" + ", ".join(f"'{sym}'" for sym in wanted) + ")"
+        conditions.append("symbol IN (" + ", ".join(f"'{sym}'" for sym in wanted) + ")")
+    conditions += _time_conditions(start, end)
+    where = "\n        WHERE " + " AND ".join(conditions) if conditions else ""
     template = QUERIES[name] if (short, long) == (SHORT_WINDOW, LONG_WINDOW) else queries(short, long)[name]
     return template.format(database=s.glue_database, table=s.glue_table, where=where)
+
+
+def _time_conditions(start: str | None, end: str | None) -> list[str]:
+    """The ``"timestamp"`` bounds and the ``year`` partitions they touch, as AND-ed conditions.
+
+    Both bounds: ``year IN (...)``, which every engine prunes on; one bound: ``year >=`` / ``<=``.
+    """
+    for label, bound in (("start", start), ("end", end)):
+        if bound is not None and not _TIME_BOUND.fullmatch(bound):
+            raise ParameterError(
+                f"{label} must be a UTC timestamp like '2013-05-01T13:30:00Z' or a leading part of one "
+                f"('2013', '2013-05-01'), got {bound!r}"
+            )
+    key = layout.TIME_PARTITION
+    conditions = []
+    if start is not None:
+        conditions.append(f"\"timestamp\" >= '{start}'")
+    if end is not None:
+        conditions.append(f"\"timestamp\" < '{end}'")
+    if start is not None and end is not None:
+        years = layout.partition_values(start, end)
+        conditions.append(f"{key} IN (" + ", ".join(f"'{y}'" for y in years) + ")" if years else "false")
+    elif start is not None:
+        conditions.append(f"{key} >= '{start[:4]}'")
+    elif end is not None:
+        conditions.append(f"{key} <= '{end[:4]}'")
+    return conditions

@@ -1,14 +1,16 @@
 """The Glue table over the raw archive, so Athena can query the NDJSON the processor writes.
 
 Layout (the processor's contract, defined once in :mod:`helpers.core.layout` with the columns):
-``s3://<raw_bucket>/raw/symbol=<SYM>/dt=<YYYY-MM-DD>/<batch>.ndjson``, one quote object per line.
-The table maps every quote field except ``symbol`` to a column (``symbol`` and ``dt`` are
-partition keys, taken from the path) and reads the lines with the OpenX JSON SerDe.
+``s3://<raw_bucket>/raw/symbol=<SYM>/year=<YYYY>/<batch>.ndjson``, one quote object per line.
+The table maps every quote field except ``symbol`` to a column (``symbol`` and ``year``, the
+quote's UTC year, are partition keys, taken from the path) and reads the lines with the OpenX JSON
+SerDe. A query filtering on ``"timestamp"`` also filters on ``year`` so Athena prunes (see
+:func:`helpers.core.layout.partition_values`).
 
 Partition strategy: **registered partitions**. Partition projection cannot describe this
 layout for arbitrary symbols — an ``enum`` needs the symbol list up front and ``injected``
 makes Athena reject every query without ``WHERE symbol = ...`` (the analysis aggregates across
-symbols). So each ``(symbol, dt)`` directory is registered in Glue, idempotently:
+symbols). So each ``(symbol, year)`` directory is registered in Glue, idempotently:
 
 * the processor may call :func:`register_partitions` for the partitions of the objects it
   wrote (its role may ``glue:BatchCreatePartition``);
@@ -58,7 +60,7 @@ _COMMENTS = {
     "timestamp": "quote time, UTC, canonical 2026-07-29T13:30:00Z",
     "produced_at": "time the producer emitted the quote, UTC, canonical form",
     "symbol": "ticker symbol (partition)",
-    "dt": "quote date YYYY-MM-DD, UTC (partition)",
+    "year": "quote year YYYY, UTC (partition)",
 }
 
 
@@ -84,7 +86,7 @@ def _storage(location: str) -> dict[str, Any]:
 
 
 def table_input(settings: Settings | None = None) -> dict[str, Any]:
-    """The Glue ``TableInput`` of the raw quotes table (external, JSON, partitioned by symbol and dt)."""
+    """The Glue ``TableInput`` of the raw quotes table (external, JSON, partitioned by symbol and year)."""
     s = settings or load_settings()
     return {
         "Name": s.glue_table,
@@ -176,12 +178,12 @@ def ensure_table(settings: Settings | None = None, glue: Any = None) -> str:
 
 
 def partition_location(settings: Settings, partition: Partition) -> str:
-    """S3 folder of one partition, ``s3://<raw_bucket>/raw/symbol=<SYM>/dt=<YYYY-MM-DD>/``."""
+    """S3 folder of one partition, ``s3://<raw_bucket>/raw/symbol=<SYM>/year=<YYYY>/``."""
     return f"{settings.raw_location}{partition_dir(*partition)}"
 
 
 def register_partitions(settings: Settings | None, partitions: Iterable[Partition], glue: Any = None) -> int:
-    """Register ``(symbol, dt)`` partitions in Glue; existing ones are left alone.
+    """Register ``(symbol, year)`` partitions in Glue; existing ones are left alone.
 
     Returns how many were newly created. Safe to call repeatedly and concurrently (Glue answers
     ``AlreadyExistsException`` per entry, which is the expected outcome for known partitions).
@@ -221,7 +223,7 @@ def register_partitions(settings: Settings | None, partitions: Iterable[Partitio
 
 
 def discover_partitions(settings: Settings | None = None, s3: Any = None) -> set[Partition]:
-    """The ``(symbol, dt)`` folders present in the raw archive (two delimiter listings per symbol)."""
+    """The ``(symbol, year)`` folders present in the raw archive (two delimiter listings per symbol)."""
     s = settings or load_settings()
     s3 = s3 or aws.client("s3", s)
     paginator = s3.get_paginator("list_objects_v2")

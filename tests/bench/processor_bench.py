@@ -36,6 +36,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from deploy.provision import PROCESSED_KEY_SCHEMA
+from helpers.core import layout
 from helpers.core.quotes import Quote, parse_timestamp, utc_now_timestamp
 from helpers.notebook import verify
 from helpers.notebook.producer import MAX_RECORDS_PER_PUT, produce
@@ -153,7 +154,7 @@ def bench_baseline(base: Settings, quotes: list[Quote]) -> dict[str, Any]:
     for seq, quote in enumerate(quotes, 1):  # what a per-record handler does
         item = processed_item(quote, utc_now_timestamp())
         ddb.put_item(TableName=s.table_name, Item={k: serializer.serialize(v) for k, v in item.items()})
-        key = f"raw/symbol={quote.symbol}/dt={quote.timestamp[:10]}/{SHARD}-{seq}.json"
+        key = layout.raw_key(*layout.raw_partition(quote.symbol, quote.timestamp), SHARD, str(seq))
         s3.put_object(Bucket=s.raw_bucket, Key=key, Body=quote.to_json())
     result = _result("seed-style baseline", len(quotes), time.perf_counter() - started, counter)
     result["check"] = {

@@ -1,9 +1,9 @@
 """The local Athena endpoint against the running stack, driven by boto3 and by pyathena unchanged.
 
 GIVEN a Glue table made by ``helpers.pipeline.catalog`` over NDJSON objects in the raw layout (three
-symbols, three days, two batches per partition, one redelivered record), WHEN the analysis
-queries run through pyathena (default cursor and PandasCursor), THEN every result equals a pandas
-computation made independently from the same objects, and the crossovers equal
+symbols, three days, two batches a day in each symbol's year partition, one redelivered record),
+WHEN the analysis queries run through pyathena (default cursor and PandasCursor), THEN every result
+equals a pandas computation made independently from the same objects, and the crossovers equal
 ``helpers.core.indicators``. Also: paging, failures, cancellation, the bytes-scanned cutoff and the
 workgroup API, with Athena's error codes.
 """
@@ -29,13 +29,15 @@ from athena_endpoint_support import (
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from helpers.core import indicators
+from helpers.core import indicators, layout
 from helpers.core.errors import QueryError
 from helpers.notebook import athena
 from helpers.pipeline import aws, catalog
 from helpers.pipeline.config import Settings, load_settings
 
 pytestmark = pytest.mark.integration
+
+YEARS = sorted({day[:4] for day in DAYS})  # the archive's time partitions (helpers.core.layout)
 
 
 @pytest.fixture(scope="module")
@@ -72,15 +74,18 @@ def archive(settings: Settings) -> dict[str, Any]:
     batches: dict[str, list[dict[str, Any]]] = {}
     for r in records:
         half = "b1" if int(r["timestamp"][11:13]) == 13 else "b2"
-        batches.setdefault(f"raw/symbol={r['symbol']}/dt={r['timestamp'][:10]}/{half}.ndjson", []).append(r)
-    batches[f"raw/symbol={redelivered['symbol']}/dt={DAYS[0]}/b9.ndjson"] = [redelivered]
+        folder = layout.partition_dir(*layout.raw_partition(r["symbol"], r["timestamp"]))
+        batches.setdefault(f"raw/{folder}{r['timestamp'][:10]}-{half}.ndjson", []).append(r)
+    folder = layout.partition_dir(*layout.raw_partition(redelivered["symbol"], redelivered["timestamp"]))
+    batches[f"raw/{folder}b9.ndjson"] = [redelivered]
     sizes = {}
     for key, rows in batches.items():
         body = "".join(json.dumps(r) + "\n" for r in rows).encode()
         s3.put_object(Bucket=settings.raw_bucket, Key=key, Body=body)
         sizes[key] = len(body)
-    s3.put_object(Bucket=settings.raw_bucket, Key=f"raw/symbol=AAPL/dt={DAYS[0]}/_SUCCESS", Body=b"not data")
-    assert catalog.sync_partitions(settings) == len(SYMBOLS) * len(DAYS)
+    hidden = f"raw/{layout.partition_dir('AAPL', YEARS[0])}_SUCCESS"
+    s3.put_object(Bucket=settings.raw_bucket, Key=hidden, Body=b"not data")
+    assert catalog.sync_partitions(settings) == len(SYMBOLS) * len(YEARS)
     assert catalog.sync_partitions(settings) == 0
     return {"sizes": sizes, "lines": len(records) + 1}
 
@@ -135,6 +140,14 @@ def test_symbol_filter_prunes_partitions(settings: Settings, archive: dict[str, 
     assert frame["symbol"].tolist() == ["BRK.B"]
     scanned = sum(size for key, size in archive["sizes"].items() if "symbol=BRK.B/" in key)
     assert frame.attrs["athena"]["data_scanned_bytes"] == scanned
+
+
+def test_a_time_range_keeps_those_days_of_the_whole_result(settings: Settings, raw: pd.DataFrame) -> None:
+    frame = athena.run_query("daily_ohlc", settings, start=DAYS[1], end=DAYS[2])
+    daily = expected_frames(raw)["daily_ohlc"]
+    expected = daily[daily["trading_day"] == DAYS[1]].reset_index(drop=True)
+    assert len(expected) == len(SYMBOLS)
+    pd.testing.assert_frame_equal(frame.reset_index(drop=True), expected, check_dtype=False, rtol=1e-9)
 
 
 def test_results_page_by_1000_with_the_header_row_first(
@@ -328,7 +341,7 @@ def test_show_statements_answer_from_glue(settings: Settings, archive: Any) -> N
         partitions = [r[0] for r in cur.fetchall()]
         cur.execute("SHOW TABLES")
         tables = [r[0] for r in cur.fetchall()]
-    assert f"symbol=EURUSD=X/dt={DAYS[2]}" in partitions and len(partitions) == len(SYMBOLS) * len(DAYS)
+    assert f"symbol=EURUSD=X/year={YEARS[-1]}" in partitions and len(partitions) == len(SYMBOLS) * len(YEARS)
     assert settings.glue_table in tables
 
 
@@ -336,7 +349,7 @@ def test_pyathena_metadata_and_result_reuse(settings: Settings, archive: Any) ->
     with athena.connect(settings, cursor="default") as conn:
         cur = conn.cursor()
         table = cur.get_table_metadata(settings.glue_table)
-        assert [c.name for c in table.partition_keys] == ["symbol", "dt"]
+        assert [c.name for c in table.partition_keys] == ["symbol", "year"]
         assert settings.glue_database in [d.name for d in cur.list_databases("awsdatacatalog")]
         sql = f"SELECT count(*) AS n FROM {settings.glue_table} WHERE symbol = 'AAPL'"
         cur.execute(sql)

@@ -18,7 +18,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from deploy.provision import PROCESSED_KEY_SCHEMA
-from helpers.core.layout import checkpoint_key
+from helpers.core.layout import checkpoint_key, raw_partition
 from helpers.core.quotes import Quote
 from helpers.notebook import verify
 from helpers.notebook.producer import malformed_records
@@ -156,8 +156,8 @@ def test_sample_event_stores_valid_records_and_quarantines_the_bad_symbol(store:
 
     assert process_batch(event, store, now=NOW) == {"batchItemFailures": []}
 
-    aapl = raw_key(store, "AAPL", "2026-07-29", SHARD, seqs[0])
-    msft = raw_key(store, "MSFT", "2026-07-29", SHARD, seqs[2])
+    aapl = raw_key(store, "AAPL", "2026", SHARD, seqs[0])
+    msft = raw_key(store, "MSFT", "2026", SHARD, seqs[2])
     quarantine = quarantine_key(store, "2026-07-29", SHARD, seqs[3])
     manifest = manifest_key(SHARD, seqs[0])
     assert set(objects(store)) == {aapl, msft, quarantine, manifest, checkpoint_key(SHARD)}
@@ -257,7 +257,7 @@ def test_partial_failure_commits_the_prefix_and_the_retry_adds_no_duplicate(stor
     # THEN the refused record and AAA's later bars (held behind it: a symbol's items never skip a
     # gap) are reported, and the stores hold exactly the records below it
     assert response == {"batchItemFailures": [{"itemIdentifier": str(n)} for n in range(21, 40, 2)]}
-    aaa, bbb, ccc = (raw_key(store, sym, quotes[0].timestamp[:10], SHARD, seq) for sym, seq in
+    aaa, bbb, ccc = (raw_key(store, *raw_partition(sym, quotes[0].timestamp), SHARD, seq) for sym, seq in
                      (("AAA", "1"), ("BBB", "2"), ("CCC", "41")))  # fmt: skip
     keys = objects(store)
     assert ccc not in keys  # a group entirely above the failure is deleted
@@ -280,8 +280,8 @@ def test_partial_failure_commits_the_prefix_and_the_retry_adds_no_duplicate(stor
     assert counts["records_quarantined"] == {"not_utf8": 1, "missing_field": 1}
     rows = raw_lines(store)
     assert len({(r["symbol"], r["timestamp"]) for r in rows}) == len(rows) == 44
-    day = quotes[0].timestamp[:10]
-    assert {ccc, raw_key(store, "AAA", day, SHARD, "21"), raw_key(store, "BBB", day, SHARD, "22")} <= set(
+    year = quotes[0].timestamp[:4]
+    assert {ccc, raw_key(store, "AAA", year, SHARD, "21"), raw_key(store, "BBB", year, SHARD, "22")} <= set(
         objects(store)
     )
 

@@ -89,9 +89,7 @@ def test_provision_twice_then_teardown_leaves_nothing(own_names) -> None:
     assert _ours(s) == [r.field for r in resources.RESOURCES]
 
     # a non-empty bucket is emptied and removed
-    aws.client("s3", s).put_object(
-        Bucket=s.raw_bucket, Key="raw/symbol=X/dt=2026-01-01/a.ndjson", Body=b"{}\n"
-    )
+    aws.client("s3", s).put_object(Bucket=s.raw_bucket, Key="raw/symbol=X/year=2026/a.ndjson", Body=b"{}\n")
     removed = teardown(s)
     assert removed.count("deleted") == len([r for r in removed.results if r.action != "absent"])
     assert _ours(s) == []

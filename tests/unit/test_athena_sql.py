@@ -37,7 +37,7 @@ from deploy.local.athena.sql import (
     transpile,
 )
 from deploy.local.athena.tables import Partition, S3Object, TableDef
-from helpers.core import indicators
+from helpers.core import indicators, layout
 from helpers.notebook import athena
 from helpers.pipeline import catalog
 from helpers.pipeline.config import load_settings
@@ -222,10 +222,10 @@ def test_duckdb_errors_get_athena_error_names() -> None:
 # --- the Glue table ---------------------------------------------------------------------
 
 
-def test_table_input_is_an_external_json_table_partitioned_by_symbol_and_dt() -> None:
+def test_table_input_is_an_external_json_table_partitioned_by_symbol_and_year() -> None:
     table = catalog.table_input(SETTINGS)
     assert table["TableType"] == "EXTERNAL_TABLE"
-    assert [c["Name"] for c in table["PartitionKeys"]] == ["symbol", "dt"]
+    assert [c["Name"] for c in table["PartitionKeys"]] == ["symbol", "year"]
     columns = {c["Name"]: c["Type"] for c in table["StorageDescriptor"]["Columns"]}
     assert "symbol" not in columns and columns["volume"] == "bigint" and columns["timestamp"] == "string"
     assert (
@@ -234,23 +234,44 @@ def test_table_input_is_an_external_json_table_partitioned_by_symbol_and_dt() ->
     )
     assert table["StorageDescriptor"]["Location"] == "s3://unit-raw/raw/"
     ddl = catalog.create_table_ddl(SETTINGS)
-    assert "`timestamp` string" in ddl and "PARTITIONED BY (`symbol` string, `dt` string)" in ddl
+    assert "`timestamp` string" in ddl and "PARTITIONED BY (`symbol` string, `year` string)" in ddl
 
 
 def test_partitions_are_read_from_object_keys() -> None:
     keys = [
-        "raw/symbol=AAPL/dt=2026-07-29/b1.ndjson",
-        "raw/symbol=EURUSD=X/dt=2026-07-30/b2.ndjson",
-        "raw/symbol=AAPL/dt=2026-07-29/b3.ndjson",
+        "raw/symbol=AAPL/year=2026/b1.ndjson",
+        "raw/symbol=EURUSD=X/year=2025/b2.ndjson",
+        "raw/symbol=AAPL/year=2026/b3.ndjson",
         "quarantine/2026-07-29/x.json",
     ]
-    assert catalog.partitions_from_keys(keys) == {("AAPL", "2026-07-29"), ("EURUSD=X", "2026-07-30")}
+    assert catalog.partitions_from_keys(keys) == {("AAPL", "2026"), ("EURUSD=X", "2025")}
 
 
 def test_symbols_filter_is_validated() -> None:
     assert "WHERE symbol IN ('AAPL', 'MSFT')" in athena.render("sma", SETTINGS, symbols=["MSFT", "AAPL"])
     with pytest.raises(ValueError):
         athena.render("sma", SETTINGS, symbols=["AAPL'; DROP TABLE x; --"])
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "where"),
+    [
+        ("2013-05-01", "2013-05-02",
+         """"timestamp" >= '2013-05-01' AND "timestamp" < '2013-05-02' AND year IN ('2013')"""),
+        ("2012-12-31", "2014",
+         """"timestamp" >= '2012-12-31' AND "timestamp" < '2014' AND year IN ('2012', '2013')"""),
+        ("2013", None, """"timestamp" >= '2013' AND year >= '2013'"""),
+        (None, "2013-06-01T00:00:00Z", """"timestamp" < '2013-06-01T00:00:00Z' AND year <= '2013'"""),
+        ("2014", "2013", """"timestamp" >= '2014' AND "timestamp" < '2013' AND false"""),
+    ],
+)  # fmt: skip
+def test_a_time_range_filters_the_timestamps_and_the_year_partitions(
+    start: str | None, end: str | None, where: str
+) -> None:
+    sql = athena.render("anomalies", SETTINGS, symbols=["AAPL"], start=start, end=end)
+    assert f"WHERE symbol IN ('AAPL') AND {where}\n" in sql
+    with pytest.raises(ValueError, match="start must be a UTC timestamp"):
+        athena.render("sma", SETTINGS, start="2013-05-01' OR true --")
 
 
 # --- the engine over a fake warehouse ---------------------------------------------------
@@ -260,9 +281,9 @@ class FakeWarehouse:
     """Glue table + S3 objects in memory, in the shape the engine reads them."""
 
     def __init__(self, objects: dict[tuple[str, str], bytes]) -> None:
-        self.data = {f"unit-raw/raw/symbol={s}/dt={d}/b.ndjson": body for (s, d), body in objects.items()}
+        self.data = {f"unit-raw/raw/{layout.partition_dir(*k)}b.ndjson": body for k, body in objects.items()}
         self.partition_list = [
-            Partition(k, f"s3://unit-raw/raw/symbol={k[0]}/dt={k[1]}/") for k in sorted(objects)
+            Partition(k, f"s3://unit-raw/raw/{layout.partition_dir(*k)}") for k in sorted(objects)
         ]
         source = catalog.table_input(SETTINGS)
         sd = source["StorageDescriptor"]
@@ -307,7 +328,8 @@ def quotes(symbol: str, prices: list[float], day: str = "2026-07-29") -> list[di
 def engine_for(records: list[dict[str, object]]) -> Engine:
     grouped: dict[tuple[str, str], list[str]] = {}
     for r in records:
-        grouped.setdefault((str(r["symbol"]), str(r["timestamp"])[:10]), []).append(json.dumps(r))
+        partition = layout.raw_partition(str(r["symbol"]), str(r["timestamp"]))
+        grouped.setdefault(partition, []).append(json.dumps(r))
     warehouse = FakeWarehouse({k: ("\n".join(v) + "\n").encode() for k, v in grouped.items()})
     return Engine(warehouse)  # type: ignore[arg-type]
 
@@ -462,6 +484,32 @@ def test_engine_prunes_partitions_and_enforces_the_cutoff() -> None:
     assert err.value.data_scanned == 10
 
 
+def test_a_time_range_reads_only_its_years_and_keeps_the_results_of_the_whole_table() -> None:
+    # GIVEN daily bars of two symbols over 2012-2014 (one partition per symbol and year)
+    days = [dt.date(2012, 1, 2) + dt.timedelta(days=n) for n in range(3 * 365)]
+    records = [
+        r
+        for symbol in ("AAPL", "MSFT")
+        for day in days
+        for r in quotes(symbol, [100.0 + day.toordinal() % 13], day.isoformat())
+    ]
+    engine = engine_for(records)
+    everything = engine.run(athena.render("daily_ohlc", SETTINGS), database=SETTINGS.glue_database)
+    # WHEN a query asks for May 2013 of AAPL
+    sql = athena.render("daily_ohlc", SETTINGS, symbols=["AAPL"], start="2013-05-01", end="2013-06-01")
+    may = engine.run(sql, database=SETTINGS.glue_database)
+    # THEN it returns those rows of the whole table's result, reading one partition of the six
+    assert may.rows == [r for r in everything.rows if r[0] == "AAPL" and r[1].startswith("2013-05")]
+    assert len(may.rows) == 31
+    assert may.data_scanned * 5 < everything.data_scanned
+    # and the quotes CTE still gives each row its date, dt, now read from the timestamp
+    one_day = athena.render("avg_volume_by_symbol", SETTINGS).replace(
+        "FROM quotes\n", "FROM quotes\nWHERE dt = '2013-05-01'\n"
+    )
+    counts = engine.run(one_day, database=SETTINGS.glue_database)
+    assert [r[:2] for r in counts.rows] == [("AAPL", "1"), ("MSFT", "1")]
+
+
 @pytest.mark.parametrize(
     ("sql", "name"),
     [
@@ -494,8 +542,8 @@ def test_pyathena_clients_all_use_the_settings_endpoint(tmp_path: object) -> Non
 
 
 def test_bad_json_fails_naming_the_s3_object() -> None:
-    warehouse = FakeWarehouse({("AAPL", "2026-07-29"): b'{"price": "abc"}\n', ("MSFT", "2026-07-29"): b""})
+    warehouse = FakeWarehouse({("AAPL", "2026"): b'{"price": "abc"}\n', ("MSFT", "2026"): b""})
     with pytest.raises(QueryFailed) as err:
         Engine(warehouse).run("SELECT * FROM raw_quotes", database=SETTINGS.glue_database)  # type: ignore[arg-type]
     assert err.value.name == "HIVE_BAD_DATA" and err.value.error_type == 1001
-    assert "s3://unit-raw/raw/symbol=AAPL/dt=2026-07-29/b.ndjson" in err.value.message
+    assert "s3://unit-raw/raw/symbol=AAPL/year=2026/b.ndjson" in err.value.message

@@ -59,18 +59,36 @@ def test_decode_quarantines_bad_base64_and_falls_back_on_missing_fields() -> Non
     assert record.data == b"not base64!" and record.parsed.reason in batch_plan.ENVELOPE_REASONS
 
 
-def test_objects_are_per_shard_symbol_and_date_and_named_by_their_first_record() -> None:
-    shard0 = _event([(5, _quote("AAA", 1)), (3, _quote("AAA", 2, day="2026-07-30")), (4, _quote("BBB", 1))])
+def test_objects_are_per_shard_symbol_and_year_and_named_by_their_first_record() -> None:
+    shard0 = _event(
+        [
+            (5, _quote("AAA", 1)),
+            (3, _quote("AAA", 2, day="2025-12-31")),
+            (4, _quote("BBB", 1)),
+            (7, _quote("AAA", 3, day="2026-01-02")),  # another day of 2026: the object of 5
+        ]
+    )
     shard1 = _event([(2, _quote("AAA", 3)), (6, b"{}")], shard=OTHER)
     p = _plan({"Records": shard0["Records"] + shard1["Records"]})
     assert _by_key(p.objects) == {
-        f"raw/symbol=AAA/dt=2026-07-30/{SHARD}-3.ndjson": ["3"],
-        f"raw/symbol=BBB/dt=2026-07-29/{SHARD}-4.ndjson": ["4"],
-        f"raw/symbol=AAA/dt=2026-07-29/{SHARD}-5.ndjson": ["5"],
-        f"raw/symbol=AAA/dt=2026-07-29/{OTHER}-2.ndjson": ["2"],
+        f"raw/symbol=AAA/year=2025/{SHARD}-3.ndjson": ["3"],
+        f"raw/symbol=BBB/year=2026/{SHARD}-4.ndjson": ["4"],
+        f"raw/symbol=AAA/year=2026/{SHARD}-5.ndjson": ["5", "7"],
+        f"raw/symbol=AAA/year=2026/{OTHER}-2.ndjson": ["2"],
         f"quarantine/dt=2026-07-29/{OTHER}-6.ndjson": ["6"],
     }
     assert [o.shard for o in p.objects] == [SHARD, SHARD, SHARD, OTHER, OTHER]
+
+
+def test_a_batch_of_daily_bars_makes_an_object_per_symbol_and_year_not_per_bar() -> None:
+    # 500 daily bars of one symbol span about two years: 2 objects (a day partition made 500)
+    days = [f"{2012 + n // 250}-{1 + n % 250 // 21:02d}-{1 + n % 21:02d}" for n in range(500)]
+    p = _plan(_event([(n + 1, _quote("AAA", 0, day=day)) for n, day in enumerate(days)]))
+    assert _by_key(p.objects).keys() == {
+        f"raw/symbol=AAA/year=2012/{SHARD}-1.ndjson",
+        f"raw/symbol=AAA/year=2013/{SHARD}-251.ndjson",
+    }
+    assert sum(len(o.records) for o in p.objects) == 500
 
 
 def test_a_redelivered_timestamp_makes_one_item_the_last_record_wins() -> None:
@@ -78,7 +96,7 @@ def test_a_redelivered_timestamp_makes_one_item_the_last_record_wins() -> None:
     (item,) = p.items
     assert item["price"] == {"N": "101.0"}
     assert [r.seq for r in p.covers[("AAA", "2026-07-29T13:01:00Z")]] == ["1", "2"]
-    assert _by_key(p.objects) == {f"raw/symbol=AAA/dt=2026-07-29/{SHARD}-1.ndjson": ["1", "2"]}
+    assert _by_key(p.objects) == {f"raw/symbol=AAA/year=2026/{SHARD}-1.ndjson": ["1", "2"]}
 
 
 def test_a_quote_the_serializer_refuses_is_quarantined_as_invalid_field() -> None:
@@ -96,7 +114,7 @@ def test_a_quote_the_serializer_refuses_is_quarantined_as_invalid_field() -> Non
     objects = batch_plan.group_objects(records)
     assert _by_key(objects) == {
         f"quarantine/dt=2026-07-29/{SHARD}-1.ndjson": ["1"],
-        f"raw/symbol=OK/dt=2026-07-29/{SHARD}-2.ndjson": ["2"],
+        f"raw/symbol=OK/year=2026/{SHARD}-2.ndjson": ["2"],
     }
 
 
@@ -172,8 +190,8 @@ def test_trim_cuts_straddling_objects_deletes_those_above_and_leaves_the_rest() 
     actions = batch_plan.trim_plan(objects, {SHARD: 3})
     by_key = {a.obj.key: (a.cutoff, a.delete) for a in actions}
     assert by_key == {
-        f"raw/symbol=AAA/dt=2026-07-29/{SHARD}-1.ndjson": (3, False),  # 1 2 | 3 4
-        f"raw/symbol=BBB/dt=2026-07-29/{SHARD}-5.ndjson": (3, True),
+        f"raw/symbol=AAA/year=2026/{SHARD}-1.ndjson": (3, False),  # 1 2 | 3 4
+        f"raw/symbol=BBB/year=2026/{SHARD}-5.ndjson": (3, True),
         f"quarantine/dt=2026-07-29/{SHARD}-8.ndjson": (3, True),
     }
     (aaa,) = [a for a in actions if not a.delete]
@@ -189,7 +207,7 @@ def test_committed_partitions_are_the_written_raw_objects_not_deleted() -> None:
     for obj in p.objects:
         obj.written = not obj.key.startswith("raw/symbol=CCC/")
     deleted = {o.key for o in p.objects if "symbol=BBB" in o.key}
-    assert batch_plan.committed_partitions(p.objects, deleted) == {("AAA", "2026-07-29")}
+    assert batch_plan.committed_partitions(p.objects, deleted) == {("AAA", "2026")}
 
 
 def test_batch_item_failures_are_the_failed_sequence_numbers_in_order() -> None:

@@ -84,10 +84,10 @@ def test_sample_event_plans_two_raw_objects_a_quarantine_object_and_three_items(
     seqs = [r["kinesis"]["sequenceNumber"] for r in event["Records"]]
     p = _plan(event)
 
-    aapl = raw_key(SETTINGS, "AAPL", "2026-07-29", SHARD, seqs[0])
-    msft = raw_key(SETTINGS, "MSFT", "2026-07-29", SHARD, seqs[2])
+    aapl = raw_key(SETTINGS, "AAPL", "2026", SHARD, seqs[0])
+    msft = raw_key(SETTINGS, "MSFT", "2026", SHARD, seqs[2])
     quarantine = quarantine_key(SETTINGS, "2026-07-29", SHARD, seqs[3])
-    assert aapl == f"raw/symbol=AAPL/dt=2026-07-29/{SHARD}-{seqs[0]}.ndjson"
+    assert aapl == f"raw/symbol=AAPL/year=2026/{SHARD}-{seqs[0]}.ndjson"
     assert quarantine == f"quarantine/dt=2026-07-29/{SHARD}-{seqs[3]}.ndjson"
     assert _by_key(p.objects) == {aapl: seqs[:2], msft: [seqs[2]], quarantine: [seqs[3]]}
     (raw,) = [o for o in p.objects if o.key == aapl]
@@ -157,9 +157,7 @@ def test_process_batch_commits_the_prefix_below_the_first_failed_item() -> None:
     # THEN the refused record and the AAA bar stored after it (outside the gap-free run) are retried
     assert response == {"batchItemFailures": [{"itemIdentifier": "5"}, {"itemIdentifier": "7"}]}
     assert len(sleeps) == MAX_WRITE_ATTEMPTS - 1 and all(0 <= s <= 1.0 for s in sleeps)
-    aaa, bbb = (
-        f"raw/symbol={sym}/dt=2026-07-29/{SHARD}-{seq}.ndjson" for sym, seq in (("AAA", 1), ("BBB", 2))
-    )
+    aaa, bbb = (f"raw/symbol={sym}/year=2026/{SHARD}-{seq}.ndjson" for sym, seq in (("AAA", 1), ("BBB", 2)))
     # the stores hold exactly the records below it (the quarantine object of 9 is deleted)
     assert sorted(s3.objects) == sorted([aaa, bbb, manifest_key(SHARD, "1"), checkpoint_key(SHARD)])
     assert [r["timestamp"] for r in _lines(s3.objects[aaa])] == [quotes[0].timestamp, quotes[2].timestamp]
