@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Protocol
 
+from deploy.local import moto_speed
 from deploy.local.faults import ADMIN_PATH, FaultInjector, load_spec, parse_plan
 
 log = logging.getLogger(__name__)
@@ -147,6 +148,7 @@ class LocalStack:
         from werkzeug.serving import make_server
 
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        moto_speed.install()
         moto_app = DomainDispatcherApplication(create_backend_app)
         self.components = self._components_factory(self)
         app = Dispatcher(moto_app, self.components, self.health, self.faults)

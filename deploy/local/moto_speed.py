@@ -1,0 +1,358 @@
+"""Patches that keep moto's cost per request flat as the local stack's data grows.
+
+moto is written for unit tests with a few items; several of its paths cost O(everything stored)
+per request, so a pipeline run slows down as it runs (measured on moto 5.2, 5 symbols, two cores:
+PutRecords fell from 15,008 to 439 records/s between 5k and 200k records in the stream; a Query
+took 35 ms at 1k items, 641 ms at 50k). Each patch below keeps moto's answers and replaces only
+how they are found; ``install()`` applies them once per process, ``uninstall()`` restores moto.
+
+* **Kinesis** (``moto/kinesis/models.py``): ``Shard.put_record`` asks
+  ``get_max_sequence_number()``, which is ``list(self.records.keys())[-1]``: a copy of every key
+  of the shard for every record, so producing was quadratic. The records are an insertion-ordered
+  dict with increasing integer keys; the last key is ``next(reversed(records))`` (O(1)), the first
+  ``next(iter(records))``. ``Shard.get_records`` (the GetRecords API) scanned the shard from its
+  first record to find the iterator's position; it now looks the next sequence numbers up
+  directly, falling back to moto's scan when they are not contiguous.
+* **DynamoDB Query** (``moto/dynamodb/models/table.py``): ``Table.query`` without an index
+  filters ``self.all_items()``, which sorts the **whole table**, then sorts the partition and
+  walks it from the start. Each partition of a table with a sort key is now a
+  :class:`RangePartition`: the same dict (range key -> item) that also keeps its keys in sort
+  order on every insert and delete, so a Query bisects to its key condition and its
+  ``ExclusiveStartKey`` and reads only the items it returns (O(log n + page)). Queries this path
+  does not cover (indexes, legacy ``QueryFilter``, multi-attribute keys) run moto's own code.
+  ``Table.all_items`` (Scan) sorts the partition keys only, the partitions being sorted already.
+* **Routing** (``moto/moto_server/werkzeug_app.py``): ``get_backend_for_host`` lists moto's
+  package directory (``os.listdir`` + ``isdir`` for ~200 modules) on every request, under the
+  dispatcher's global lock (~0.4 ms a request); its answer depends on the host only, so it is
+  remembered per host.
+* **Backends** (``moto/core/base_backend.py``): ``BackendDict[account]`` takes the global
+  ``backend_lock`` and copies the account list on every lookup, which DynamoDB's stream does for
+  every written item; an account that exists is now returned without the lock.
+"""
+
+from __future__ import annotations
+
+import bisect
+import threading
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+__all__ = ["RangePartition", "install", "installed", "uninstall"]
+
+_lock = threading.Lock()
+_saved: list[tuple[Any, str, Any]] = []  # (owner, attribute, original)
+
+# Key-condition operators the bisecting Query handles, in moto's spellings.
+_OPERATORS = {
+    "EQ": "EQ", "=": "EQ",
+    "LT": "LT", "<": "LT",
+    "LE": "LE", "<=": "LE",
+    "GT": "GT", ">": "GT",
+    "GE": "GE", ">=": "GE",
+    "BETWEEN": "BETWEEN",
+    "BEGINS_WITH": "BEGINS_WITH",
+}  # fmt: skip
+
+
+class RangePartition(dict):  # type: ignore[type-arg]
+    """One partition of a table with a sort key: range key -> item, keys also kept in sort order.
+
+    moto mutates partitions with ``partition[key] = item`` and ``partition.pop(key)``; every
+    mutation keeps ``_keys`` (the range keys) and ``_order`` (their ``cast_value``, which is how
+    moto compares range keys) sorted, so :meth:`span` finds a key condition by bisection.
+    Appending in key order (a symbol's bars arriving in time order) costs O(1); an earlier key
+    costs one list insert.
+    """
+
+    __slots__ = ("_keys", "_order")
+
+    def __init__(self, items: Iterable[tuple[Any, Any]] = ()) -> None:
+        super().__init__()
+        self._keys: list[Any] = []
+        self._order: list[Any] = []
+        for key, value in items:
+            self[key] = value
+
+    def __reduce__(self) -> Any:  # copy, deepcopy and pickle rebuild through __setitem__
+        return (type(self), (), None, None, iter(list(self.items())))
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        if not dict.__contains__(self, key):
+            rank = key.cast_value
+            if not self._order or rank > self._order[-1]:
+                self._keys.append(key)
+                self._order.append(rank)
+            else:
+                at = bisect.bisect_left(self._order, rank)
+                self._keys.insert(at, key)
+                self._order.insert(at, rank)
+        dict.__setitem__(self, key, value)
+
+    def _forget(self, key: Any) -> None:
+        at = bisect.bisect_left(self._order, key.cast_value)
+        while self._keys[at] != key:  # equal ranks of different types cannot share a table
+            at += 1
+        del self._keys[at], self._order[at]
+
+    def __delitem__(self, key: Any) -> None:
+        dict.__delitem__(self, key)
+        self._forget(key)
+
+    _missing = object()
+
+    def pop(self, key: Any, default: Any = _missing) -> Any:
+        if dict.__contains__(self, key):
+            value = dict.pop(self, key)
+            self._forget(key)
+            return value
+        if default is RangePartition._missing:
+            raise KeyError(key)
+        return default
+
+    def popitem(self) -> tuple[Any, Any]:
+        key, value = dict.popitem(self)
+        self._forget(key)
+        return key, value
+
+    def clear(self) -> None:
+        dict.clear(self)
+        self._keys.clear()
+        self._order.clear()
+
+    def setdefault(self, key: Any, default: Any = None) -> Any:
+        if not dict.__contains__(self, key):
+            self[key] = default
+        return dict.__getitem__(self, key)
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        for key, value in dict(*args, **kwargs).items():
+            self[key] = value
+
+    def sorted_values(self) -> Iterator[Any]:
+        """The items in range-key order."""
+        return (dict.__getitem__(self, key) for key in self._keys)
+
+    def span(self, operator: str | None, values: list[Any]) -> tuple[int, int]:
+        """Positions [lo, hi) of the keys that satisfy the key condition (casts of DynamoTypes)."""
+        order = self._order
+        if operator is None:
+            return 0, len(order)
+        if operator == "EQ":
+            return bisect.bisect_left(order, values[0]), bisect.bisect_right(order, values[0])
+        if operator == "LT":
+            return 0, bisect.bisect_left(order, values[0])
+        if operator == "LE":
+            return 0, bisect.bisect_right(order, values[0])
+        if operator == "GT":
+            return bisect.bisect_right(order, values[0]), len(order)
+        if operator == "GE":
+            return bisect.bisect_left(order, values[0]), len(order)
+        if operator == "BETWEEN":
+            lo = bisect.bisect_left(order, values[0])
+            return lo, max(lo, bisect.bisect_right(order, values[1]))
+        # BEGINS_WITH: the keys with the prefix are contiguous from the prefix's position
+        lo = hi = bisect.bisect_left(order, values[0])
+        while hi < len(order) and order[hi].startswith(values[0]):
+            hi += 1
+        return lo, hi
+
+    def key_at(self, position: int) -> Any:
+        return self._keys[position]
+
+    def rank_position(self, rank: Any, *, after: bool) -> int:
+        return (bisect.bisect_right if after else bisect.bisect_left)(self._order, rank)
+
+
+def installed() -> bool:
+    return bool(_saved)
+
+
+def _patch(owner: Any, name: str, replacement: Any) -> None:
+    _saved.append((owner, name, owner.__dict__[name]))
+    setattr(owner, name, replacement)
+
+
+def install() -> None:
+    """Apply the patches (once per process; later calls do nothing)."""
+    with _lock:
+        if _saved:
+            return
+        _install_kinesis()
+        _install_dynamodb()
+        _install_routing()
+        _install_backends()
+
+
+def uninstall() -> None:
+    """Restore moto's own methods (tables created meanwhile keep their sorted partitions)."""
+    with _lock:
+        while _saved:
+            owner, name, original = _saved.pop()
+            setattr(owner, name, original)
+
+
+# --------------------------------------------------------------------------- Kinesis
+
+
+def _install_kinesis() -> None:
+    from moto.kinesis.models import Shard
+
+    original_get_records = Shard.__dict__["get_records"]
+
+    def get_max_sequence_number(self: Any) -> int:
+        return next(reversed(self.records)) if self.records else 0
+
+    def get_min_sequence_number(self: Any) -> int:
+        return next(iter(self.records)) if self.records else 0
+
+    def get_records(self: Any, last_sequence_id: str, limit: int | None) -> tuple[list[Any], int, int]:
+        records = self.records
+        after = int(last_sequence_id)
+        if not records or (after + 1 not in records and after < next(reversed(records))):
+            return original_get_records(self, last_sequence_id, limit)  # a gap: moto's scan
+        newest = records[next(reversed(records))]
+        found = []
+        seq = after + 1
+        while (limit is None or len(found) < limit) and seq in records:
+            found.append(records[seq])
+            seq += 1
+        last = found[-1].sequence_number if found else after
+        behind = newest.created_at - found[-1].created_at if found else 0.0
+        return found, last, int(behind * 1000)
+
+    _patch(Shard, "get_max_sequence_number", get_max_sequence_number)
+    _patch(Shard, "get_min_sequence_number", get_min_sequence_number)
+    _patch(Shard, "get_records", get_records)
+
+
+# --------------------------------------------------------------------------- DynamoDB
+
+
+def _install_dynamodb() -> None:
+    import copy
+
+    from moto.dynamodb.models import table as table_module
+    from moto.dynamodb.models.dynamo_type import DynamoType
+
+    Table = table_module.Table
+    original_init = Table.__dict__["__init__"]
+    original_query = Table.__dict__["query"]
+
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        original_init(self, *args, **kwargs)
+        if self.range_key_attr:
+            self.items = defaultdict(RangePartition)
+
+    def all_items(self: Any) -> list[Any]:
+        if not self.range_key_attr:
+            return sorted(self.items.values(), key=lambda item: item.hash_key)
+        found: list[Any] = []
+        for hash_key in sorted(self.items):
+            partition = self.items[hash_key]
+            if isinstance(partition, RangePartition):
+                found.extend(partition.sorted_values())
+            else:
+                found.extend(sorted(partition.values(), key=lambda item: item.range_key))
+        return found
+
+    def query(
+        self: Any,
+        hash_key: Any,
+        range_comparison: str | None,
+        range_objs: list[Any],
+        limit: int,
+        exclusive_start_key: dict[str, Any] | None,
+        scan_index_forward: bool,
+        projection_expressions: Any,
+        index_name: str | None = None,
+        consistent_read: bool = False,
+        filter_expression: Any = None,
+        hash_key_conditions: Any = None,
+        range_key_conditions: Any = None,
+        **filter_kwargs: Any,
+    ) -> Any:
+        operator = _OPERATORS.get(range_comparison.upper()) if range_comparison else None
+        partition = self.items.get(hash_key) if hash_key is not None else None
+        if (
+            index_name
+            or filter_kwargs
+            or not self.range_key_attr
+            or (range_comparison and operator is None)
+            or (range_key_conditions and len(range_key_conditions) > 1)
+            or not isinstance(partition, RangePartition)
+        ):
+            return original_query(
+                self, hash_key, range_comparison, range_objs, limit, exclusive_start_key,
+                scan_index_forward, projection_expressions, index_name=index_name,
+                consistent_read=consistent_read, filter_expression=filter_expression,
+                hash_key_conditions=hash_key_conditions, range_key_conditions=range_key_conditions,
+                **filter_kwargs,
+            )  # fmt: skip
+        lo, hi = partition.span(operator, [obj.cast_value for obj in range_objs])
+        if exclusive_start_key is not None:
+            start = exclusive_start_key.get(self.range_key_attr)
+            if start is not None:
+                rank = (start if isinstance(start, DynamoType) else DynamoType(start)).cast_value
+                if scan_index_forward is False:
+                    hi = min(hi, partition.rank_position(rank, after=False))
+                else:
+                    lo = max(lo, partition.rank_position(rank, after=True))
+        positions = range(hi - 1, lo - 1, -1) if scan_index_forward is False else range(lo, hi)
+        results: list[Any] = []
+        size = 0
+        last_evaluated_key = None
+        for position in positions:
+            item = dict.__getitem__(partition, partition.key_at(position))
+            item_size = item.size()
+            if len(results) == limit or size + item_size > table_module.RESULT_SIZE_LIMIT:
+                last_evaluated_key = self._get_last_evaluated_key(results[-1], None)
+                break
+            results.append(item)
+            size += item_size
+        else:  # moto answers a full page with a key when the partition goes on past the condition
+            beyond = lo > 0 if scan_index_forward is False else hi < len(partition)
+            if results and len(results) == limit and beyond:
+                last_evaluated_key = self._get_last_evaluated_key(results[-1], None)
+        scanned_count = len(results)
+        results = copy.deepcopy(results)
+        if filter_expression is not None:
+            results = [item for item in results if filter_expression.expr(item)]
+        if projection_expressions:
+            results = [item.project(projection_expressions) for item in results]
+        return results, scanned_count, last_evaluated_key
+
+    _patch(Table, "__init__", __init__)
+    _patch(Table, "all_items", all_items)
+    _patch(Table, "query", query)
+
+
+# --------------------------------------------------------------------------- routing and backends
+
+
+def _install_routing() -> None:
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication
+
+    original: Callable[[Any, str | None], Any] = DomainDispatcherApplication.__dict__["get_backend_for_host"]
+    hosts: dict[str | None, Any] = {}
+
+    def get_backend_for_host(self: Any, host: str | None) -> Any:
+        try:
+            return hosts[host]
+        except KeyError:
+            backend = hosts[host] = original(self, host)
+            return backend
+
+    _patch(DomainDispatcherApplication, "get_backend_for_host", get_backend_for_host)
+
+
+def _install_backends() -> None:
+    from moto.core.base_backend import BackendDict
+
+    original = BackendDict.__dict__["_create_account_specific_backend"]
+
+    def _create_account_specific_backend(self: Any, account_id: str) -> None:
+        if not dict.__contains__(self, account_id):  # exists: registered when it was created
+            original(self, account_id)
+
+    _patch(BackendDict, "_create_account_specific_backend", _create_account_specific_backend)

@@ -1,0 +1,280 @@
+"""The local stack's moto patches: same answers as moto's own code, cost that does not grow with the data.
+
+Answers are checked against moto's unpatched methods on the same data (``uninstall`` restores
+them); cost is pinned by the peak memory a request allocates (``tracemalloc``), which for moto's
+own code grows with everything stored (a copy of every key, a sorted copy of the table) and for
+the patched code with the request's own page only. No wall-clock timing.
+"""
+
+from __future__ import annotations
+
+import random
+import tracemalloc
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from deploy.local import moto_speed
+
+ACCOUNT, REGION = "123456789012", "us-east-1"
+
+
+@pytest.fixture
+def patched() -> Iterator[None]:
+    was_installed = moto_speed.installed()
+    moto_speed.install()
+    yield
+    if not was_installed:
+        moto_speed.uninstall()
+
+
+@pytest.fixture
+def unpatched() -> Iterator[Callable[[], Any]]:
+    """A context manager factory: moto's own methods for the duration of a ``with``."""
+    import contextlib
+
+    @contextlib.contextmanager
+    def moto_own() -> Iterator[None]:
+        moto_speed.uninstall()
+        try:
+            yield
+        finally:
+            moto_speed.install()
+
+    yield moto_own
+
+
+def _table(range_type: str = "S") -> Any:
+    from moto.dynamodb.models.table import Table
+
+    return Table(
+        "quotes",
+        account_id=ACCOUNT,
+        region=REGION,
+        schema=[
+            {"AttributeName": "symbol", "KeyType": "HASH"},
+            {"AttributeName": "ts", "KeyType": "RANGE"},
+        ],
+        attr=[
+            {"AttributeName": "symbol", "AttributeType": "S"},
+            {"AttributeName": "ts", "AttributeType": range_type},
+        ],
+    )
+
+
+def _put(table: Any, symbol: str, ts: str | int, price: int = 1, type_: str = "S") -> None:
+    value = {"S": str(ts)} if type_ == "S" else {"N": str(ts)}
+    table.put_item({"symbol": {"S": symbol}, "ts": value, "price": {"N": str(price)}})
+
+
+def _dt(value: Any) -> Any:
+    from moto.dynamodb.models.dynamo_type import DynamoType
+
+    return DynamoType(value)
+
+
+Page = tuple[list[Any], int, Any]
+
+
+def _query(table: Any, symbol: str, op: str | None, values: list[Any], **kw: Any) -> Page:
+    items, scanned, last = table.query(
+        _dt({"S": symbol}),
+        op,
+        [_dt(v) for v in values],
+        kw.get("limit"),
+        kw.get("start"),
+        kw.get("forward", True),
+        None,
+    )
+    return [item.to_json() for item in items], scanned, last
+
+
+# --------------------------------------------------------------------------- DynamoDB answers
+
+
+CONDITIONS: list[tuple[str | None, list[dict[str, str]]]] = [
+    (None, []),
+    ("=", [{"S": "0050"}]),
+    ("<", [{"S": "0050"}]),
+    ("<=", [{"S": "0050"}]),
+    (">", [{"S": "0050"}]),
+    (">=", [{"S": "0050"}]),
+    ("BETWEEN", [{"S": "0020"}, {"S": "0070"}]),
+    ("BETWEEN", [{"S": "0070"}, {"S": "0020"}]),
+    ("BEGINS_WITH", [{"S": "003"}]),
+    ("BEGINS_WITH", [{"S": "9"}]),
+    ("<", [{"S": ""}]),
+]
+
+
+def test_query_answers_equal_motos_own_for_every_key_condition_direction_and_page(
+    patched: None, unpatched: Callable[[], Any]
+) -> None:
+    # GIVEN two partitions written out of order, overwritten and with deletions
+    table = _table()
+    rng = random.Random(7)
+    keys = [f"{n:04d}" for n in range(0, 100)]
+    rng.shuffle(keys)
+    for n, key in enumerate(keys):
+        _put(table, "AAPL", key, price=n)
+        _put(table, "MSFT", key, price=-n)
+    for key in keys[:15]:
+        table.delete_item(_dt({"S": "AAPL"}), _dt({"S": key}))
+    for key in keys[15:25]:
+        _put(table, "AAPL", key, price=1000)  # overwrite: no duplicate keys
+    cases = [
+        (op, values, limit, forward)
+        for op, values in CONDITIONS
+        for limit in (None, 1, 7)
+        for forward in (True, False)
+    ]
+
+    def pages(op: str | None, values: list[Any], limit: int | None, forward: bool) -> list[Any]:
+        out, start = [], None
+        for _ in range(200):  # bounded paging
+            page = _query(table, "AAPL", op, values, limit=limit, start=start, forward=forward)
+            items, scanned, last = page
+            out.append((items, scanned, last))
+            if not last:
+                return out
+            start = {name: value.to_json() for name, value in last.items()}
+        raise AssertionError("paging did not end")
+
+    # WHEN each case is paged through with the patch and with moto's own Query
+    fast = [pages(*case) for case in cases]
+    with unpatched():
+        slow = [pages(*case) for case in cases]
+
+    # THEN the pages, counts and continuation keys are the same
+    assert fast == slow
+    assert sum(len(items) for items, _, _ in fast[0]) == 85  # 100 written, 15 deleted
+    assert _query(table, "NONE", None, [])[0] == []
+
+
+def test_number_range_keys_sort_numerically(patched: None) -> None:
+    table = _table("N")
+    for ts in (10, 9, 100, -1, 2.5):
+        _put(table, "X", ts, type_="N")
+    items, _, _ = _query(table, "X", ">=", [{"N": "2.5"}])
+    assert [item["Attributes"]["ts"]["N"] for item in items] == ["2.5", "9", "10", "100"]
+
+
+def test_scan_order_is_motos_own(patched: None, unpatched: Callable[[], Any]) -> None:
+    table = _table()
+    for n in range(60):
+        _put(table, random.Random(n).choice("ABCD"), f"{(n * 37) % 60:03d}")
+    fast = [item.to_json() for item in table.all_items()]
+    with unpatched():
+        slow = [item.to_json() for item in table.all_items()]
+    assert fast == slow and len(fast) == 60
+
+
+def test_partitions_survive_copy_and_pickle(patched: None) -> None:
+    import copy
+    import pickle
+
+    table = _table()
+    for ts in ("3", "1", "2"):
+        _put(table, "A", ts)
+    for clone in (copy.deepcopy(table.items), pickle.loads(pickle.dumps(table.items))):
+        partition = clone[_dt({"S": "A"})]
+        assert isinstance(partition, moto_speed.RangePartition)
+        assert [item.range_key.value for item in partition.sorted_values()] == ["1", "2", "3"]
+
+
+# --------------------------------------------------------------------------- cost
+
+
+def _peak_bytes(call: Callable[[], Any]) -> int:
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        call()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def _filled(count: int) -> Any:
+    table = _table()
+    for n in range(count):
+        _put(table, "AAPL", f"{n:08d}", price=n)
+    return table
+
+
+def _last_bars(table: Any) -> Callable[[], Any]:
+    return lambda: _query(table, "AAPL", "<=", [{"S": "99999999"}], limit=60, forward=False)
+
+
+def test_a_query_on_a_large_partition_costs_what_it_costs_on_a_small_one(
+    patched: None, unpatched: Callable[[], Any]
+) -> None:
+    small, large = _filled(1_000), _filled(30_000)
+    fast_small, fast_large = _peak_bytes(_last_bars(small)), _peak_bytes(_last_bars(large))
+    with unpatched():
+        slow_large = _peak_bytes(_last_bars(large))
+    assert fast_large < 1.5 * fast_small  # 30x the data, about the same work
+    assert slow_large > 10 * fast_large  # moto's own: the whole table sorted per Query
+
+
+def _stream_with(records: int) -> Any:
+    from moto.kinesis.models import Shard
+
+    shard = Shard(0, 0, 2**128 - 1)
+    for n in range(records):
+        shard.put_record(f"k{n % 5}", "eA==", "1")
+    return shard
+
+
+def _put_100(shard: Any) -> Callable[[], Any]:
+    return lambda: [shard.put_record("k", "eA==", "1") for _ in range(100)]
+
+
+def test_a_kinesis_put_costs_the_same_on_a_long_shard(patched: None, unpatched: Callable[[], Any]) -> None:
+    short, long = _stream_with(1_000), _stream_with(50_000)
+    fast_short, fast_long = _peak_bytes(_put_100(short)), _peak_bytes(_put_100(long))
+    with unpatched():
+        slow_long = _peak_bytes(_put_100(long))
+    assert fast_long < 1.5 * fast_short
+    assert slow_long > 10 * fast_long  # moto's own: a copy of every key per record
+    assert long.get_max_sequence_number() == 50_200 and long.get_min_sequence_number() == 1
+
+
+def test_kinesis_get_records_equals_motos_own_and_reads_only_its_page(
+    patched: None, unpatched: Callable[[], Any]
+) -> None:
+    shard = _stream_with(20_000)
+    reads = [("0", 5), ("19990", 100), ("20000", 10), ("123", None)]
+    fast = [shard.get_records(after, limit)[:2] for after, limit in reads]
+    with unpatched():
+        slow = [shard.get_records(after, limit)[:2] for after, limit in reads]
+        slow_peak = _peak_bytes(lambda: shard.get_records("19000", 10))
+    assert [([r.sequence_number for r in recs], last) for recs, last in fast] == [
+        ([r.sequence_number for r in recs], last) for recs, last in slow
+    ]
+    assert _peak_bytes(lambda: shard.get_records("19000", 10)) <= slow_peak
+    assert [r.sequence_number for r in fast[0][0]] == [1, 2, 3, 4, 5]
+
+
+def test_routing_remembers_each_hosts_backend(patched: None) -> None:
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+
+    app = DomainDispatcherApplication(create_backend_app)
+    assert app.get_backend_for_host("kinesis.us-east-1.amazonaws.com") == "kinesis"
+    assert app.get_backend_for_host("s3.us-east-1.amazonaws.com") == "s3"
+    assert app.get_backend_for_host("dynamodb") == "dynamodb"
+    assert app.get_backend_for_host(None) is None
+
+
+def test_install_is_idempotent_and_uninstall_restores_moto() -> None:
+    from moto.kinesis.models import Shard
+
+    was = moto_speed.installed()
+    moto_speed.install()
+    moto_speed.install()
+    patched_method = Shard.get_max_sequence_number
+    moto_speed.uninstall()
+    assert Shard.get_max_sequence_number is not patched_method and not moto_speed.installed()
+    if was:
+        moto_speed.install()
