@@ -12,10 +12,10 @@ import math
 import subprocess
 import sys
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import pytest
 
 from helpers.core.errors import SourceError
@@ -347,125 +347,26 @@ def test_pace_without_a_usable_speed_never_sleeps(speed: float) -> None:
     assert fake.sleeps == []
 
 
-# --------------------------------------------------------------------------- yfinance (fake Ticker)
+# --------------------------------------------------------------------------- yfinance (offline Yahoo)
+# The live source's own tests are in test_yahoo_live.py (polling, backoff, market hours) and
+# test_tape.py (recording and playing back); here: its place among the sources.
 
 
-def bars(*rows: tuple[str, float, float, float, float, float]) -> pd.DataFrame:
-    """A frame shaped like yfinance's 1-minute history (exchange-local, tz-aware index)."""
-    index = pd.DatetimeIndex([pd.Timestamp(r[0]) for r in rows], name="Datetime")
-    columns = ["Open", "High", "Low", "Close", "Volume"]
-    frame = pd.DataFrame([r[1:] for r in rows], index=index, columns=columns)
-    frame["Dividends"] = 0.0
-    frame["Stock Splits"] = 0.0
-    return frame
+@pytest.fixture
+def offline_yahoo(tmp_path: Path) -> Iterator[dict[str, Any]]:
+    """Options that make the yfinance source poll the offline Yahoo once, on a Monday morning."""
+    from tests.unit.yahoo_offline import fresh_yfinance, offline
 
-
-B1 = ("2026-08-03 10:00:00-04:00", 210.0, 210.5, 209.9, 210.25, 1200.0)
-B2 = ("2026-08-03 10:01:00-04:00", 210.25, 210.9, 210.2, 210.8, 900.0)
-B3 = ("2026-08-03 10:02:00-04:00", 210.8, 210.8, 210.1, math.nan, math.nan)  # Yahoo's empty minute
-
-
-class FakeTicker:
-    def __init__(self, frames: list[pd.DataFrame] | BaseException, previous_close: object = 209.0) -> None:
-        self.frames = frames
-        self.calls: list[tuple[str, str]] = []
-        self.fast_info: dict[str, object] = (
-            {} if previous_close is None else {"previous_close": previous_close}
-        )
-
-    def history(self, period: str, interval: str) -> pd.DataFrame:
-        self.calls.append((period, interval))
-        if isinstance(self.frames, BaseException):
-            raise self.frames
-        return self.frames[min(len(self.calls), len(self.frames)) - 1]
-
-
-def test_yfinance_emits_new_bars_only() -> None:
-    ticker = FakeTicker([bars(B1), bars(B1), bars(B1, B2), bars(B1, B2, B3)])
-    sleeps: list[float] = []
-    quotes = list(
-        yfinance_live(
-            ["AAPL"], max_polls=4, interval_seconds=30, ticker_factory=lambda s: ticker, sleep=sleeps.append
-        )
-    )
-    assert [strip(q) for q in quotes] == [
-        Quote("AAPL", "2026-08-03T14:00:00Z", 210.25, 209.0, 210.0, 210.5, 209.9, 1200, "yfinance"),
-        Quote("AAPL", "2026-08-03T14:01:00Z", 210.8, 209.0, 210.25, 210.9, 210.2, 900, "yfinance"),
-    ]
-    assert ticker.calls == [("1d", "1m")] * 4
-    assert sleeps == [30, 30, 30]
-    assert all(parse_record(q.to_json()) == q for q in quotes)
-
-
-def test_yfinance_previous_close_falls_back_to_session_open() -> None:
-    ticker = FakeTicker([bars(B1, B2)], previous_close=None)
-    (quote,) = yfinance_live("MSFT", max_polls=3, ticker_factory=lambda s: ticker, sleep=lambda s: None)
-    assert quote.previous_close == 210.0
-    assert quote.timestamp == "2026-08-03T14:01:00Z"
-
-
-def test_yfinance_failing_symbol_backs_off_and_others_continue(caplog: pytest.LogCaptureFixture) -> None:
-    polls: list[int] = []
-    sleeps: list[float] = []
-
-    class Broken(FakeTicker):
-        def history(self, period: str, interval: str) -> pd.DataFrame:
-            polls.append(len(sleeps))
-            raise KeyError("chart result missing")
-
-    frames = [bars(B1), bars(B1, B2)] + [
-        bars(B1, B2, (f"2026-08-03 10:{m:02d}:00-04:00", 211, 212, 210, 211.5, 10)) for m in range(2, 30)
-    ]
-    tickers = {"AAPL": FakeTicker(frames), "BAD": Broken([])}
-    quotes = list(
-        yfinance_live(["BAD", "AAPL"], max_polls=24, ticker_factory=tickers.__getitem__, sleep=sleeps.append)
-    )
-    assert {q.symbol for q in quotes} == {"AAPL"}
-    assert len(quotes) == 24  # one new AAPL bar on every poll
-    assert polls == [0, 2, 5, 10, 19]  # retried after 1, 2, 4, 8 skipped polls (cap 16)
-    assert "yfinance BAD failed (KeyError" in caplog.text
-
-
-def test_yfinance_unreachable_raises_source_error() -> None:
-    tickers = {
-        s: FakeTicker(ConnectionError("Could not resolve host: query2.finance.yahoo.com")) for s in ("A", "B")
-    }
-    stream = yfinance_live(["A", "B"], max_polls=3, ticker_factory=tickers.__getitem__, sleep=lambda s: None)
-    with pytest.raises(
-        SourceError, match=r"Yahoo Finance is unreachable from this machine: Could not resolve.*'replay'"
-    ):
-        next(stream)
-
-
-def test_yfinance_non_network_failures_do_not_abort() -> None:
-    tickers = {"A": FakeTicker(ValueError("no data")), "B": FakeTicker([bars()])}
-    quotes = list(
-        yfinance_live(["A", "B"], max_polls=3, ticker_factory=tickers.__getitem__, sleep=lambda s: None)
-    )
-    assert quotes == []
-
-
-def test_yfinance_one_reachable_symbol_is_enough() -> None:
-    tickers = {"A": FakeTicker(TimeoutError("timed out")), "B": FakeTicker([bars(B1)])}
-    quotes = list(
-        yfinance_live(["A", "B"], max_polls=2, ticker_factory=tickers.__getitem__, sleep=lambda s: None)
-    )
-    assert [q.symbol for q in quotes] == ["B"]
-
-
-def test_yfinance_cache_goes_to_the_given_folder(tmp_path: Path) -> None:
-    import yfinance as yf
-    from yfinance import cache
-
-    before = cache._TzDBManager.get_location()
-    try:
-        factory = _yahoo._yfinance_ticker_factory(tmp_path / "yfinance")
-        assert factory is yf.Ticker
-        assert (tmp_path / "yfinance").is_dir()
-        assert cache._TzDBManager.get_location() == str(tmp_path / "yfinance")
-        assert cache._CookieDBManager.get_location() == str(tmp_path / "yfinance")
-    finally:
-        yf.set_tz_cache_location(before)
+    with fresh_yfinance(tmp_path / "yfinance"):
+        clock, yahoo = offline("2026-08-03T14:00:15Z", ["AAPL"])
+        yield {
+            "session": yahoo,
+            "clock": clock,
+            "sleep": clock.sleep,
+            "cache_dir": tmp_path / "yfinance",
+            "tape": tmp_path / "tape.ndjson",
+            "max_polls": 1,
+        }
 
 
 def test_yfinance_raises_context_restores_the_setting() -> None:
@@ -477,18 +378,22 @@ def test_yfinance_raises_context_restores_the_setting() -> None:
     assert yf.config.debug.hide_exceptions is True
 
 
+def test_yfinance_is_lazy_until_read(offline_yahoo: dict[str, Any]) -> None:
+    stream = yfinance_live("AAPL", **offline_yahoo)
+    assert offline_yahoo["session"].requests == []
+    assert next(stream).timestamp == "2026-08-03T13:30:00Z"
+    assert offline_yahoo["session"].count("chart") == 2  # the time-zone look-up, then the bars
+
+
 # --------------------------------------------------------------------------- dispatcher
 
 
-def test_open_source_dispatches_by_name() -> None:
+def test_open_source_dispatches_by_name(offline_yahoo: dict[str, Any]) -> None:
     assert [strip(q) for q in open_source("replay", dataset="daily", limit=3)] == [
         strip(q) for q in replay("daily", limit=3)
     ]
     assert len(list(open_source("synthetic", symbols=2, count=4))) == 4
-    fake = FakeTicker([bars(B1)])
-    assert (
-        len(list(open_source("yfinance", symbols=["AAPL"], max_polls=1, ticker_factory=lambda s: fake))) == 1
-    )
+    assert len(list(open_source("yfinance", symbols=["AAPL"], **offline_yahoo))) == 30  # 13:30 .. 13:59
     paced = open_source("replay", dataset="aapl-1m", limit=2, speed=math.inf)
     assert len(list(paced)) == 2
 
@@ -527,7 +432,9 @@ def test_an_unknown_source_names_the_known_ones(opener: Any) -> None:
         opener("synth")
 
 
-def test_open_from_parameters_maps_notebook_parameters_through_the_registry() -> None:
+def test_open_from_parameters_maps_notebook_parameters_through_the_registry(
+    offline_yahoo: dict[str, Any],
+) -> None:
     # GIVEN notebook 03's parameters, with None meaning "the source's default"
     notebook = {"dataset": "daily", "symbols": None}
 
@@ -535,9 +442,10 @@ def test_open_from_parameters_maps_notebook_parameters_through_the_registry() ->
     capped = sources.open_from_parameters("replay", count=7, **notebook)
     synthetic_default = sources.open_from_parameters("synthetic", count=None, **notebook)
     synthetic_count = sources.open_from_parameters("synthetic", count=12, symbols=["AAA", "BBB"])
-    fake = FakeTicker([bars(B1)])
-    options = {"ticker_factory": lambda s: fake, "max_polls": 1}
-    live = sources.open_from_parameters("yfinance", symbols=None, dataset="ignored", options=options)
+    tape = offline_yahoo.pop("tape")
+    live = sources.open_from_parameters(
+        "yfinance", symbols=None, dataset="ignored", tape=tape, calendar=None, options=offline_yahoo
+    )
 
     assert replayed.arguments == {"dataset": "daily"} and replayed.total == DATASETS["daily"].records
     assert [strip(q) for q in capped.quotes] == [strip(q) for q in replay("daily", limit=7)]
@@ -546,8 +454,16 @@ def test_open_from_parameters_maps_notebook_parameters_through_the_registry() ->
     assert {q.symbol for q in synthetic_default.quotes} == {f"SYN000{i}" for i in range(1, 6)}
     assert synthetic_count.arguments == {"symbols": ["AAA", "BBB"], "count": 12}
     assert len(list(synthetic_count.quotes)) == 12
-    assert live.arguments == {"symbols": ["AAPL"]} and live.total is None
-    assert [q.symbol for q in live.quotes] == ["AAPL"]
+    assert live.arguments == {
+        "symbols": ["AAPL"],
+        "tape": tape,
+        "calendar": "XNYS",
+        "interval_seconds": 30.0,
+    }
+    assert live.total is None and live.status()[0]["state"] == "waiting"
+    assert {q.symbol for q in live.quotes} == {"AAPL"}
+    assert live.status()[0]["bars_sent"] == 30 and live.summary()["tape_records"] == 30
+    assert replayed.status() == [] and replayed.summary() == {}
     assert sources.open_from_parameters("replay", symbols=["AAPL"], dataset="daily").total is None
 
 

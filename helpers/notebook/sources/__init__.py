@@ -2,7 +2,13 @@
 
 Every source returns a lazy iterator of :class:`~helpers.core.quotes.Quote`; arguments are
 checked when the source is opened, data is read as it is consumed. Nothing heavy is
-imported at module import (yfinance/pandas only inside :func:`yfinance_live`).
+imported at module import (yfinance/pandas only when a live source is read, exchange_calendars
+when it is opened).
+
+The live source (:func:`yfinance_live`, :mod:`._yahoo`) keeps to the exchange's hours
+(:mod:`._calendar`), backs off on rate limits and records what it sends to a tape
+(:mod:`._tape`) that ``replay(tape=...)`` plays back. :mod:`._recorded_yahoo` answers
+yfinance's requests offline from the recorded AAPL minute bars (tests, demos).
 
 The sources are declared once, in :data:`SOURCES` (:mod:`._registry`): :func:`open_source`
 opens one by name with its own arguments, :func:`open_from_parameters` from notebook
@@ -30,7 +36,8 @@ from helpers.notebook.sources._registry import (
 )
 from helpers.notebook.sources._replay import replay
 from helpers.notebook.sources._synthetic import synthetic
-from helpers.notebook.sources._yahoo import yfinance_live
+from helpers.notebook.sources._tape import read_tape, resolve_tape, tapes_dir
+from helpers.notebook.sources._yahoo import LivePoller, yfinance_live
 
 __all__ = [
     "DATASETS",
@@ -39,14 +46,18 @@ __all__ = [
     "SOURCES",
     "Dataset",
     "DatasetFile",
+    "LivePoller",
     "OpenedSource",
     "SourceSpec",
     "describe",
     "open_from_parameters",
     "open_source",
     "pace",
+    "read_tape",
     "replay",
+    "resolve_tape",
     "synthetic",
+    "tapes_dir",
     "verify_datasets",
     "yfinance_live",
 ]

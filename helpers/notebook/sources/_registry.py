@@ -19,6 +19,7 @@ from helpers.notebook.sources._datasets import DATASETS
 from helpers.notebook.sources._pace import pace
 from helpers.notebook.sources._replay import replay
 from helpers.notebook.sources._synthetic import synthetic
+from helpers.notebook.sources._tape import count_tape, resolve_tape
 from helpers.notebook.sources._yahoo import yfinance_live
 
 __all__ = ["SOURCES", "OpenedSource", "SourceSpec", "describe", "open_from_parameters", "open_source"]
@@ -53,8 +54,12 @@ class SourceSpec:
 
 
 def _replay_total(arguments: Mapping[str, Any]) -> int | None:
+    if arguments.get("symbols") is not None:
+        return None
+    if arguments.get("tape") is not None:
+        return count_tape(resolve_tape(arguments["tape"]))
     dataset = DATASETS.get(str(arguments.get("dataset", "aapl-1m")))
-    return dataset.records if dataset is not None and arguments.get("symbols") is None else None
+    return dataset.records if dataset is not None else None
 
 
 SOURCES: dict[str, SourceSpec] = {
@@ -63,8 +68,9 @@ SOURCES: dict[str, SourceSpec] = {
         SourceSpec(
             "replay",
             replay,
-            "real recorded prices shipped in pinned packages (aapl-1m: 1-minute AAPL; daily: 5 tickers)",
-            {"dataset": "dataset", "symbols": "symbols"},
+            "real recorded prices shipped in pinned packages (aapl-1m: 1-minute AAPL; daily: 5 tickers), "
+            "or a tape a live run recorded (TAPE)",
+            {"dataset": "dataset", "symbols": "symbols", "tape": "tape"},
             total=_replay_total,
         ),
         SourceSpec(
@@ -78,9 +84,15 @@ SOURCES: dict[str, SourceSpec] = {
         SourceSpec(
             "yfinance",
             yfinance_live,
-            "live 1-minute bars polled from Yahoo Finance (needs internet)",
-            {"symbols": "symbols"},
-            defaults={"symbols": ["AAPL"]},
+            "live 1-minute bars polled from Yahoo Finance in market hours (needs internet); "
+            "records what it sends to a tape",
+            {
+                "symbols": "symbols",
+                "tape": "tape",
+                "calendar": "calendar",
+                "poll_seconds": "interval_seconds",
+            },
+            defaults={"symbols": ["AAPL"], "tape": True, "calendar": "XNYS", "interval_seconds": 30.0},
         ),
     )
 }
@@ -118,6 +130,17 @@ class OpenedSource:
     arguments: dict[str, Any]
     quotes: Iterator[Quote]
     total: int | None
+    source: Any = None  # what the factory returned (a live source reports its state)
+
+    def status(self) -> list[dict[str, Any]]:
+        """Per-symbol state of a live source (last bar, last error, next try); [] for the others."""
+        status = getattr(self.source, "status", None)
+        return list(status()) if callable(status) else []
+
+    def summary(self) -> dict[str, Any]:
+        """A live source's polls, requests, market state and tape; {} for the others."""
+        summary = getattr(self.source, "summary", None)
+        return dict(summary) if isinstance(summary, Mapping) else {}
 
 
 def open_from_parameters(
@@ -132,15 +155,16 @@ def open_from_parameters(
 
     Parameters the source does not take are ignored (``dataset`` for ``synthetic``); ``None`` means
     the registry's default. ``count`` caps the number of quotes read (``None``: no cap).
-    ``options`` go to the source's factory as they are (e.g. ``ticker_factory`` for yfinance).
+    ``options`` go to the source's factory as they are (e.g. ``session`` for yfinance).
     """
     spec = _spec(name)
     arguments = spec.arguments({**parameters, "count": count})
-    quotes = open_source(name, speed=speed, **arguments, **(options or {}))
+    source = open_source(name, **arguments, **(options or {}))
+    quotes = source if speed is None else pace(source, speed)
     if count is not None:
         quotes = itertools.islice(quotes, count)
     total = count if count is not None else spec.total(arguments)
-    return OpenedSource(name, arguments, quotes, total)
+    return OpenedSource(name, arguments, quotes, total, source)
 
 
 def describe() -> list[dict[str, Any]]:
