@@ -282,3 +282,29 @@ def test_the_offline_session_is_a_session_yfinance_accepts(tmp_path: Path) -> No
     assert len(frame) == 31  # 13:30..14:00 New York time; the 14:00 bar still provisional
     assert str(frame.index.tz) == "America/New_York"
     assert float(frame["Close"].iloc[0]) == 309.7625
+
+
+def test_curl_cffi_is_in_the_pinned_range_and_yfinance_takes_its_session() -> None:
+    import importlib.metadata
+    import tomllib
+
+    import curl_cffi.requests
+    from packaging.requirements import Requirement
+    from yfinance.data import YfData
+
+    root = Path(__file__).resolve().parents[2]
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]["dependencies"]
+    pin = next(Requirement(r) for r in project if r.startswith("curl_cffi"))
+    locked = next(
+        line.split("==")[1]
+        for line in (root / "requirements.lock").read_text().splitlines()
+        if line.startswith("curl_cffi==")
+    )
+    needed = next(
+        Requirement(r) for r in importlib.metadata.requires("yfinance") or [] if r.startswith("curl_cffi")
+    )
+    assert str(pin.specifier) == "<0.18,>=0.15" and str(needed.specifier) == ">=0.15"
+    assert locked == importlib.metadata.version("curl_cffi") and pin.specifier.contains(locked)
+    # the failure mode of a curl_cffi release yfinance does not know: its Session refused
+    session = curl_cffi.requests.Session(impersonate="chrome")
+    assert YfData(session=session)._session is session
