@@ -308,3 +308,32 @@ def test_curl_cffi_is_in_the_pinned_range_and_yfinance_takes_its_session() -> No
     # the failure mode of a curl_cffi release yfinance does not know: its Session refused
     session = curl_cffi.requests.Session(impersonate="chrome")
     assert YfData(session=session)._session is session
+
+
+def test_no_network_at_all_stops_at_once_pointing_at_the_offline_sources(tmp_path: Path) -> None:
+    clock, yahoo = offline("2026-08-03T14:00:15Z")
+    yahoo.unreachable_until(utc("2026-08-04T00:00:00Z"))
+    source = live(yahoo, clock, SYMBOLS, tmp_path)
+    with pytest.raises(
+        SourceError,
+        match=r"Yahoo Finance is unreachable from this machine: Failed to resolve 'query2.finance.yahoo.com'"
+        r" \(offline\); use SOURCE='replay'",
+    ):
+        next(source)
+    assert clock.sleeps == [] and yahoo.requests == []
+
+
+def test_a_network_blip_after_yahoo_answered_backs_off_and_recovers(tmp_path: Path) -> None:
+    clock, yahoo = offline("2026-08-03T14:00:15Z")
+    source = live(yahoo, clock, SYMBOLS, tmp_path, max_polls=4)
+    quotes: list[Quote] = []
+    for quote in source:
+        quotes.append(quote)
+        if len(quotes) == 90:
+            yahoo.unreachable_until(utc("2026-08-03T14:01:00Z"))
+    first, backoff, *rest = clock.sleeps
+    assert first == 30.0 and 30.0 <= backoff <= 60.0 and rest == [30.0]
+    assert by_symbol(quotes) == by_symbol(
+        expected(SYMBOLS, "2026-08-03T13:30:00Z", max(q.timestamp for q in quotes))
+    )
+    assert len(quotes) == 3 * 31 and source.summary["rate_limited"] == 0

@@ -14,8 +14,9 @@ bars, in Yahoo's JSON format:
   ``fc.yahoo.com`` (cookie), ``/v1/test/getcrumb`` (crumb), ``guce.yahoo.com`` (consent).
 
 An unknown symbol gets Yahoo's 404 ``Not Found`` answer; :meth:`rate_limit_until` makes every
-data request answer HTTP 429 ``Too Many Requests`` for a while; :meth:`empty_until` answers a
-symbol's chart with no bar. Every request is logged (:attr:`requests`, :meth:`count`).
+data request answer HTTP 429 ``Too Many Requests`` for a while; :meth:`unreachable_until` fails
+every request with a connection error; :meth:`empty_until` answers a symbol's chart with no
+bar. Every request is logged (:attr:`requests`, :meth:`count`).
 
 The bars are the real AAPL minute bars of the ``aapl-1m`` dataset (:func:`recorded_bars`);
 other symbols are the same real series scaled by a fixed factor, so several symbols can be
@@ -102,6 +103,7 @@ class RecordedYahoo(requests.Session):
         self.requests: list[YahooRequest] = []
         self._rate_limited_until: datetime | None = None
         self._empty_until: dict[str, datetime] = {}
+        self._unreachable_until: datetime | None = None
         adapter = _Adapter(self)
         self.mount("https://", adapter)
         self.mount("http://", adapter)
@@ -111,6 +113,10 @@ class RecordedYahoo(requests.Session):
     def rate_limit_until(self, until: datetime) -> None:
         """Answer every chart/quote request with HTTP 429 until ``until`` (simulated time)."""
         self._rate_limited_until = until
+
+    def unreachable_until(self, until: datetime) -> None:
+        """Fail every request with a connection error until ``until`` (no network, DNS down)."""
+        self._unreachable_until = until
 
     def empty_until(self, symbol: str, until: datetime) -> None:
         """Answer ``symbol``'s chart requests with no bar until ``until``."""
@@ -306,6 +312,10 @@ class _Adapter(BaseAdapter):
         self.yahoo = yahoo
 
     def send(self, request: requests.PreparedRequest, *args: Any, **kwargs: Any) -> requests.Response:
+        down = self.yahoo._unreachable_until
+        if down is not None and self.yahoo.clock() < down:
+            host = urlsplit(request.url or "").hostname
+            raise requests.ConnectionError(f"Failed to resolve '{host}' (offline)", request=request)
         _, status, ctype, body = self.yahoo.answer(request.method or "GET", request.url or "")
         response = requests.Response()
         response.status_code = status

@@ -17,14 +17,16 @@ counted in :meth:`LivePoller.status` (``corrections``): downstream keeps one ite
 (symbol, timestamp). After a backoff the bars of the missed minutes come in the next poll's
 answer, so none is lost.
 
-Failures. A rate limit (``YFRateLimitError``, HTTP 429) or a transport error (no
-connection, time-out, 5xx) backs the *whole poller* off: the rest of that poll is skipped and
-the next one waits ``interval * 2**k`` (k consecutive failed polls) with equal jitter, at most
+Failures. A rate limit (``YFRateLimitError``, HTTP 429) or a transport error (no connection,
+time-out, 5xx) backs the *whole poller* off: the rest of that poll is skipped and the next one
+waits ``interval * 2**k`` (k consecutive failed polls) with equal jitter, at most
 ``max_backoff_seconds``; after ``max_failures`` consecutive failed polls the source stops with
-SourceError. A symbol-specific failure (unknown symbol, bad answer) backs off that symbol
-alone (1, 2, 4 ... polls) while the others go on; after ``max_failures`` in a row the symbol is
-stopped, and when every symbol is stopped the source stops. An empty answer (no bar yet) is
-not a failure. Polls are never closer than ``min_interval_seconds`` (default 30 s).
+SourceError. If Yahoo has never answered (no network), the first transport error stops it at
+once, pointing at the offline sources. A symbol-specific failure (unknown symbol, bad answer)
+backs off that symbol alone (1, 2, 4 ... polls) while the others go on; after ``max_failures``
+in a row the symbol is stopped, and when every symbol is stopped the source stops. An empty
+answer (no bar yet) is not a failure. Polls are never closer than ``min_interval_seconds``
+(default 30 s).
 
 Market hours come from an exchange calendar (:mod:`._calendar`): while the market is closed
 the poller makes no request and sleeps until the next open, saying until when.
@@ -209,6 +211,7 @@ class LivePoller:
         self.market = "not polled yet"
         self.next_poll: str | None = None
         self._iterator: Iterator[Quote] | None = None
+        self._reached = False  # whether Yahoo ever answered this poller
 
     # ------------------------------------------------------------------ reporting
 
@@ -341,6 +344,13 @@ class LivePoller:
             except Exception as err:
                 kind = _classify(err)
                 s.last_error = f"{type(err).__name__}: {err}".strip()
+                answered = getattr(err, "response", None) is not None or kind != "transport"
+                if not answered and not self._reached:
+                    raise SourceError(
+                        f"Yahoo Finance is unreachable from this machine: {str(err).rstrip('.')}; "
+                        "use SOURCE='replay' (real recorded prices or a tape, offline) or SOURCE='synthetic'"
+                    ) from err
+                self._reached = self._reached or answered  # Yahoo answered, if only to refuse
                 if kind == "empty":
                     s.state, s.last_error = "no bars yet", None
                     continue
@@ -358,6 +368,7 @@ class LivePoller:
                 s.state, s.retry_poll = "failing", poll + 1 + skip
                 log.warning("yfinance %s failed (%s); next try in %d polls", s.symbol, s.last_error, skip)
                 continue
+            self._reached = True
             s.failures, s.last_error, s.state = 0, None, "ok"
             for quote in self._new_bars(s, frame, meta):
                 if self.tape is None and self._tape_option not in (None, False):
