@@ -337,3 +337,20 @@ def test_a_network_blip_after_yahoo_answered_backs_off_and_recovers(tmp_path: Pa
         expected(SYMBOLS, "2026-08-03T13:30:00Z", max(q.timestamp for q in quotes))
     )
     assert len(quotes) == 3 * 31 and source.summary["rate_limited"] == 0
+
+
+def test_the_offline_quote_endpoint_answers_many_symbols_in_one_request(tmp_path: Path) -> None:
+    from yfinance.data import YfData
+
+    _, yahoo = offline("2026-08-03T14:00:15Z")
+    answer = YfData(session=yahoo).get_raw_json(
+        "https://query1.finance.yahoo.com/v7/finance/quote", params={"symbols": "AAPL,NOPE,GOOG"}
+    )
+    rows = {row["symbol"]: row for row in answer["quoteResponse"]["result"]}
+    assert sorted(rows) == ["AAPL", "GOOG"] and yahoo.count("quote") == 1
+    aapl = recorded_bars(["AAPL"])["AAPL"]
+    last = next(b for b in aapl if b.timestamp == "2026-08-03T13:59:00Z")  # the last complete bar
+    assert rows["AAPL"]["regularMarketPrice"] == last.close
+    assert rows["AAPL"]["regularMarketPreviousClose"] == 309.03
+    assert rows["GOOG"]["regularMarketPrice"] == round(last.close * 2.0, 4)
+    assert yahoo.requests[-1].params["crumb"] == "offline-crumb"  # yfinance's own request building

@@ -162,7 +162,9 @@ class RecordedYahoo(requests.Session):
             kind = "quote_summary"
             status, ctype, body = self._limited(now) or self._quote_summary(path.rsplit("/", 1)[-1], now)
         else:
-            kind, status, ctype, body = "other", 404, "text/plain", b"Not Found"
+            error = {"code": "Not Found", "description": f"HTTP 404 Not Found: {path} (not recorded)"}
+            kind, status, ctype = "other", 404, "application/json"
+            body = _json({"finance": {"result": None, "error": error}})
         self.requests.append(YahooRequest(kind, host, path, params, status, now))
         return kind, status, ctype, body
 
