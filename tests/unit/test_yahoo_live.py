@@ -354,3 +354,37 @@ def test_the_offline_quote_endpoint_answers_many_symbols_in_one_request(tmp_path
     assert rows["AAPL"]["regularMarketPreviousClose"] == 309.03
     assert rows["GOOG"]["regularMarketPrice"] == round(last.close * 2.0, 4)
     assert yahoo.requests[-1].params["crumb"] == "offline-crumb"  # yfinance's own request building
+
+
+def test_failures_are_told_apart_for_both_http_backends() -> None:
+    import curl_cffi.requests.exceptions as curl
+    import requests
+    from yfinance.exceptions import YFPricesMissingError, YFRateLimitError
+
+    from helpers.notebook.sources._yahoo import _classify
+
+    def http(status: int) -> requests.HTTPError:
+        response = requests.Response()
+        response.status_code = status
+        return requests.HTTPError(f"{status}", response=response)
+
+    cases = {
+        "rate_limit": [YFRateLimitError(), http(429)],
+        "transport": [
+            curl.ConnectionError("Could not resolve host"),
+            curl.Timeout("Operation timed out"),
+            curl.DNSError("dns"),
+            requests.ConnectionError("refused"),
+            TimeoutError("timed out"),
+            http(503),
+        ],
+        "empty": [YFPricesMissingError("AAPL", "(period=1d)")],
+        "symbol": [
+            YFPricesMissingError("NOPE", "", yahoo_reason="No data found, symbol may be delisted"),
+            http(404),
+            KeyError("chart"),
+        ],
+    }
+    assert {kind: [_classify(err) for err in errs] for kind, errs in cases.items()} == {
+        kind: [kind] * len(errs) for kind, errs in cases.items()
+    }
