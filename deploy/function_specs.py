@@ -69,7 +69,11 @@ FUNCTION_SPECS = {
         role_field="trend_role",
     ),
 }
+# No batching window: a poller invokes as soon as records are there, so latency is one poll and one
+# invocation, not a second of waiting; batches still fill up under load (Kinesis: 500 records,
+# each an aggregate of up to 25 quotes; the trend Lambda's cost is per symbol and batch, so it
+# takes up to 1,000 stream records at a time).
 MAPPING_SPECS = {
-    "processor": MappingSpec(batch_size=500, window_seconds=1),
-    "trend": MappingSpec(batch_size=100, window_seconds=1),
+    "processor": MappingSpec(batch_size=500, window_seconds=0),
+    "trend": MappingSpec(batch_size=1000, window_seconds=0),
 }

@@ -189,13 +189,18 @@ def trend_policy(arns: Arns) -> dict[str, Any]:
             {
                 "Sid": "RecordSentAlerts",
                 "Effect": "Allow",
-                "Action": ["dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:UpdateItem"],
+                "Action": [
+                    "dynamodb:PutItem",
+                    "dynamodb:GetItem",
+                    "dynamodb:UpdateItem",
+                    "dynamodb:BatchWriteItem",
+                ],
                 "Resource": [arns.of("alerts_table_name")],
             },
             {
                 "Sid": "PublishAlerts",
                 "Effect": "Allow",
-                "Action": ["sns:Publish"],
+                "Action": ["sns:Publish"],  # PublishBatch is authorised by sns:Publish
                 "Resource": [arns.of("topic_name")],
             },
             _failure_queue(arns),

@@ -2,9 +2,10 @@
 
 Standard library only; :mod:`helpers.pipeline.processor` does the I/O around these functions.
 
-1. :func:`decode` turns each Lambda record into a :class:`Record`: shard, sequence number, arrival
-   time and the parsed :class:`~helpers.core.quotes.Quote` or its :class:`~helpers.core.quotes.Rejected`
-   reason (``bad_base64`` when the envelope itself is broken).
+1. :func:`decode` turns each quote of a Lambda record (one, or an aggregate's NDJSON lines) into a
+   :class:`Record`: shard, sequence number, arrival time and the parsed
+   :class:`~helpers.core.quotes.Quote` or its :class:`~helpers.core.quotes.Rejected` reason
+   (``bad_base64`` when the envelope itself is broken).
    :func:`plan_batch` drops the records the shard's :class:`~helpers.core.checkpoint.Checkpoint`
    says are committed (a redelivery) and sets aside those to park (failed too often); why this
    makes the archive exactly once is the argument in :mod:`helpers.core.checkpoint`.
@@ -87,6 +88,13 @@ class Record:
     arrival: str  # canonical approximate arrival time
     parsed: Quote | Rejected
     arrival_epoch: float = 0.0  # approximateArrivalTimestamp as sent (0.0 when absent)
+    part: int = 0  # position of this quote in its Kinesis record (an aggregate holds several)
+    parts: int = 1  # quotes in its Kinesis record
+
+    @property
+    def ident(self) -> str:
+        """The quote's identity on its shard: the sequence number, ``<seq>:<part>`` inside an aggregate."""
+        return self.seq if self.parts == 1 else f"{self.seq}:{self.part}"
 
 
 @dataclass
@@ -135,8 +143,14 @@ class BatchPlan:
 # --------------------------------------------------------------------------- records
 
 
-def decode(index: int, raw: Mapping[str, Any], fallback_arrival: str) -> Record:
-    """One record of a Kinesis Lambda event; never raises (bad data becomes a :class:`Rejected`)."""
+def decode(index: int, raw: Mapping[str, Any], fallback_arrival: str) -> list[Record]:
+    """The quotes of one record of a Kinesis Lambda event; never raises (bad data is :class:`Rejected`).
+
+    A record's data is one quote, or several as NDJSON (an aggregate: the producer packs a
+    symbol's consecutive quotes into one record, :mod:`helpers.notebook.producer`): each line
+    becomes a :class:`Record` of its own, numbered from ``index``, sharing the Kinesis record's
+    shard and sequence number -- it is committed, retried and parked with its Kinesis record.
+    """
     kinesis = raw.get("kinesis") or {}
     seq = str(kinesis.get("sequenceNumber", ""))
     shard = str(raw.get("eventID", "")).split(":", 1)[0] or "shardId-unknown"
@@ -144,17 +158,20 @@ def decode(index: int, raw: Mapping[str, Any], fallback_arrival: str) -> Record:
     stamp = kinesis.get("approximateArrivalTimestamp")
     if isinstance(stamp, int | float) and not isinstance(stamp, bool):
         arrival = format_timestamp(datetime.fromtimestamp(float(stamp), UTC))
-    parsed: Quote | Rejected
-    try:
-        data = base64.b64decode(kinesis.get("data") or "", validate=True)
-        parsed = parse_record(data)
-    except (binascii.Error, ValueError, TypeError) as err:
-        data = str(kinesis.get("data", "")).encode("utf-8", "replace")
-        parsed = Rejected("bad_base64", f"record data is not base64: {err}")
     order = int(seq) if seq.isdigit() else -1
     epoch = float(stamp) if isinstance(stamp, int | float) and not isinstance(stamp, bool) else 0.0
     key = str(kinesis.get("partitionKey", ""))
-    return Record(index, shard, seq, order, key, data, arrival, parsed, epoch)
+    try:
+        data = base64.b64decode(kinesis.get("data") or "", validate=True)
+    except (binascii.Error, ValueError, TypeError) as err:
+        bad = str(kinesis.get("data", "")).encode("utf-8", "replace")
+        rejected = Rejected("bad_base64", f"record data is not base64: {err}")
+        return [Record(index, shard, seq, order, key, bad, arrival, rejected, epoch)]
+    lines = [line for line in data.split(b"\n") if line.strip()] if b"\n" in data.rstrip(b"\n") else [data]
+    return [
+        Record(index + n, shard, seq, order, key, line, arrival, parse_record(line), epoch, n, len(lines))
+        for n, line in enumerate(lines)
+    ]
 
 
 def processed_item(quote: Quote, processed_at: str) -> dict[str, Any]:
@@ -175,6 +192,7 @@ def quarantine_line(r: Record) -> bytes:
             "reason": r.parsed.reason,
             "detail": r.parsed.detail,
             "sequence_number": r.seq,
+            **({"part": r.part} if r.parts > 1 else {}),
             "partition_key": r.partition_key,
             "shard": r.shard,
             "data_base64": base64.b64encode(r.data).decode("ascii"),
@@ -294,8 +312,11 @@ def chunks(items: list[dict[str, Any]], size: int) -> list[list[dict[str, Any]]]
 
 
 def decode_event(event: Mapping[str, Any], processed_at: str) -> list[Record]:
-    """Every record of a Kinesis Lambda event, decoded (:func:`decode`)."""
-    return [decode(i, raw, processed_at) for i, raw in enumerate(event.get("Records") or [])]
+    """Every quote of a Kinesis Lambda event, decoded (:func:`decode`), indexed 0, 1, 2 ..."""
+    decoded: list[Record] = []
+    for raw in event.get("Records") or []:
+        decoded.extend(decode(len(decoded), raw, processed_at))
+    return decoded
 
 
 def plan_batch(
@@ -379,11 +400,11 @@ def manifest(
         "shard": shard,
         "first_sequence_number": rows[0].seq,
         "last_committed_sequence_number": kept[-1].seq,
-        "accepted": [r.seq for r in kept if isinstance(r.parsed, Quote) and r.index not in parked],
+        "accepted": [r.ident for r in kept if isinstance(r.parsed, Quote) and r.index not in parked],
         "quarantined": {
-            r.seq: r.parsed.reason for r in kept if isinstance(r.parsed, Rejected) and r.index not in parked
+            r.ident: r.parsed.reason for r in kept if isinstance(r.parsed, Rejected) and r.index not in parked
         },
-        "parked": {r.seq: parked[r.index] for r in kept if r.index in parked},
+        "parked": {r.ident: parked[r.index] for r in kept if r.index in parked},
     }
 
 
@@ -411,7 +432,8 @@ def committed_partitions(objects: Iterable[StoreObject], deleted: set[str]) -> s
 def batch_item_failures(records: Iterable[Record], failed: set[int]) -> list[dict[str, str]]:
     """The ``batchItemFailures`` of the failed record indexes, in sequence order."""
     by_index = {r.index: r for r in records}
-    return [{"itemIdentifier": by_index[i].seq} for i in sorted(failed, key=lambda i: by_index[i].order)]
+    seqs = dict.fromkeys(by_index[i].seq for i in sorted(failed, key=lambda i: (by_index[i].order, i)))
+    return [{"itemIdentifier": seq} for seq in seqs]  # an aggregate's Kinesis record once
 
 
 def summary(

@@ -3,9 +3,10 @@
 ``produce(quotes)`` consumes any iterable of :class:`~helpers.core.quotes.Quote` chunk by chunk
 (memory holds one batch, whatever the number of records), sends batches of at most
 :data:`MAX_RECORDS_PER_PUT` records and :data:`MAX_BYTES_PER_PUT` bytes with
-``PartitionKey = symbol``, resends only the entries PutRecords reports as failed (exponential
-backoff: ``aws.backoff_seconds``) while keeping each symbol's order (:func:`_put_batch`), and
-returns a :class:`ProduceSummary` of what was sent.
+``PartitionKey = symbol``, packs up to :data:`AGGREGATE_QUOTES` consecutive quotes of a symbol
+into one Kinesis record (NDJSON lines), resends only the records PutRecords reports as failed
+(exponential backoff: ``aws.backoff_seconds``) while keeping each symbol's order
+(:func:`_put_batch`), and returns a :class:`ProduceSummary` of what was sent.
 Whole-call errors (throttling, 5xx) are retried by botocore's ``standard`` mode.
 
 No record waits long in a partial batch: a batch is sent when it is full, when the source has
@@ -20,6 +21,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import itertools
 import json
 import logging
 import queue
@@ -38,6 +40,8 @@ from helpers.pipeline import aws
 from helpers.pipeline.config import Settings, load_settings
 
 __all__ = [
+    "AGGREGATE_BYTES",
+    "AGGREGATE_QUOTES",
     "LINGER_SECONDS",
     "MAX_BYTES_PER_PUT",
     "MAX_PARTITION_KEY_CHARS",
@@ -60,6 +64,8 @@ DEFAULT_MAX_ATTEMPTS = 8  # PutRecords calls per entry, the first one included
 BACKOFF_BASE_SECONDS = 0.05
 BACKOFF_CAP_SECONDS = 2.0
 LINGER_SECONDS = 0.1  # the longest a record waits in a partial batch before it is sent
+AGGREGATE_QUOTES = 25  # quotes of one symbol packed into one Kinesis record (NDJSON), at most
+AGGREGATE_BYTES = 32 * 1024  # and at most this many bytes of them
 PREFETCH_RECORDS = 2 * MAX_RECORDS_PER_PUT  # bound of the read-ahead queue
 
 Entry = tuple[bytes, str, str | None]  # (data, partition key, quote timestamp)
@@ -71,6 +77,7 @@ class ProduceSummary:
 
     stream: str
     records: int = 0
+    stream_records: int = 0  # Kinesis records: an aggregate holds several quotes
     batches: int = 0
     calls: int = 0
     retried: int = 0
@@ -108,6 +115,7 @@ def produce(
     max_attempts: int = DEFAULT_MAX_ATTEMPTS,
     stamp: bool = True,
     linger: float | None = LINGER_SECONDS,
+    aggregate: int = AGGREGATE_QUOTES,
     sleep: Callable[[float], Any] = time.sleep,
 ) -> ProduceSummary:
     """Send quotes to the stream; raises :class:`ProducerError` if entries still fail after retries.
@@ -116,8 +124,12 @@ def produce(
     ``stamp`` sets ``produced_at`` to the moment each quote is taken from the source;
     ``linger`` bounds how long a record waits in a partial batch (see the module docstring);
     ``linger=None`` reads the source in the calling thread (no read-ahead, no time bound: a
-    batch is sent when full or at the end, or when ``rate`` makes the sender wait).
+    batch is sent when full or at the end, or when ``rate`` makes the sender wait);
+    ``aggregate`` is how many consecutive quotes of a symbol may share one Kinesis record
+    (NDJSON lines; 1: one quote per record), see :func:`_put_batch`.
     """
+    if not (isinstance(aggregate, int) and 1 <= aggregate <= MAX_RECORDS_PER_PUT):
+        raise ProducerError(f"aggregate={aggregate!r} must be a whole number of quotes from 1 to 500")
 
     def entries() -> Iterator[Entry]:
         for quote in quotes:
@@ -125,7 +137,9 @@ def produce(
                 quote = dataclasses.replace(quote, produced_at=utc_now_timestamp())
             yield quote.to_json(), quote.symbol, quote.timestamp
 
-    return _send(entries(), settings, kinesis, rate, progress, total, duration, max_attempts, linger, sleep)
+    return _send(
+        entries(), settings, kinesis, rate, progress, total, duration, max_attempts, linger, aggregate, sleep
+    )
 
 
 def put_raw(
@@ -139,7 +153,7 @@ def put_raw(
 ) -> ProduceSummary:
     """Send raw bytes unchanged (e.g. deliberately malformed records), all under one partition key."""
     entries = ((bytes(data), partition_key, None) for data in records)
-    return _send(entries, settings, kinesis, None, False, None, None, max_attempts, None, sleep)
+    return _send(entries, settings, kinesis, None, False, None, None, max_attempts, None, 1, sleep)
 
 
 def malformed_records() -> list[tuple[str, bytes]]:
@@ -221,6 +235,7 @@ def _send(
     duration: float | None,
     max_attempts: int,
     linger: float | None,
+    aggregate: int,
     sleep: Callable[[float], Any],
 ) -> ProduceSummary:
     s = settings or load_settings()
@@ -239,7 +254,7 @@ def _send(
     def flush() -> None:
         nonlocal batch
         if batch.entries:
-            _put_batch(kinesis, s.stream_name, batch.entries, summary, max_attempts, sleep)
+            _put_batch(kinesis, s.stream_name, batch.entries, summary, max_attempts, sleep, aggregate)
             if bar is not None:
                 bar.update(len(batch.entries))
             batch = _Batch()
@@ -291,35 +306,41 @@ def _put_batch(
     summary: ProduceSummary,
     max_attempts: int,
     sleep: Callable[[float], Any],
+    aggregate: int = 1,
 ) -> None:
     """One batch, in rounds that keep each partition key's order through retries.
 
     PutRecords does not keep order across a partial failure: a resent entry lands after the later
-    entries of its key that succeeded in the same call. So each round takes at most the *next*
-    entry of every key (many keys per call); an entry is sent only once the previous entry of its
-    key is on the stream, and a failed one is resent (with backoff) before its key's next. Bars of
-    a symbol therefore reach Kinesis, and the pipeline, in the order the source gave them, which
-    the crossover alerts need (:mod:`helpers.pipeline.trend`). The cost: one symbol sent in bulk
-    takes one PutRecords call per record (many symbols share the calls; paced and live sources
-    send one bar per symbol per call anyway).
+    entries of its key that succeeded in the same call. So each round holds at most ONE Kinesis
+    record per key (many keys per call), and a key's next record is sent only once the previous
+    one is on the stream; a failed one is resent (with backoff) before its key's next. Bars of a
+    symbol therefore reach Kinesis, and the pipeline, in the order the source gave them, which
+    the crossover alerts need (:mod:`helpers.pipeline.trend`).
+
+    That record is an **aggregate**: up to ``aggregate`` (:data:`AGGREGATE_QUOTES`) consecutive
+    quotes of the key, at most :data:`AGGREGATE_BYTES`, as NDJSON lines (as the Kinesis Producer
+    Library aggregates user records). It succeeds or fails whole, so order holds within it too,
+    and a symbol sent in bulk takes one call per ``aggregate`` quotes instead of one per quote;
+    the processor splits it (:func:`helpers.core.batch_plan.decode`). Data holding a newline is
+    never aggregated.
     """
     summary.batches += 1
     queues: dict[str, collections.deque[Entry]] = {}
     for entry in entries:
         queues.setdefault(entry[1], collections.deque()).append(entry)
-    attempts: Counter[str] = Counter()  # failed attempts of each key's head entry
+    attempts: Counter[str] = Counter()  # failed attempts of each key's head record
     codes: Counter[str] = Counter()
     while queues:
-        round_ = [q[0] for q in queues.values()][:MAX_RECORDS_PER_PUT]
-        retry = max((attempts[key] for _, key, _ in round_), default=0)
+        runs = [_run(q, aggregate) for q in queues.values()][:MAX_RECORDS_PER_PUT]
+        retry = max((attempts[run[0][1]] for run in runs), default=0)
         if retry:
-            summary.retried += sum(1 for _, key, _ in round_ if attempts[key])
+            summary.retried += sum(len(run) for run in runs if attempts[run[0][1]])
             sleep(aws.backoff_seconds(retry, base=BACKOFF_BASE_SECONDS, cap=BACKOFF_CAP_SECONDS))
-        response = _put_records(kinesis, stream, round_)
+        response = _put_records(kinesis, stream, [_packed(run) for run in runs])
         summary.calls += 1
         codes = Counter()
-        for entry, result in zip(round_, response["Records"], strict=True):
-            data, key, timestamp = entry
+        for run, result in zip(runs, response["Records"], strict=True):
+            key = run[0][1]
             if result.get("ErrorCode"):
                 codes[str(result["ErrorCode"])] += 1
                 attempts[key] += 1
@@ -333,25 +354,47 @@ def _put_batch(
                 continue
             attempts.pop(key, None)
             queue_ = queues[key]
-            queue_.popleft()
+            for _ in run:
+                queue_.popleft()
             if not queue_:
                 del queues[key]
-            summary.records += 1
-            summary.bytes += len(data)
-            summary.per_key[key] = summary.per_key.get(key, 0) + 1
-            if timestamp is not None:
-                summary.first_timestamp = min(timestamp, summary.first_timestamp or timestamp)
-                summary.last_timestamp = max(timestamp, summary.last_timestamp or timestamp)
+            summary.stream_records += 1
             shard = str(result.get("ShardId", ""))
-            summary.shards[shard] = summary.shards.get(shard, 0) + 1
+            for data, _, timestamp in run:
+                summary.records += 1
+                summary.bytes += len(data)
+                summary.per_key[key] = summary.per_key.get(key, 0) + 1
+                summary.shards[shard] = summary.shards.get(shard, 0) + 1
+                if timestamp is not None:
+                    summary.first_timestamp = min(timestamp, summary.first_timestamp or timestamp)
+                    summary.last_timestamp = max(timestamp, summary.last_timestamp or timestamp)
         if codes:
             log.debug(
                 "PutRecords on %s: %d of %d entries failed (%s)",
                 stream,
                 sum(codes.values()),
-                len(round_),
+                len(runs),
                 codes,
             )
+
+
+def _run(queue_: collections.deque[Entry], aggregate: int) -> list[Entry]:
+    """The key's next Kinesis record: its head entry and the consecutive ones that fit with it."""
+    run = [queue_[0]]
+    size = len(queue_[0][0])
+    if aggregate > 1 and b"\n" not in queue_[0][0]:
+        for entry in itertools.islice(queue_, 1, aggregate):
+            size += len(entry[0]) + 1
+            if size > AGGREGATE_BYTES or b"\n" in entry[0]:
+                break
+            run.append(entry)
+    return run
+
+
+def _packed(run: list[Entry]) -> Entry:
+    """One PutRecords entry holding the run's quotes, one per line."""
+    first = run[0]
+    return first if len(run) == 1 else (b"\n".join(data for data, _, _ in run), first[1], first[2])
 
 
 def _put_records(kinesis: Any, stream: str, entries: list[Entry]) -> Any:

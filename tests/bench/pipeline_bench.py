@@ -295,7 +295,10 @@ def throughput(size: int, *, athena: bool = True) -> dict[str, Any]:
         def processed() -> int:
             return int(_mapping_stats(s, s.processor_function).get("records_ok", 0))
 
-        _wait(f"{size} records processed", lambda: processed() >= size, processed, bound)
+        records = summary.stream_records  # Kinesis records: aggregates of quotes
+        _wait(
+            f"{size} quotes ({records} records) processed", lambda: processed() >= records, processed, bound
+        )
         items_seconds = time.monotonic() - started
         received = lambda: len(set(inbox.arrived) & set(expected.alerts))  # noqa: E731
         try:

@@ -38,7 +38,8 @@ when some never are; bounded) and measures every store on its own.
 Reading ``reports/chaos.json``: ``{"size", "ok", "complete", "wall_seconds", "sizes", "cases":
 {name: ...}}``, rewritten after every case (``complete``: false while cases are missing); per case:
 
-* ``records_sent`` (PutRecords entries accepted, valid + malformed, redriven included),
+* ``records_sent`` (Kinesis records accepted -- an aggregate of quotes counts once -- valid +
+  malformed, redriven included),
   ``valid_sent`` (distinct (symbol, timestamp) sent valid), ``malformed_sent``;
 * ``items`` (processed table, Scan COUNT), ``raw_lines_distinct`` / ``raw_lines_total``
   ((symbol, line) pairs over ``raw/``: equal when no line is duplicated), ``accepted`` (distinct

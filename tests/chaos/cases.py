@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import random
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -77,9 +78,12 @@ def _quotes(p: Pipeline, records: int, symbols: int, seed: int = SEED) -> list[Q
 
 def _send(p: Pipeline, quotes: Iterable[Quote]) -> None:
     summary = produce(quotes, p.settings)
-    p.records_sent += summary.records
+    p.records_sent += summary.stream_records  # Kinesis records: an aggregate holds several quotes
     p.extra.setdefault("producer", []).append(
-        {k: summary.to_dict()[k] for k in ("records", "calls", "retried", "failed", "seconds")}
+        {
+            k: summary.to_dict()[k]
+            for k in ("records", "stream_records", "calls", "retried", "failed", "seconds")
+        }
     )
 
 
@@ -176,6 +180,10 @@ def throttling(p: Pipeline, size: str) -> None:
 # --------------------------------------------------------------------------- kills
 
 
+KILL_CHUNKS = 10
+KILL_CHUNK_PAUSE_SECONDS = 0.3
+
+
 def kills(p: Pipeline, size: str) -> None:
     """SIGKILLs of processor and trend workers while the stream is processed."""
     n = SIZES["kills"][size]
@@ -189,8 +197,12 @@ def kills(p: Pipeline, size: str) -> None:
              "kill": {"rate": 0.5, "delay_ms": [0, 30], "max": n["trend_kills"]}},
         ],
     }  # fmt: skip
+    quotes = _quotes(p, n["records"], n["symbols"])
+    chunks = KILL_CHUNKS  # aggregates make few invocations of a bulk send: spread it for the kills
     with p.faults_on(spec):
-        _send(p, _quotes(p, n["records"], n["symbols"]))
+        for i in range(chunks):
+            _send(p, quotes[i * len(quotes) // chunks : (i + 1) * len(quotes) // chunks])
+            time.sleep(KILL_CHUNK_PAUSE_SECONDS)
         _quiet(p, "under faults", timeout=n.get("wait"))
     _quiet(p, "faults cleared", timeout=n.get("wait"))
     p.extra["kills_wanted"] = n["processor_kills"] + n["trend_kills"]
@@ -309,7 +321,7 @@ def fuzz(p: Pipeline, size: str) -> None:
         _send(p, quotes[i * len(quotes) // chunks : (i + 1) * len(quotes) // chunks])
         part = bad[i * len(bad) // chunks : (i + 1) * len(bad) // chunks]
         summary = put_raw((data for _, data in part), p.settings, partition_key=f"FUZZ{i % 4}")
-        p.records_sent += summary.records
+        p.records_sent += summary.stream_records
         p.malformed_sent += summary.records
         p.malformed_expected.update(reason for reason, _ in part)
     _quiet(p, "mixed stream", timeout=n.get("wait"))

@@ -59,7 +59,7 @@ class Pipeline:
     settings: Settings
     stack: Settings
     tag: str
-    records_sent: int = 0  # PutRecords entries accepted, valid and malformed
+    records_sent: int = 0  # Kinesis records accepted (an aggregate counts once), valid and malformed
     valid_keys: set[tuple[str, str]] = field(default_factory=set)  # (symbol, timestamp) sent valid
     malformed_sent: int = 0
     malformed_expected: Counter[str] = field(default_factory=Counter)  # our own reason per record

@@ -122,7 +122,7 @@ def _send_failure(settings: Settings, shard: str, records: list[dict[str, Any]])
 
 def test_a_failed_range_is_read_fetched_and_redriven(pipeline: Settings) -> None:
     # GIVEN 30 quotes on the stream and a failure document for 5 consecutive records of one shard
-    producer.produce(_quotes(30), pipeline, linger=None)
+    producer.produce(_quotes(30), pipeline, linger=None, aggregate=1)  # one quote a record
     on_stream = _stream_records(pipeline)
     shard = on_stream[0]["ShardId"]
     ours = sorted((r for r in on_stream if r["ShardId"] == shard), key=lambda r: int(r["SequenceNumber"]))
@@ -166,7 +166,7 @@ def test_a_failed_range_is_read_fetched_and_redriven(pipeline: Settings) -> None
 
 
 def test_an_expired_or_unknown_range_is_reported_and_kept(pipeline: Settings) -> None:
-    producer.produce(_quotes(3, minute0=40), pipeline, linger=None)
+    producer.produce(_quotes(3, minute0=40), pipeline, linger=None, aggregate=1)
     record = _stream_records(pipeline)[0]
     _send_failure(pipeline, "shardId-999999999999", [record])  # a shard the stream does not have
     (batch,) = failures.failed_batches(pipeline)

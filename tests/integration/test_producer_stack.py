@@ -28,6 +28,9 @@ def test_produce_puts_quotes_on_the_local_stream(local_stack: Settings) -> None:
         StreamName=s.stream_name, ShardId=shard, ShardIteratorType="TRIM_HORIZON"
     )
     records = kinesis.get_records(ShardIterator=iterator["ShardIterator"], Limit=1000)["Records"]
+    # 620 quotes in batches of 500 + 120: 250 + 60 a symbol, aggregates of up to 25 quotes
     assert summary.records == 620 and summary.batches == 2 and bad.records == 2
-    assert len(records) == 622 and records[-1]["PartitionKey"] == "MALFORMED"
-    assert {r["PartitionKey"] for r in records[:620]} == {"AAA", "BBB"}
+    assert summary.stream_records == 2 * (10 + 3) and len(records) == 26 + 2
+    assert records[-1]["PartitionKey"] == "MALFORMED" and records[-2]["Data"] == b"\xff"
+    quotes = [line for r in records[:26] for line in r["Data"].split(b"\n")]
+    assert len(quotes) == 620 and {r["PartitionKey"] for r in records[:26]} == {"AAA", "BBB"}

@@ -116,9 +116,16 @@ def _batches(records: list[dict[str, Any]], size: int | None) -> list[list[dict[
 
 
 def _counting(settings: Settings, service: str, operation: str) -> tuple[Any, Counter[str]]:
-    """A fresh client counting the calls of one operation."""
+    """A fresh client counting the calls of one operation (``Publish``: messages SNS took in PublishBatch)."""
     client = aws.client(service, settings, cached=False)
     calls: Counter[str] = Counter()
+    if operation == "Publish":
+
+        def messages(parsed: dict[str, Any], **_: Any) -> None:
+            calls.update({"Publish": len(parsed.get("Successful") or []), "PublishBatch": 1})
+
+        client.meta.events.register("after-call.sns.PublishBatch", messages)
+        return client, calls
     client.meta.events.register(f"before-call.{service}.{operation}", lambda **_: calls.update([operation]))
     return client, calls
 
@@ -171,7 +178,10 @@ def test_alerts_equal_crossovers_whatever_the_batch_size(pipeline: Pipeline, spl
     recorded = alerts.published_alerts(p.settings, include_unpublished=True)
     assert [r["alert_id"] for r in recorded] == sorted(s.alert_id for s in p.expected)
     assert all(r["published"] and r["attempts"] == 1 for r in recorded)
-    print(f"split {split}: {len(batches)} batches, {queries['Query']} Query, {publishes['Publish']} Publish")
+    symbols = {r["dynamodb"]["NewImage"]["symbol"]["S"] for r in p.stream_records}
+    assert publishes["PublishBatch"] <= len(batches) * len(symbols) + len(p.expected) // 10
+    print(f"split {split}: {len(batches)} batches, {queries['Query']} Query, {publishes['Publish']} alerts "
+          f"in {publishes['PublishBatch']} PublishBatch")  # fmt: skip
 
     if split == "1":
         return  # redelivery is checked with the coarser splits: 500 more Query calls add nothing
@@ -234,7 +244,7 @@ def _run_like_lambda(p: Pipeline, batch: list[dict[str, Any]], **clients: Any) -
 @pytest.mark.parametrize(
     "error",
     [
-        ClientError({"Error": {"Code": "InternalError", "Message": "injected"}}, "Publish"),
+        ClientError({"Error": {"Code": "InternalError", "Message": "injected"}}, "PublishBatch"),
         _Crash("function died between recording the alert and publishing it"),
     ],
     ids=["publish-error", "crash"],
@@ -242,14 +252,15 @@ def _run_like_lambda(p: Pipeline, batch: list[dict[str, Any]], **clients: Any) -
 def test_failure_between_record_and_publish_still_sends_once(pipeline: Pipeline, error: Exception) -> None:
     p = pipeline
     _reset_alerts(p.settings)
-    sns = aws.client("sns", p.settings, cached=False)
-    publishes = _fail_once(sns, "before-call.sns.Publish", error)
+    sns, sent = _counting(p.settings, "sns", "Publish")
+    publishes = _fail_once(sns, "before-call.sns.PublishBatch", error)
     invocations = [_run_like_lambda(p, batch, sns=sns) for batch in _batches(p.stream_records, 100)]
     assert sum(invocations) == len(invocations) + 1  # one retry, for the batch that failed
     received = alerts.receive_alerts(p.settings, wait_seconds=1)
     check = alerts.compare(received, p.expected)
     assert check["ok"], check
-    assert publishes[0] == len(p.expected) + 1  # the failed attempt + one per signal
+    assert publishes[0] == sent["PublishBatch"] + 1  # the failed attempt, then the ones that went out
+    assert sent["Publish"] == len(p.expected)  # messages SNS took: each signal once
     recorded = alerts.published_alerts(p.settings, include_unpublished=True)
     assert all(r["published"] for r in recorded) and len(recorded) == len(p.expected)
     assert sorted(r["attempts"] for r in recorded)[-2:] == [1, 2]  # the interrupted one was claimed again

@@ -45,7 +45,7 @@ def _by_key(objects: list[StoreObject]) -> dict[str, list[str]]:
 
 def test_decode_takes_shard_sequence_and_arrival_from_the_envelope() -> None:
     quote = _quote("AAPL", 30)
-    record = batch_plan.decode(3, _entry(17, quote.to_json(), OTHER, "AAPL"), NOW)
+    (record,) = batch_plan.decode(3, _entry(17, quote.to_json(), OTHER, "AAPL"), NOW)
     assert (record.index, record.shard, record.seq, record.order) == (3, OTHER, "17", 17)
     assert record.partition_key == "AAPL" and record.data == quote.to_json()
     assert record.arrival == "2026-07-29T13:30:01Z" and record.parsed == quote
@@ -53,7 +53,7 @@ def test_decode_takes_shard_sequence_and_arrival_from_the_envelope() -> None:
 
 def test_decode_quarantines_bad_base64_and_falls_back_on_missing_fields() -> None:
     raw = {"kinesis": {"sequenceNumber": "x9", "data": "not base64!"}, "eventID": ""}
-    record = batch_plan.decode(0, raw, NOW)
+    (record,) = batch_plan.decode(0, raw, NOW)
     assert record.shard == "shardId-unknown" and record.order == -1 and record.arrival == NOW
     assert isinstance(record.parsed, Rejected) and record.parsed.reason == "bad_base64"
     assert record.data == b"not base64!" and record.parsed.reason in batch_plan.ENVELOPE_REASONS
@@ -106,7 +106,7 @@ def test_a_quote_the_serializer_refuses_is_quarantined_as_invalid_field() -> Non
         return {"symbol": {"S": item["symbol"]}, "timestamp": {"S": item["timestamp"]}}
 
     event = _event([(1, _quote("BAD", 1)), (2, _quote("OK", 1))])
-    decoded = [batch_plan.decode(i, raw, NOW) for i, raw in enumerate(event["Records"])]
+    decoded = batch_plan.decode_event(event, NOW)
     records, items, covers = batch_plan.plan_items(decoded, NOW, serialize)
     assert items == [{"symbol": {"S": "OK"}, "timestamp": {"S": "2026-07-29T13:01:00Z"}}]
     assert list(covers) == [("OK", "2026-07-29T13:01:00Z")]

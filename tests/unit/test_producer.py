@@ -12,6 +12,8 @@ import pytest
 from helpers.core.errors import ProducerError
 from helpers.core.quotes import Quote, parse_record
 from helpers.notebook.producer import (
+    AGGREGATE_BYTES,
+    AGGREGATE_QUOTES,
     MAX_BYTES_PER_PUT,
     MAX_RECORD_BYTES,
     MAX_RECORDS_PER_PUT,
@@ -55,32 +57,79 @@ def no_sleep(_: float) -> None:
 
 
 def _keys_in_order(calls: list[list[dict[str, Any]]]) -> dict[str, list[bytes]]:
+    """Per key, the quotes as sent (an aggregate's lines one by one), resends repeated."""
     sent: dict[str, list[bytes]] = {}
     for call in calls:
         for entry in call:
-            sent.setdefault(entry["PartitionKey"], []).append(entry["Data"])
+            sent.setdefault(entry["PartitionKey"], []).extend(entry["Data"].split(b"\n"))
     return sent
 
 
-def test_calls_take_the_next_record_of_each_symbol_in_batches_of_at_most_500() -> None:
+def _quotes_sent(kinesis: FakeKinesis) -> int:
+    return sum(len(entry["Data"].split(b"\n")) for call in kinesis.calls for entry in call)
+
+
+def test_each_call_holds_one_aggregate_of_consecutive_quotes_per_symbol() -> None:
     kinesis = FakeKinesis()
     quotes = list(synthetic(["AAA", "BBB", "CCC"], 1201))
 
     summary = produce(quotes, SETTINGS, kinesis=kinesis, linger=None)
 
-    # every call holds at most one record per symbol (so a resend can never overtake a later bar)
+    # every call holds at most one record per symbol (so a resend can never overtake a later bar),
+    # each record up to 25 consecutive quotes of its symbol, one per line
     assert all(len({e["PartitionKey"] for e in call}) == len(call) for call in kinesis.calls)
-    assert len(kinesis.calls) == 167 + 167 + 67  # 3 batches of 500, 500, 201 records, in rounds
+    assert max(len(e["Data"].split(b"\n")) for call in kinesis.calls for e in call) == AGGREGATE_QUOTES
+    assert len(kinesis.calls) == 7 + 7 + 3  # batches of 500, 500, 201 quotes: 167 a symbol in 7 rounds
     by_symbol = {sym: [q.to_json() for q in quotes if q.symbol == sym] for sym in ("AAA", "BBB", "CCC")}
-    sent = _keys_in_order(kinesis.calls)
-    assert {k: [parse_record(d).timestamp for d in v] for k, v in sent.items()} == {  # type: ignore[union-attr]
-        k: [parse_record(d).timestamp for d in v]
-        for k, v in by_symbol.items()  # type: ignore[union-attr]
-    }
-    assert summary.records == 1201 and summary.batches == 3 and summary.calls == 401 and summary.retried == 0
+    assert _keys_in_order(kinesis.calls) == by_symbol
+    assert summary.records == 1201 and summary.stream_records == 21 + 21 + 9 and summary.calls == 17
+    assert summary.batches == 3 and summary.retried == 0
     assert summary.per_key == {"AAA": 401, "BBB": 400, "CCC": 400}
     assert summary.first_timestamp == quotes[0].timestamp and summary.last_timestamp == quotes[-1].timestamp
     assert summary.shards == {"shardId-000000000000": 1201} and summary.records_per_second > 0
+
+
+def test_aggregate_1_sends_one_quote_per_record() -> None:
+    kinesis = FakeKinesis()
+    quotes = list(synthetic(["AAA", "BBB", "CCC"], 1201))
+    summary = produce(quotes, SETTINGS, kinesis=kinesis, linger=None, aggregate=1)
+    assert len(kinesis.calls) == 167 + 167 + 67 == summary.calls
+    assert summary.records == summary.stream_records == 1201
+    assert all(b"\n" not in e["Data"] for call in kinesis.calls for e in call)
+
+
+def test_aggregates_stay_within_their_byte_bound_and_never_pack_a_newline() -> None:
+    kinesis = FakeKinesis()
+    big = [(b"y" * 5000, "K", None) for _ in range(20)]  # 6 fit in 32 KiB with their newlines
+    lines = [(b"a\nb", "K", None), (b"c", "K", None), (b"d", "K", None)]
+    summary = _send_entries([*big, *lines], kinesis, aggregate=AGGREGATE_QUOTES)
+    records = [e["Data"] for call in kinesis.calls for e in call]
+    assert all(len(r) <= AGGREGATE_BYTES for r in records)
+    assert [r.count(b"y" * 5000) for r in records[:4]] == [6, 6, 6, 2]
+    assert records[4:] == [b"a\nb", b"c\nd"]  # data with a newline travels alone
+    assert summary.records == 23 and summary.stream_records == 6
+
+
+def test_a_failed_aggregate_is_resent_whole_before_its_symbols_next() -> None:
+    # GIVEN AAA's second record (quotes 25-49) is throttled twice
+    failed = {"AAA": 2}
+    seen: dict[str, int] = {}
+
+    def fail(call: int, index: int, entry: dict[str, Any]) -> str | None:
+        key = entry["PartitionKey"]
+        if seen.get(key, 0) == 1 and failed.get(key, 0):
+            failed[key] -= 1
+            return "ProvisionedThroughputExceededException"
+        seen[key] = seen.get(key, 0) + 1
+        return None
+
+    kinesis = FakeKinesis(fail)
+    quotes = list(synthetic(["AAA", "BBB"], 200))
+    summary = produce(quotes, SETTINGS, kinesis=kinesis, linger=None, sleep=no_sleep)
+    sent = _keys_in_order(kinesis.calls)
+    mine = [q.to_json() for q in quotes if q.symbol == "AAA"]
+    assert sent["AAA"] == mine[:25] + mine[25:50] * 3 + mine[50:]  # resent whole, twice, then on
+    assert summary.records == 200 and summary.retried == 50 and summary.failed == 0
 
 
 def test_batches_stay_within_5_mib_including_partition_keys() -> None:
@@ -94,10 +143,10 @@ def test_batches_stay_within_5_mib_including_partition_keys() -> None:
     assert max(sizes) <= MAX_BYTES_PER_PUT and summary.records == 40 and summary.bytes == 40 * len(record)
 
 
-def _send_entries(entries: Any, kinesis: FakeKinesis) -> Any:
+def _send_entries(entries: Any, kinesis: FakeKinesis, aggregate: int = 1) -> Any:
     from helpers.notebook.producer import _send
 
-    return _send(iter(entries), SETTINGS, kinesis, None, False, None, None, 8, None, no_sleep)
+    return _send(iter(entries), SETTINGS, kinesis, None, False, None, None, 8, None, aggregate, no_sleep)
 
 
 def test_a_record_over_1_mib_is_refused_before_sending() -> None:
@@ -107,7 +156,7 @@ def test_a_record_over_1_mib_is_refused_before_sending() -> None:
     assert kinesis.calls == []
 
 
-def test_a_failed_record_is_resent_before_the_next_record_of_its_symbol() -> None:
+def test_a_failed_record_is_resent_before_the_next_record_of_its_symbol() -> None:  # one quote a record
     # GIVEN AAA's second bar is throttled twice, BBB's third once
     failures = {("AAA", 1): 2, ("BBB", 2): 1}
     position: dict[str, int] = {}
@@ -123,7 +172,7 @@ def test_a_failed_record_is_resent_before_the_next_record_of_its_symbol() -> Non
 
     kinesis, sleeps = FakeKinesis(fail), []
     quotes = list(synthetic(["AAA", "BBB"], 10))
-    summary = produce(quotes, SETTINGS, kinesis=kinesis, linger=None, sleep=sleeps.append)
+    summary = produce(quotes, SETTINGS, kinesis=kinesis, linger=None, aggregate=1, sleep=sleeps.append)
 
     # THEN each symbol's bars were accepted in the source's order, the failed ones resent with backoff
     sent = _keys_in_order(kinesis.calls)
@@ -158,9 +207,10 @@ def test_the_source_is_consumed_lazily_one_batch_at_a_time() -> None:
     kinesis = FakeKinesis()
     kinesis.on_call = lambda: seen.append(pulled)
     produce(source(), SETTINGS, kinesis=kinesis, linger=None)
-    # the first batch's 500 calls (one symbol: one record per call) run after 501 were pulled
-    assert set(seen[:MAX_RECORDS_PER_PUT]) == {MAX_RECORDS_PER_PUT + 1}
-    assert seen[MAX_RECORDS_PER_PUT] == 2 * MAX_RECORDS_PER_PUT + 1
+    # the first batch's 20 calls (one symbol: one aggregate of 25 per call) run after 501 were pulled
+    per_batch = MAX_RECORDS_PER_PUT // AGGREGATE_QUOTES
+    assert set(seen[:per_batch]) == {MAX_RECORDS_PER_PUT + 1}
+    assert seen[per_batch] == 2 * MAX_RECORDS_PER_PUT + 1
 
     # with read-ahead (the default), the source runs ahead by a bounded number of records
     pulled, seen[:] = 0, []
@@ -176,7 +226,7 @@ def test_an_idle_source_does_not_hold_records_back() -> None:
         quotes = synthetic(["AAA"], 4)
         yield from itertools.islice(quotes, 3)
         time.sleep(0.6)  # a paced or polling source
-        sent_before_fourth.append(sum(len(c) for c in kinesis.calls))
+        sent_before_fourth.append(_quotes_sent(kinesis))
         yield from quotes
 
     summary = produce(slow(), SETTINGS, kinesis=kinesis, linger=0.1)
@@ -199,8 +249,9 @@ def test_rate_batches_records_within_the_linger_bound() -> None:
     kinesis = FakeKinesis()
     summary = produce(synthetic(["AAA", "BBB"], 60), SETTINGS, kinesis=kinesis, rate=200.0, linger=0.1)
     per_put = [len(call) for call in kinesis.calls]
-    # 2 symbols: each PutRecords call carries one bar of each; a batch is ~0.1 s of records (~20)
+    # 2 symbols: each PutRecords call carries one record of each; a batch is ~0.1 s of quotes (~20)
     assert summary.records == 60 and summary.batches <= 10 and max(per_put) == 2
+    assert summary.calls == summary.batches  # ~10 quotes a symbol per batch: one aggregate each
 
 
 def test_rate_caps_records_per_second() -> None:

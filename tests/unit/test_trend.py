@@ -218,6 +218,7 @@ class MemoryTables:
         self.alerts: dict[str, dict[str, Any]] = {}
         self.busy = busy or set()
         self.limits: list[int] = []
+        self.batch_writes: list[int] = []
 
     def query(self, Limit: int, ExpressionAttributeValues: dict[str, Any], **request: Any) -> dict[str, Any]:
         self.limits.append(Limit)
@@ -258,6 +259,15 @@ class MemoryTables:
             item["published"] = {"BOOL": True}
         return {}
 
+    def batch_write_item(self, RequestItems: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+        ((_, requests),) = RequestItems.items()
+        assert len(requests) <= 25
+        self.batch_writes.append(len(requests))
+        for request in requests:
+            item = request["PutRequest"]["Item"]
+            self.alerts[item["alert_id"]["S"]] = dict(item)
+        return {"UnprocessedItems": {}}
+
 
 class Vanishing(MemoryTables):
     """An alerts table whose record disappears between the failed PutItem and the GetItem."""
@@ -267,12 +277,27 @@ class Vanishing(MemoryTables):
 
 
 class MemoryTopic:
-    def __init__(self) -> None:
-        self.messages: list[dict[str, Any]] = []
+    """PublishBatch as SNS answers it; ``refuse``: alert ids answered as Failed."""
 
-    def publish(self, **message: Any) -> dict[str, Any]:
-        self.messages.append(message)
-        return {"MessageId": f"m-{len(self.messages)}"}
+    def __init__(self, refuse: set[str] | None = None) -> None:
+        self.messages: list[dict[str, Any]] = []
+        self.calls = 0
+        self.refuse = refuse or set()
+
+    def publish_batch(
+        self, TopicArn: str, PublishBatchRequestEntries: list[dict[str, Any]]
+    ) -> dict[str, Any]:
+        assert 1 <= len(PublishBatchRequestEntries) <= 10
+        self.calls += 1
+        ok, failed = [], []
+        for entry in PublishBatchRequestEntries:
+            message = {k: v for k, v in entry.items() if k != "Id"}
+            if message["MessageAttributes"]["alert_id"]["StringValue"] in self.refuse:
+                failed.append({"Id": entry["Id"], "Code": "InternalError", "SenderFault": False})
+                continue
+            self.messages.append(message)
+            ok.append({"Id": entry["Id"], "MessageId": f"m-{len(self.messages)}"})
+        return {"Successful": ok, "Failed": failed}
 
 
 FLAT_RUN = [100.0 + i for i in range(30)] + [127.0 - 2 * i for i in range(1, 31)] + [67.0] * 150
@@ -323,6 +348,7 @@ def test_evaluate_delivers_each_signal_once_and_fails_only_the_busy_symbols_reco
     assert result.outcomes == {trend.PUBLISHED: 1} and result.queries == 4
     assert result.response() == {"batchItemFailures": [{"itemIdentifier": "22"}]}  # BBB's mark
     (message,) = topic.messages
+    assert "TopicArn" not in message and message["Message"] == trend_plan.format_alert(expected[0])[1]
     assert message["Subject"] == trend_plan.format_alert(expected[0])[0]
     assert message["MessageAttributes"] == trend_plan.message_attributes(expected[0])
     assert table.alerts[expected[0].alert_id]["published"] == {"BOOL": True}
@@ -335,6 +361,47 @@ def test_evaluate_delivers_each_signal_once_and_fails_only_the_busy_symbols_reco
         "batchItemFailures": []
     }
     assert len(topic.messages) == 2 and table.alerts[busy.alert_id]["attempts"] == {"N": "2"}
+
+
+def _signals(count: int) -> list[Any]:
+    wave = [100.0 + 10 * ((i // 12) % 2) for i in range(12 * 2 * count + 20)]  # a square wave
+    signals = crossovers(_bars(wave), "SQ")
+    assert len(signals) >= count
+    return signals[:count]
+
+
+def test_deliver_all_publishes_in_order_in_batches_of_10_and_marks_each_batch() -> None:
+    signals = _signals(23)
+    table, topic = MemoryTables({}), MemoryTopic()
+    common: dict[str, Any] = dict(dynamodb=table, sns=topic, alerts_table="alerts", topic="arn:topic")
+
+    outcomes = trend.deliver_all(signals, **common)
+
+    # THEN 23 records, 3 PublishBatch calls (10, 10, 3) in bar order, 3 BatchWriteItem marks
+    assert outcomes == [trend.PUBLISHED] * 23 and topic.calls == 3 and table.batch_writes == [10, 10, 3]
+    ids = [m["MessageAttributes"]["alert_id"]["StringValue"] for m in topic.messages]
+    assert ids == [s.alert_id for s in signals]
+    assert all(table.alerts[s.alert_id]["published"] == {"BOOL": True} for s in signals)
+    assert table.alerts[signals[12].alert_id]["sns_message_id"] == {"S": "m-13"}
+    assert table.alerts[signals[0].alert_id]["attempts"] == {"N": "1"}
+
+    # WHEN delivered again (a redelivered batch) THEN nothing is published
+    assert trend.deliver_all(signals, **common) == [trend.ALREADY_SENT] * 23 and topic.calls == 3
+
+
+def test_a_message_sns_refuses_fails_the_symbol_and_its_retry_sends_only_it() -> None:
+    signals = _signals(5)
+    table, topic = MemoryTables({}), MemoryTopic(refuse={signals[2].alert_id})
+    common: dict[str, Any] = dict(dynamodb=table, sns=topic, alerts_table="alerts", topic="arn:topic")
+    with pytest.raises(trend.AlertNotPublished, match=r"SNS did not take 1 alert\(s\).*retried"):
+        trend.deliver_all(signals, **common)
+    assert [table.alerts[s.alert_id]["published"]["BOOL"] for s in signals] == [True, True, False, True, True]
+
+    topic.refuse = set()
+    outcomes = trend.deliver_all(signals, **common)
+    assert outcomes == [trend.ALREADY_SENT] * 2 + [trend.REPUBLISHED] + [trend.ALREADY_SENT] * 2
+    sent = [m["MessageAttributes"]["alert_id"]["StringValue"] for m in topic.messages]
+    assert sorted(sent) == sorted(s.alert_id for s in signals) and len(sent) == 5
 
 
 def test_alert_in_progress_is_a_pipeline_error_that_says_to_retry() -> None:
