@@ -12,10 +12,11 @@ from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
+from deploy.local.athena.cache import ScanCache
 from deploy.local.athena.engine import Engine
 from deploy.local.athena.models import WORKERS, AthenaBackend
 from deploy.local.athena.responses import TARGET_PREFIX, AthenaResponses
-from deploy.local.athena.tables import Warehouse
+from deploy.local.athena.tables import InProcessObjects, Warehouse
 
 __all__ = ["AthenaComponent"]
 
@@ -35,13 +36,16 @@ class AthenaComponent:
         self.backend: AthenaBackend | None = None
         self.responses: AthenaResponses | None = None
         self._warehouse: Warehouse | None = None
+        self.cache: ScanCache | None = None
         self.requests = 0
 
     def start(self) -> None:
         scratch = Path(self.stack.state_dir) / "athena" / "scratch"
         scratch.mkdir(parents=True, exist_ok=True)
-        self._warehouse = Warehouse(self.stack.endpoint, self.stack.region)
-        self.backend = AthenaBackend(Engine(self._warehouse, scratch), workers=self.workers)
+        # In the stack's process: objects straight from moto's S3 backend, parsed once (scan cache).
+        self._warehouse = Warehouse(self.stack.endpoint, self.stack.region, objects=InProcessObjects())
+        self.cache = ScanCache(Path(self.stack.state_dir) / "athena" / "cache")
+        self.backend = AthenaBackend(Engine(self._warehouse, scratch, cache=self.cache), workers=self.workers)
         self.responses = AthenaResponses(self.backend)
         log.info("Athena endpoint ready (DuckDB engine, %d workers)", self.workers)
 
@@ -60,6 +64,7 @@ class AthenaComponent:
             "requests": self.requests,
             "workgroups": len(self.backend.workgroups),
             "queries": states,
+            "scan_cache": self.cache.stats() if self.cache else {},
         }
 
     def handles(self, environ: dict[str, Any]) -> bool:

@@ -22,10 +22,12 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from deploy.local.athena.cache import ScanCache
 from deploy.local.athena.formats import athena_column, formatter_for, glue_to_duckdb
 from deploy.local.athena.results import Cancellation, QueryCancelled, QueryResult
 from deploy.local.athena.show import DDL, SHOW, classify, show
@@ -61,9 +63,12 @@ class _Scan:
 class Engine:
     """Executes statements; one in-memory DuckDB database per statement."""
 
-    def __init__(self, warehouse: Warehouse, scratch_dir: str | Path | None = None) -> None:
+    def __init__(
+        self, warehouse: Warehouse, scratch_dir: str | Path | None = None, *, cache: ScanCache | None = None
+    ) -> None:
         self.warehouse = warehouse
         self.scratch_dir = Path(scratch_dir) if scratch_dir else None
+        self.cache = cache
 
     def run(
         self,
@@ -205,18 +210,11 @@ class Engine:
             part_types = [(n, glue_to_duckdb(t)) for n, t in table.partition_keys]
         except ValueError as err:
             raise QueryFailed("NOT_SUPPORTED", f"Table '{table.qualified}': {err}") from err
-        files: list[tuple[str, tuple[str, ...]]] = []
-        origin: dict[str, str] = {}  # local copy → the S3 object it came from (for error messages)
-        all_objects = [o for objs in scan.objects.values() for o in objs]
-        contents = self.warehouse.read(all_objects)
         partition_of = {p.location: p.values for p in scan.partitions or []}
-        for index, (location, objs) in enumerate(scan.objects.items()):
-            for number, obj in enumerate(objs):
-                local = scratch / f"{index}-{number}{_suffix(obj.path, table.format)}"
-                local.write_bytes(contents[obj.path])
-                files.append((str(local), partition_of.get(location, ())))
-                origin[str(local)] = f"s3://{obj.path}"
-        if not files:
+        wanted = [
+            (obj, partition_of.get(location, ())) for location, objs in scan.objects.items() for obj in objs
+        ]
+        if not wanted:
             columns = ", ".join(f"{_quote(n)} {t}" for n, t in [*data_types, *part_types])
             con.execute(f"CREATE TABLE {target} ({columns})")
             return
@@ -224,22 +222,17 @@ class Engine:
         con.execute(f'CREATE TEMP TABLE "_stp_files" ({file_columns})')
         con.executemany(
             f'INSERT INTO "_stp_files" VALUES ({", ".join("?" * (1 + len(part_types)))})',
-            [(path, *values) for path, values in files],
+            [(obj.path, *values) for obj, values in wanted],
         )
-        paths = "[" + ", ".join(_literal(path) for path, _ in files) + "]"
-        if table.format == "json":
-            spec = "{" + ", ".join(f"{_literal(n)}: {_literal(t)}" for n, t in data_types) + "}"
-            ignore = table.serde_parameters.get("ignore.malformed.json", "").lower() == "true"
-            source = (
-                f"read_json({paths}, columns={spec}, format='newline_delimited', records=true, "
-                f"filename='_stp_file', ignore_errors={str(ignore).lower()})"
-            )
-            data_select = ", ".join(f"j.{_quote(n)}" for n, _ in data_types)
-        else:
-            source = f"read_parquet({paths}, filename='_stp_file', union_by_name=true)"
-            data_select = ", ".join(f"CAST(j.{_quote(n)} AS {t}) AS {_quote(n)}" for n, t in data_types)
-        part_select = "".join(f", CAST(f.{_quote(n)} AS {t}) AS {_quote(n)}" for n, t in part_types)
         try:
+            if table.format == "json":
+                segments = self._json_segments(con, table, data_types, [obj for obj, _ in wanted], scratch)
+                source = f"read_parquet([{', '.join(_literal(str(p)) for p in segments)}])"
+                data_select = ", ".join(f"j.{_quote(n)}" for n, _ in data_types)
+            else:
+                source = self._parquet_source([obj for obj, _ in wanted], scratch)
+                data_select = ", ".join(f"CAST(j.{_quote(n)} AS {t}) AS {_quote(n)}" for n, t in data_types)
+            part_select = "".join(f", CAST(f.{_quote(n)} AS {t}) AS {_quote(n)}" for n, t in part_types)
             con.execute(
                 f"CREATE TABLE {target} AS SELECT {data_select}{part_select} FROM {source} AS j "
                 f'JOIN "_stp_files" AS f ON j."_stp_file" = f."_stp_file"'
@@ -247,18 +240,83 @@ class Engine:
         except Exception as err:
             import duckdb
 
-            if isinstance(err, duckdb.InterruptException):
-                raise
-            if isinstance(err, duckdb.Error):
+            if isinstance(err, duckdb.Error) and not isinstance(err, duckdb.InterruptException):
+                raise QueryFailed(
+                    "HIVE_BAD_DATA",
+                    f"Error reading table '{table.qualified}': {first_line(err)}",
+                    error_type=1001,
+                ) from err
+            raise
+        finally:
+            con.execute('DROP TABLE IF EXISTS "_stp_files"')
+
+    def _copies(self, objects: list[S3Object], scratch: Path, fmt: str) -> dict[str, S3Object]:
+        """Local copies of the objects' bytes: copy path -> object."""
+        contents = self.warehouse.read(objects)
+        copies = {}
+        for number, obj in enumerate(objects):
+            local = scratch / f"{uuid.uuid4().hex[:8]}-{number}{_suffix(obj.path, fmt)}"
+            local.write_bytes(contents[obj.path])
+            copies[str(local)] = obj
+        return copies
+
+    def _parquet_source(self, objects: list[S3Object], scratch: Path) -> str:
+        copies = self._copies(objects, scratch, "parquet")
+        con_map = ", ".join(f"({_literal(local)}, {_literal(obj.path)})" for local, obj in copies.items())
+        paths = "[" + ", ".join(_literal(local) for local in copies) + "]"
+        return (
+            f"(SELECT r.*, m.uri AS \"_stp_file\" FROM read_parquet({paths}, filename='_stp_local', "
+            f"union_by_name=true) AS r JOIN (VALUES {con_map}) AS m(local, uri) ON r._stp_local = m.local)"
+        )
+
+    def _json_segments(
+        self,
+        con: Any,
+        table: TableDef,
+        data_types: list[tuple[str, str]],
+        objects: list[S3Object],
+        scratch: Path,
+    ) -> list[Path]:
+        """Parquet segments holding every object's rows (``_stp_file`` = its path), parsing only new ones."""
+        ignore = table.serde_parameters.get("ignore.malformed.json", "").lower() == "true"
+        schema = ("json", tuple(data_types), ignore)
+        cached, missing = self.cache.plan(schema, objects) if self.cache else ([], objects)
+        if not missing:
+            return cached
+        copies = self._copies(missing, scratch, table.format)
+        keep = self.cache is not None and all(o.etag for o in missing)
+        segment = self.cache.new_path() if keep and self.cache else scratch / f"{uuid.uuid4().hex}.parquet"
+        spec = "{" + ", ".join(f"{_literal(n)}: {_literal(t)}" for n, t in data_types) + "}"
+        paths = "[" + ", ".join(_literal(local) for local in copies) + "]"
+        pairs = ", ".join(f"({_literal(local)}, {_literal(obj.path)})" for local, obj in copies.items())
+        columns = ", ".join(f"j.{_quote(n)}" for n, _ in data_types)
+        try:
+            con.execute(
+                f'COPY (SELECT {columns}, m.uri AS "_stp_file" FROM read_json({paths}, columns={spec}, '
+                f"format='newline_delimited', records=true, filename='_stp_local', "
+                f"ignore_errors={str(ignore).lower()}) AS j JOIN (VALUES {pairs}) AS m(local, uri) "
+                f"ON j._stp_local = m.local) TO {_literal(str(segment))} (FORMAT parquet)"
+            )
+        except Exception as err:
+            import duckdb
+
+            if isinstance(err, duckdb.Error) and not isinstance(err, duckdb.InterruptException):
                 message = first_line(err)
-                for copy, uri in origin.items():
-                    message = message.replace(copy, uri)
+                for local, obj in copies.items():
+                    message = message.replace(local, f"s3://{obj.path}")
                 raise QueryFailed(
                     "HIVE_BAD_DATA", f"Error reading table '{table.qualified}': {message}", error_type=1001
                 ) from err
             raise
         finally:
-            con.execute('DROP TABLE IF EXISTS "_stp_files"')
+            for local in copies:
+                Path(local).unlink(missing_ok=True)
+        if keep and self.cache:
+            rows = int(
+                con.execute(f"SELECT count(*) FROM read_parquet({_literal(str(segment))})").fetchone()[0]
+            )
+            self.cache.add(schema, segment, missing, rows)
+        return [*cached, segment]
 
 
 # --- small utilities ------------------------------------------------------------------

@@ -264,8 +264,8 @@ class AthenaBackend:
         if execution.state != "SUCCEEDED":
             raise invalid(f"Query did not finish successfully. Final query state: {execution.state}")
         rows = self._rows(execution)
-        table = rows if execution.text_output else [tuple(c.name for c in execution.columns), *rows]
-        page, token = _page(table, limit, next_token, query_id)
+        head = [] if execution.text_output else [tuple(c.name for c in execution.columns)]
+        page, token = _page(rows, limit, next_token, query_id, head=head)  # O(page): rows are not copied
         return execution.columns, page, token
 
     # --- execution ---------------------------------------------------------------------
@@ -336,8 +336,10 @@ class AthenaBackend:
         return parse_csv(data)[1]
 
 
-def _page(items: list[Any], limit: int, token: str | None, scope: str) -> tuple[list[Any], str | None]:
-    """Offset paging with an opaque token bound to what is paged."""
+def _page(
+    items: list[Any], limit: int, token: str | None, scope: str, *, head: list[Any] | None = None
+) -> tuple[list[Any], str | None]:
+    """Offset paging with an opaque token bound to what is paged; ``head`` rows come first."""
     offset = 0
     if token:
         try:
@@ -347,6 +349,9 @@ def _page(items: list[Any], limit: int, token: str | None, scope: str) -> tuple[
             raise invalid("Invalid NextToken provided") from None
         if token_scope != scope or offset < 0:
             raise invalid("Invalid NextToken provided")
+    first = head or []
     end = offset + limit
-    next_token = base64.urlsafe_b64encode(f"{scope}:{end}".encode()).decode() if end < len(items) else None
-    return items[offset:end], next_token
+    total = len(first) + len(items)
+    next_token = base64.urlsafe_b64encode(f"{scope}:{end}".encode()).decode() if end < total else None
+    skip = len(first)
+    return [*first[offset:end], *items[max(0, offset - skip) : max(0, end - skip)]], next_token
