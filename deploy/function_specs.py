@@ -6,12 +6,22 @@ and one :class:`MappingSpec` here, plus its handler in ``deploy/package.py``.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
 from deploy.package import HANDLERS
+from helpers.core.trend_plan import TREND_FROM
 
-__all__ = ["ARCHITECTURES", "FUNCTION_SPECS", "MAPPING_SPECS", "RUNTIME", "FunctionSpec", "MappingSpec"]
+__all__ = [
+    "ARCHITECTURES",
+    "FUNCTION_SPECS",
+    "MAPPING_SPECS",
+    "RUNTIME",
+    "TREND_MARKS",
+    "FunctionSpec",
+    "MappingSpec",
+]
 
 RUNTIME = "python3.11"
 ARCHITECTURES = ["x86_64"]
@@ -36,9 +46,12 @@ class MappingSpec:
     report_item_failures: bool = True
     bisect: bool = True
     max_retries: int = 3
+    filters: tuple[dict[str, Any], ...] = ()  # FilterCriteria patterns (ORed); empty: every record
 
     def desired(self, failure_queue_arn: str) -> dict[str, Any]:
+        criteria = {"Filters": [{"Pattern": json.dumps(p, separators=(",", ":"))} for p in self.filters]}
         return {
+            "FilterCriteria": criteria if self.filters else {},
             "BatchSize": self.batch_size,
             "MaximumBatchingWindowInSeconds": self.window_seconds,
             "FunctionResponseTypes": ["ReportBatchItemFailures"] if self.report_item_failures else [],
@@ -69,11 +82,15 @@ FUNCTION_SPECS = {
         role_field="trend_role",
     ),
 }
+# The trend Lambda evaluates only the processor's marks (the last item of each gap-free run, see
+# helpers.core.trend_plan): Lambda drops every other record of the table's stream before batching,
+# so the function is invoked for about one record per symbol and processor batch, not per item.
+TREND_MARKS = {"dynamodb": {"NewImage": {TREND_FROM: {"S": [{"exists": True}]}}}}
+
 # No batching window: a poller invokes as soon as records are there, so latency is one poll and one
 # invocation, not a second of waiting; batches still fill up under load (Kinesis: 500 records,
-# each an aggregate of up to 25 quotes; the trend Lambda's cost is per symbol and batch, so it
-# takes up to 1,000 stream records at a time).
+# each an aggregate of up to 25 quotes; trend: up to 1,000 marks, one Query per symbol a batch).
 MAPPING_SPECS = {
     "processor": MappingSpec(batch_size=500, window_seconds=0),
-    "trend": MappingSpec(batch_size=1000, window_seconds=0),
+    "trend": MappingSpec(batch_size=1000, window_seconds=0, filters=(TREND_MARKS,)),
 }

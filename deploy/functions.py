@@ -16,6 +16,7 @@ Everything the functions need (IAM roles, stream, table stream, failure queue) c
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -223,11 +224,21 @@ def _mapping_differs(current: dict[str, Any], desired: dict[str, Any]) -> list[s
             value = value["OnFailure"]["Destination"]
         elif key == "FunctionResponseTypes":
             have, value = sorted(current.get(key) or []), sorted(value)
+        elif key == "FilterCriteria":
+            have, value = _patterns(current.get(key)), _patterns(value)
         else:
             have = current.get(key)
         if have != value:
             changed.append(key)
     return changed
+
+
+def _patterns(criteria: Any) -> list[Any]:
+    """FilterCriteria as parsed patterns, to compare whatever their JSON spacing."""
+    filters = (criteria or {}).get("Filters") or [] if isinstance(criteria, dict) else []
+    return sorted(
+        (json.loads(f.get("Pattern") or "{}") for f in filters), key=lambda p: json.dumps(p, sort_keys=True)
+    )
 
 
 def _ensure_mapping(

@@ -31,6 +31,7 @@ from typing import Any
 
 from deploy.local._lambda import invoke_api, moto_hooks
 from deploy.local._lambda.destinations import Destinations
+from deploy.local._lambda.filters import FilterError, compile_filters
 from deploy.local._lambda.logs import LogSink
 from deploy.local._lambda.models import (
     FunctionSnapshot,
@@ -186,7 +187,10 @@ class LambdaRuntime:
             shards = source.shard_ids()
             problem = None if shards is not None else f"event source {cfg.source_arn} not found"
             if cfg.filter_criteria:
-                problem = "FilterCriteria is not applied by the local runtime: every record is delivered"
+                try:
+                    compile_filters(cfg.filter_criteria, cfg.source_kind)
+                except FilterError as err:
+                    problem = f"FilterCriteria not applied ({err}): every record is delivered"
             self.state.note(cfg.uuid, cfg.function_arn, cfg.source_arn, "Enabled", problem)
             enabled.add(cfg.uuid)
             for shard_id in shards or []:

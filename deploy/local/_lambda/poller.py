@@ -5,6 +5,7 @@ The rules are Lambda's for Kinesis and DynamoDB Streams:
 * a batch holds up to ``BatchSize`` records (and at most 6 MB); with
   ``MaximumBatchingWindowInSeconds`` the poller keeps reading until the batch is full or the
   window, counted from the first record seen, has passed;
+* ``FilterCriteria`` drop the records no filter matches before batching (:mod:`.filters`);
 * success checkpoints the batch's last sequence number; one batch at a time per shard, in order;
 * with ``ReportBatchItemFailures`` a ``batchItemFailures`` answer checkpoints just before the
   lowest failed sequence number and retries from there; an empty or null list is success, an
@@ -19,6 +20,7 @@ The rules are Lambda's for Kinesis and DynamoDB Streams:
 from __future__ import annotations
 
 import collections
+import json
 import logging
 import threading
 import time
@@ -27,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from deploy.local._lambda.destinations import RECORD_AGE_EXCEEDED, RETRIES_EXHAUSTED, failure_record
+from deploy.local._lambda.filters import FilterError, compile_filters
 from deploy.local._lambda.models import FunctionSnapshot, MappingConfig, Outcome
 from deploy.local._lambda.sources import SourceRecord, StreamSource
 from deploy.local._lambda.state import RuntimeState, ShardState
@@ -34,6 +37,7 @@ from deploy.local._lambda.state import RuntimeState, ShardState
 log = logging.getLogger(__name__)
 
 POLL_INTERVAL_SECONDS = 0.25
+MAX_FILTERED_READS = 20  # reads per poll while every record read is filtered out
 WINDOW_STEP_SECONDS = 0.05
 MAX_PAYLOAD_BYTES = 6_291_456  # synchronous invocation payload limit
 RETRY_BACKOFF_SECONDS = 0.2
@@ -109,6 +113,8 @@ class ShardPoller(threading.Thread):
         self.wake = threading.Event()  # set when the source has new records (or on stop)
         self.pending: collections.deque[Batch] = collections.deque()
         self.generation = source.generation()
+        self._filter_key = ""
+        self._filter: Callable[[dict[str, Any]], bool] | None = None
 
     def stop(self) -> None:
         self.stop_event.set()
@@ -219,8 +225,43 @@ class ShardPoller(threading.Thread):
             self.state.checkpoint = self.source.trim_horizon(self.shard_id)
         self.generation = generation
 
+    def _matcher(self, cfg: MappingConfig) -> Callable[[dict[str, Any]], bool] | None:
+        """The mapping's FilterCriteria as a predicate (recompiled only when they change)."""
+        key = json.dumps(cfg.filter_criteria, sort_keys=True, default=str) if cfg.filter_criteria else ""
+        if key != self._filter_key:
+            try:
+                self._filter = compile_filters(cfg.filter_criteria, cfg.source_kind)
+            except FilterError:
+                self._filter = None  # the runtime reports it on the mapping; every record is delivered
+            self._filter_key = key
+        return self._filter
+
+    def _read(self, cfg: MappingConfig, after: int, limit: int) -> tuple[list[SourceRecord], int]:
+        """Up to ``limit`` records after ``after`` that pass the filters, and the last one looked at.
+
+        Filtered records do not count towards the batch: reading goes on (a bounded number of
+        reads) until there are matching records or nothing more; a run of filtered records with
+        nothing after it moves the checkpoint past them.
+        """
+        matcher = self._matcher(cfg)
+        kept: list[SourceRecord] = []
+        for _ in range(MAX_FILTERED_READS):
+            raw = self.source.read(self.shard_id, after, limit - len(kept))
+            if not raw:
+                break
+            after = raw[-1].seq
+            if matcher is None:
+                return raw, after
+            passed = [r for r in raw if matcher(r.event)]
+            self.state.records_filtered += len(raw) - len(passed)
+            kept += passed
+            if kept:
+                break
+            self.state.checkpoint = max(self.state.checkpoint, after)  # nothing delivered: move on
+        return kept, after
+
     def _gather(self, cfg: MappingConfig) -> list[SourceRecord]:
-        records = self.source.read(self.shard_id, self.state.checkpoint, cfg.batch_size)
+        records, position = self._read(cfg, self.state.checkpoint, cfg.batch_size)
         if records and cfg.window_seconds > 0:
             deadline = time.monotonic() + cfg.window_seconds
             while len(records) < cfg.batch_size and not self.stop_event.is_set():
@@ -228,7 +269,8 @@ class ShardPoller(threading.Thread):
                 if remaining <= 0:
                     break
                 self.stop_event.wait(min(WINDOW_STEP_SECONDS, remaining))
-                records += self.source.read(self.shard_id, records[-1].seq, cfg.batch_size - len(records))
+                more, position = self._read(cfg, position, cfg.batch_size - len(records))
+                records += more
         batch: list[SourceRecord] = []
         size = 0
         for record in records:

@@ -22,6 +22,7 @@ class ShardState:
     invocations: int = 0
     batches_ok: int = 0
     records_ok: int = 0
+    records_filtered: int = 0  # dropped by the mapping's FilterCriteria (never delivered)
     function_errors: int = 0
     partial_failures: int = 0
     retries: int = 0
@@ -113,6 +114,7 @@ class RuntimeState:
                     "state": note.state,
                     "problem": note.problem,
                     "records_ok": sum(s["records_ok"] for s in shards.values()),
+                    "records_filtered": sum(s["records_filtered"] for s in shards.values()),
                     "invocations": sum(s["invocations"] for s in shards.values()),
                     "function_errors": sum(s["function_errors"] for s in shards.values()),
                     "records_discarded": sum(s["records_discarded"] for s in shards.values()),
