@@ -194,6 +194,7 @@ def trend_policy(arns: Arns) -> dict[str, Any]:
                     "dynamodb:GetItem",
                     "dynamodb:UpdateItem",
                     "dynamodb:BatchWriteItem",
+                    "dynamodb:BatchGetItem",
                 ],
                 "Resource": [arns.of("alerts_table_name")],
             },
