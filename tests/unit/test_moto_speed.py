@@ -278,3 +278,108 @@ def test_install_is_idempotent_and_uninstall_restores_moto() -> None:
     assert Shard.get_max_sequence_number is not patched_method and not moto_speed.installed()
     if was:
         moto_speed.install()
+
+
+def _queue_with(messages: int) -> Any:
+    from moto.sqs.models import sqs_backends
+
+    backend = sqs_backends[ACCOUNT][REGION]
+    name = f"speed-{messages}-{random.Random(messages).randrange(10**9)}"
+    backend.create_queue(name)
+    for n in range(messages):
+        backend.send_message(name, f"m{n}")
+    return backend, name
+
+
+def test_sqs_counts_equal_motos_own_and_a_send_reads_the_clock_once(
+    patched: None, unpatched: Callable[[], Any]
+) -> None:
+    from moto.core import utils
+
+    backend, name = _queue_with(300)
+    queue = backend.get_queue(name)
+    backend.receive_message(name, 10, 0, 30)  # 10 in flight
+    fast = {k: v for k, v in queue.attributes.items() if k.startswith("Approximate")}
+    with unpatched():
+        slow = {k: v for k, v in queue.attributes.items() if k.startswith("Approximate")}
+    assert fast == slow and fast["ApproximateNumberOfMessages"] == 290
+    assert fast["ApproximateNumberOfMessagesNotVisible"] == 10
+
+    calls = [0]
+    original = utils.unix_time
+
+    def counting(dt: Any = None) -> float:
+        calls[0] += 1
+        return original(dt)
+
+    utils.unix_time = counting
+    try:
+        backend.send_message(name, "one more")
+    finally:
+        utils.unix_time = original
+    assert calls[0] < 20  # moto's own: 2 per waiting message, 600 here
+
+
+def test_large_json_answers_parse_the_same_as_motos_serializer(unpatched: Callable[[], Any]) -> None:
+    import boto3
+    from moto import mock_aws
+
+    was = moto_speed.installed()
+    moto_speed.install()
+    try:
+        with mock_aws():
+            answers = _read_answers(boto3)
+            with unpatched():
+                own = _read_answers(boto3, fresh=False)
+    finally:
+        if not was:
+            moto_speed.uninstall()
+    assert answers == own
+    stream, query, scan, batch = answers
+    assert len(stream["Records"]) == 10 and query["Count"] == 5 and "LastEvaluatedKey" in query
+    assert scan["Count"] == 3 and len(batch["Responses"]["t"]) == 1 and batch["UnprocessedKeys"] == {}
+
+
+def _read_answers(boto3: Any, fresh: bool = True) -> list[dict[str, Any]]:
+    """GetRecords, Query, Scan and BatchGetItem over items of every attribute type."""
+    d = boto3.client("dynamodb", region_name=REGION)
+    if fresh:
+        d.create_table(
+            TableName="t",
+            KeySchema=[
+                {"AttributeName": "s", "KeyType": "HASH"},
+                {"AttributeName": "ts", "KeyType": "RANGE"},
+            ],
+            AttributeDefinitions=[
+                {"AttributeName": "s", "AttributeType": "S"},
+                {"AttributeName": "ts", "AttributeType": "S"},
+            ],
+            BillingMode="PAY_PER_REQUEST",
+            StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_IMAGE"},
+        )
+        item = {
+            "p": {"N": "1.5"}, "b": {"B": b"\x00\x01"}, "l": {"L": [{"N": "1"}, {"SS": ["a", "b"]}]},
+            "m": {"M": {"x": {"BOOL": True}, "n": {"NULL": True}}},
+        }  # fmt: skip
+        requests = [
+            {"PutRequest": {"Item": {"s": {"S": "A"}, "ts": {"S": f"{i:04d}"}, **item}}} for i in range(25)
+        ]
+        d.batch_write_item(RequestItems={"t": requests})
+    streams = boto3.client("dynamodbstreams", region_name=REGION)
+    arn = d.describe_table(TableName="t")["Table"]["LatestStreamArn"]
+    shard = streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"][0]["ShardId"]
+    iterator = streams.get_shard_iterator(StreamArn=arn, ShardId=shard, ShardIteratorType="TRIM_HORIZON")
+    stream = streams.get_records(ShardIterator=iterator["ShardIterator"], Limit=10)
+    stream.pop("NextShardIterator")
+    for record in stream["Records"]:
+        record.pop("eventID")  # random per call
+    query = d.query(
+        TableName="t", KeyConditionExpression="s = :s", ExpressionAttributeValues={":s": {"S": "A"}}, Limit=5
+    )
+    scan = d.scan(TableName="t", Limit=3)
+    keys = [{"s": {"S": "A"}, "ts": {"S": "0001"}}, {"s": {"S": "A"}, "ts": {"S": "9999"}}]
+    batch = d.batch_get_item(RequestItems={"t": {"Keys": keys}})
+    answers = [stream, query, scan, batch]
+    for answer in answers:
+        answer.pop("ResponseMetadata")
+    return answers
