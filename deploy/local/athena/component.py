@@ -7,6 +7,7 @@ stack's Glue API and objects from its S3 API, reached over the same endpoint (se
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Iterable
 from http import HTTPStatus
 from pathlib import Path
@@ -47,7 +48,21 @@ class AthenaComponent:
         self.cache = ScanCache(Path(self.stack.state_dir) / "athena" / "cache")
         self.backend = AthenaBackend(Engine(self._warehouse, scratch, cache=self.cache), workers=self.workers)
         self.responses = AthenaResponses(self.backend)
+        threading.Thread(target=self._warm, name="athena-warm", daemon=True).start()
         log.info("Athena endpoint ready (DuckDB engine, %d workers)", self.workers)
+
+    def _warm(self) -> None:
+        """Pay the engine's one-time costs (DuckDB, sqlglot, the Glue client) before the first query."""
+        try:
+            import duckdb
+
+            from deploy.local.athena.sql import parse, transpile
+
+            duckdb.connect(":memory:").execute(transpile(parse("SELECT 1 AS x"))).fetchall()
+            assert self._warehouse is not None
+            _ = self._warehouse.glue
+        except Exception:  # warming is an optimisation: the first query pays instead
+            log.debug("warming the Athena engine failed", exc_info=True)
 
     def stop(self) -> None:
         if self.backend is not None:
