@@ -2,7 +2,7 @@
 
 Standard library only; :mod:`helpers.pipeline.processor` does the I/O around these functions.
 
-1. :func:`decode` turns each quote of a Lambda record (one, or an aggregate's NDJSON lines) into a
+1. :func:`decode` turns each quote of a Lambda record (one, or each of an aggregate's) into a
    :class:`Record`: shard, sequence number, arrival time and the parsed
    :class:`~helpers.core.quotes.Quote` or its :class:`~helpers.core.quotes.Rejected` reason
    (``bad_base64`` when the envelope itself is broken).
@@ -40,6 +40,7 @@ from helpers.core.quotes import Quote, Rejected, derive, format_timestamp, parse
 
 __all__ = [
     "ENVELOPE_REASONS",
+    "RS",
     "BatchPlan",
     "ItemKey",
     "Record",
@@ -68,6 +69,7 @@ __all__ = [
 ]
 
 ENVELOPE_REASONS = ("bad_base64",)  # quarantine reasons found before parse_record
+RS = b"\x1e"  # RFC 7464 record separator: starts each quote of an aggregated Kinesis record
 
 ItemKey = tuple[str, str]
 """``(symbol, timestamp)``: the key of a processed item."""
@@ -146,10 +148,12 @@ class BatchPlan:
 def decode(index: int, raw: Mapping[str, Any], fallback_arrival: str) -> list[Record]:
     """The quotes of one record of a Kinesis Lambda event; never raises (bad data is :class:`Rejected`).
 
-    A record's data is one quote, or several as NDJSON (an aggregate: the producer packs a
-    symbol's consecutive quotes into one record, :mod:`helpers.notebook.producer`): each line
-    becomes a :class:`Record` of its own, numbered from ``index``, sharing the Kinesis record's
-    shard and sequence number -- it is committed, retried and parked with its Kinesis record.
+    A record's data is one quote, or an **aggregate**: a JSON text sequence (RFC 7464: each quote
+    preceded by the record separator ``0x1E`` and followed by a newline), in which the producer
+    packs a symbol's consecutive quotes (:mod:`helpers.notebook.producer`). Each quote of an
+    aggregate becomes a :class:`Record` of its own, numbered from ``index``, sharing the Kinesis
+    record's shard and sequence number -- it is committed, retried and parked with its Kinesis
+    record. Data not starting with ``0x1E`` is one record, newlines or not.
     """
     kinesis = raw.get("kinesis") or {}
     seq = str(kinesis.get("sequenceNumber", ""))
@@ -167,7 +171,7 @@ def decode(index: int, raw: Mapping[str, Any], fallback_arrival: str) -> list[Re
         bad = str(kinesis.get("data", "")).encode("utf-8", "replace")
         rejected = Rejected("bad_base64", f"record data is not base64: {err}")
         return [Record(index, shard, seq, order, key, bad, arrival, rejected, epoch)]
-    lines = [line for line in data.split(b"\n") if line.strip()] if b"\n" in data.rstrip(b"\n") else [data]
+    lines = [part.removesuffix(b"\n") for part in data.split(RS)[1:]] if data.startswith(RS) else [data]
     return [
         Record(index + n, shard, seq, order, key, line, arrival, parse_record(line), epoch, n, len(lines))
         for n, line in enumerate(lines)

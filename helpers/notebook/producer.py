@@ -4,9 +4,9 @@
 (memory holds one batch, whatever the number of records), sends batches of at most
 :data:`MAX_RECORDS_PER_PUT` records and :data:`MAX_BYTES_PER_PUT` bytes with
 ``PartitionKey = symbol``, packs up to :data:`AGGREGATE_QUOTES` consecutive quotes of a symbol
-into one Kinesis record (NDJSON lines), resends only the records PutRecords reports as failed
-(exponential backoff: ``aws.backoff_seconds``) while keeping each symbol's order
-(:func:`_put_batch`), and returns a :class:`ProduceSummary` of what was sent.
+into one Kinesis record (a JSON text sequence, RFC 7464), resends only the records PutRecords
+reports as failed (exponential backoff: ``aws.backoff_seconds``) while keeping each symbol's
+order (:func:`_put_batch`), and returns a :class:`ProduceSummary` of what was sent.
 Whole-call errors (throttling, 5xx) are retried by botocore's ``standard`` mode.
 
 No record waits long in a partial batch: a batch is sent when it is full, when the source has
@@ -34,6 +34,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from helpers.core.batch_plan import RS
 from helpers.core.errors import ProducerError
 from helpers.core.quotes import Quote, utc_now_timestamp
 from helpers.pipeline import aws
@@ -318,11 +319,12 @@ def _put_batch(
     the crossover alerts need (:mod:`helpers.pipeline.trend`).
 
     That record is an **aggregate**: up to ``aggregate`` (:data:`AGGREGATE_QUOTES`) consecutive
-    quotes of the key, at most :data:`AGGREGATE_BYTES`, as NDJSON lines (as the Kinesis Producer
-    Library aggregates user records). It succeeds or fails whole, so order holds within it too,
-    and a symbol sent in bulk takes one call per ``aggregate`` quotes instead of one per quote;
-    the processor splits it (:func:`helpers.core.batch_plan.decode`). Data holding a newline is
-    never aggregated.
+    quotes of the key, at most :data:`AGGREGATE_BYTES`, as a JSON text sequence (RFC 7464: each
+    quote after a ``0x1E`` record separator, ending in a newline; the Kinesis Producer Library
+    aggregates user records the same way, in its own format). It succeeds or fails whole, so
+    order holds within it too, and a symbol sent in bulk takes one call per ``aggregate`` quotes
+    instead of one per quote; the processor splits it (:func:`helpers.core.batch_plan.decode`).
+    A lone quote stays plain JSON; data holding ``0x1E`` is never aggregated.
     """
     summary.batches += 1
     queues: dict[str, collections.deque[Entry]] = {}
@@ -381,20 +383,20 @@ def _put_batch(
 def _run(queue_: collections.deque[Entry], aggregate: int) -> list[Entry]:
     """The key's next Kinesis record: its head entry and the consecutive ones that fit with it."""
     run = [queue_[0]]
-    size = len(queue_[0][0])
-    if aggregate > 1 and b"\n" not in queue_[0][0]:
+    size = len(queue_[0][0]) + 2
+    if aggregate > 1 and RS not in queue_[0][0]:
         for entry in itertools.islice(queue_, 1, aggregate):
-            size += len(entry[0]) + 1
-            if size > AGGREGATE_BYTES or b"\n" in entry[0]:
+            size += len(entry[0]) + 2
+            if size > AGGREGATE_BYTES or RS in entry[0]:
                 break
             run.append(entry)
     return run
 
 
 def _packed(run: list[Entry]) -> Entry:
-    """One PutRecords entry holding the run's quotes, one per line."""
+    """One PutRecords entry holding the run's quotes (a JSON text sequence when there are several)."""
     first = run[0]
-    return first if len(run) == 1 else (b"\n".join(data for data, _, _ in run), first[1], first[2])
+    return first if len(run) == 1 else (b"".join(RS + data + b"\n" for data, _, _ in run), first[1], first[2])
 
 
 def _put_records(kinesis: Any, stream: str, entries: list[Entry]) -> Any:

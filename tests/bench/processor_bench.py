@@ -39,7 +39,7 @@ from deploy.provision import PROCESSED_KEY_SCHEMA
 from helpers.core import layout
 from helpers.core.quotes import Quote, parse_timestamp, utc_now_timestamp
 from helpers.notebook import verify
-from helpers.notebook.producer import MAX_RECORDS_PER_PUT, produce
+from helpers.notebook.producer import AGGREGATE_QUOTES, MAX_RECORDS_PER_PUT, produce
 from helpers.notebook.report import reports_dir
 from helpers.notebook.sources import synthetic
 from helpers.pipeline import aws
@@ -95,24 +95,32 @@ def _store(base: Settings, name: str) -> Settings:
 
 
 def _events(quotes: list[Quote]) -> Iterator[dict[str, Any]]:
-    """Kinesis-shaped events of at most 500 records, one shard, increasing sequence numbers."""
+    """Kinesis-shaped events as the producer sends them: per 500 quotes, each symbol's quotes in
+    aggregates of up to :data:`AGGREGATE_QUOTES` (NDJSON), one shard, increasing sequence numbers."""
     now = time.time()
+    seq = 0
     for start in range(0, len(quotes), MAX_RECORDS_PER_PUT):
-        yield {
-            "Records": [
-                {
-                    "kinesis": {
-                        "partitionKey": q.symbol,
-                        "sequenceNumber": str(start + i + 1),
-                        "data": base64.b64encode(q.to_json()).decode(),
-                        "approximateArrivalTimestamp": now,
-                    },
-                    "eventSource": "aws:kinesis",
-                    "eventID": f"{SHARD}:{start + i + 1}",
-                }
-                for i, q in enumerate(quotes[start : start + MAX_RECORDS_PER_PUT])
-            ]
-        }
+        by_symbol: dict[str, list[Quote]] = {}
+        for q in quotes[start : start + MAX_RECORDS_PER_PUT]:
+            by_symbol.setdefault(q.symbol, []).append(q)
+        records = []
+        for symbol, mine in by_symbol.items():
+            for first in range(0, len(mine), AGGREGATE_QUOTES):
+                seq += 1
+                data = b"\n".join(q.to_json() for q in mine[first : first + AGGREGATE_QUOTES])
+                records.append(
+                    {
+                        "kinesis": {
+                            "partitionKey": symbol,
+                            "sequenceNumber": str(seq),
+                            "data": base64.b64encode(data).decode(),
+                            "approximateArrivalTimestamp": now,
+                        },
+                        "eventSource": "aws:kinesis",
+                        "eventID": f"{SHARD}:{seq}",
+                    }
+                )
+        yield {"Records": records}
 
 
 def _result(name: str, records: int, seconds: float, counter: CallCounter) -> dict[str, Any]:
@@ -197,8 +205,9 @@ def _watch_manifests(base: Settings, records: int, seen: dict[tuple[str, str], f
     """Note when each record first appears in a processor manifest (written after its item and object)."""
     s3 = aws.client("s3", base)
     read: set[tuple[str, str]] = set()
+    quotes: set[tuple[str, str]] = set()
     deadline = time.monotonic() + E2E_TIMEOUT_SECONDS
-    while len(seen) < records and time.monotonic() < deadline:
+    while len(quotes) < records and time.monotonic() < deadline:
         pages = s3.get_paginator("list_objects_v2").paginate(Bucket=base.raw_bucket, Prefix=MANIFEST_PREFIX)
         for obj in (o for page in pages for o in page.get("Contents", [])):
             if (obj["Key"], obj["ETag"]) in read:
@@ -206,8 +215,9 @@ def _watch_manifests(base: Settings, records: int, seen: dict[tuple[str, str], f
             read.add((obj["Key"], obj["ETag"]))
             manifest = json.loads(s3.get_object(Bucket=base.raw_bucket, Key=obj["Key"])["Body"].read())
             now = time.time()
-            for seq in [*manifest["accepted"], *manifest["quarantined"]]:
-                seen.setdefault((manifest["shard"], seq), now)
+            for ident in [*manifest["accepted"], *manifest["quarantined"]]:
+                quotes.add((manifest["shard"], ident))  # "<seq>:<line>" inside an aggregate
+                seen.setdefault((manifest["shard"], ident.split(":")[0]), now)  # its Kinesis record
         time.sleep(E2E_POLL_SECONDS)
 
 

@@ -205,7 +205,16 @@ def test_process_batch_fails_the_records_of_an_object_that_could_not_be_put(fail
 
 
 def _aggregate(*parts: bytes | Quote) -> bytes:
-    return b"\n".join(p.to_json() if isinstance(p, Quote) else p for p in parts)
+    """A JSON text sequence (RFC 7464), as the producer aggregates a symbol's quotes."""
+    return b"".join(b"\x1e" + (p.to_json() if isinstance(p, Quote) else p) + b"\n" for p in parts)
+
+
+def test_only_data_starting_with_a_record_separator_is_an_aggregate() -> None:
+    pretty = b'{"symbol": "AAPL",\n "price": 1}'  # one record across lines: one rejection, not two
+    (one,) = batch_plan.decode(0, _event([(1, pretty)])["Records"][0], NOW)
+    assert one.parts == 1 and one.ident == "1" and one.data == pretty
+    two = batch_plan.decode(5, _event([(2, b"\x1e{\n\x1e")])["Records"][0], NOW)
+    assert [(r.index, r.ident, r.data) for r in two] == [(5, "2:0", b"{"), (6, "2:1", b"")]
 
 
 def test_an_aggregate_record_stores_each_quote_and_quarantines_each_bad_line() -> None:

@@ -56,17 +56,22 @@ def no_sleep(_: float) -> None:
     pass
 
 
+def _quotes(data: bytes) -> list[bytes]:
+    """The quotes of one record: an aggregate's (RFC 7464 JSON text sequence), else the data."""
+    return [part.removesuffix(b"\n") for part in data.split(b"\x1e")[1:]] if data[:1] == b"\x1e" else [data]
+
+
 def _keys_in_order(calls: list[list[dict[str, Any]]]) -> dict[str, list[bytes]]:
-    """Per key, the quotes as sent (an aggregate's lines one by one), resends repeated."""
+    """Per key, the quotes as sent (an aggregate's one by one), resends repeated."""
     sent: dict[str, list[bytes]] = {}
     for call in calls:
         for entry in call:
-            sent.setdefault(entry["PartitionKey"], []).extend(entry["Data"].split(b"\n"))
+            sent.setdefault(entry["PartitionKey"], []).extend(_quotes(entry["Data"]))
     return sent
 
 
 def _quotes_sent(kinesis: FakeKinesis) -> int:
-    return sum(len(entry["Data"].split(b"\n")) for call in kinesis.calls for entry in call)
+    return sum(len(_quotes(entry["Data"])) for call in kinesis.calls for entry in call)
 
 
 def test_each_call_holds_one_aggregate_of_consecutive_quotes_per_symbol() -> None:
@@ -76,9 +81,11 @@ def test_each_call_holds_one_aggregate_of_consecutive_quotes_per_symbol() -> Non
     summary = produce(quotes, SETTINGS, kinesis=kinesis, linger=None)
 
     # every call holds at most one record per symbol (so a resend can never overtake a later bar),
-    # each record up to 25 consecutive quotes of its symbol, one per line
+    # each record up to 25 consecutive quotes of its symbol, as a JSON text sequence
     assert all(len({e["PartitionKey"] for e in call}) == len(call) for call in kinesis.calls)
-    assert max(len(e["Data"].split(b"\n")) for call in kinesis.calls for e in call) == AGGREGATE_QUOTES
+    assert max(len(_quotes(e["Data"])) for call in kinesis.calls for e in call) == AGGREGATE_QUOTES
+    first = kinesis.calls[0][0]["Data"]
+    assert first.startswith(b"\x1e{") and first.endswith(b"}\n") and first.count(b"\x1e") == AGGREGATE_QUOTES
     assert len(kinesis.calls) == 7 + 7 + 3  # batches of 500, 500, 201 quotes: 167 a symbol in 7 rounds
     by_symbol = {sym: [q.to_json() for q in quotes if q.symbol == sym] for sym in ("AAA", "BBB", "CCC")}
     assert _keys_in_order(kinesis.calls) == by_symbol
@@ -95,18 +102,19 @@ def test_aggregate_1_sends_one_quote_per_record() -> None:
     summary = produce(quotes, SETTINGS, kinesis=kinesis, linger=None, aggregate=1)
     assert len(kinesis.calls) == 167 + 167 + 67 == summary.calls
     assert summary.records == summary.stream_records == 1201
-    assert all(b"\n" not in e["Data"] for call in kinesis.calls for e in call)
+    assert all(e["Data"][:1] == b"{" and b"\x1e" not in e["Data"] for call in kinesis.calls for e in call)
 
 
-def test_aggregates_stay_within_their_byte_bound_and_never_pack_a_newline() -> None:
+def test_aggregates_stay_within_their_byte_bound_and_never_pack_a_separator() -> None:
     kinesis = FakeKinesis()
-    big = [(b"y" * 5000, "K", None) for _ in range(20)]  # 6 fit in 32 KiB with their newlines
-    lines = [(b"a\nb", "K", None), (b"c", "K", None), (b"d", "K", None)]
-    summary = _send_entries([*big, *lines], kinesis, aggregate=AGGREGATE_QUOTES)
+    big = [(b"y" * 5000, "K", None) for _ in range(20)]  # 6 fit in 32 KiB with their separators
+    odd = [(b"a\x1eb", "K", None), (b"c\n", "K", None), (b"d", "K", None)]
+    summary = _send_entries([*big, *odd], kinesis, aggregate=AGGREGATE_QUOTES)
     records = [e["Data"] for call in kinesis.calls for e in call]
     assert all(len(r) <= AGGREGATE_BYTES for r in records)
     assert [r.count(b"y" * 5000) for r in records[:4]] == [6, 6, 6, 2]
-    assert records[4:] == [b"a\nb", b"c\nd"]  # data with a newline travels alone
+    assert records[4:] == [b"a\x1eb", b"\x1ec\n\n\x1ed\n"]  # data holding 0x1E travels alone
+    assert [_quotes(r) for r in records[4:]] == [[b"a\x1eb"], [b"c\n", b"d"]]
     assert summary.records == 23 and summary.stream_records == 6
 
 

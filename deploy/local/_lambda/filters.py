@@ -11,8 +11,8 @@ booleans and null; ``{"exists": bool}``; ``{"prefix": s}``; ``{"suffix": s}``;
 What a pattern is matched against: a DynamoDB stream record as delivered (``eventName``,
 ``dynamodb.NewImage``...); for Kinesis the ``kinesis`` object's fields (``partitionKey``,
 ``sequenceNumber``...) with ``data`` decoded from base64 and parsed as JSON (data that is not
-JSON matches no ``data`` pattern). Aggregated records (several quotes as NDJSON) are not JSON:
-filter Kinesis on metadata only.
+JSON matches no ``data`` pattern). Aggregated records (several quotes as a JSON text sequence)
+are not JSON: filter Kinesis on metadata only.
 """
 
 from __future__ import annotations
