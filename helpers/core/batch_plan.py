@@ -46,6 +46,7 @@ __all__ = [
     "Record",
     "StoreObject",
     "TrimAction",
+    "aggregate",
     "batch_item_failures",
     "chunks",
     "committed",
@@ -143,6 +144,11 @@ class BatchPlan:
 
 
 # --------------------------------------------------------------------------- records
+
+
+def aggregate(parts: Iterable[bytes]) -> bytes:
+    """Several quotes' bytes as one record's data: a JSON text sequence (what :func:`decode` splits)."""
+    return b"".join(RS + part + b"\n" for part in parts)
 
 
 def decode(index: int, raw: Mapping[str, Any], fallback_arrival: str) -> list[Record]:

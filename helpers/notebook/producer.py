@@ -35,6 +35,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from helpers.core.batch_plan import RS
+from helpers.core.batch_plan import aggregate as aggregate_data
 from helpers.core.errors import ProducerError
 from helpers.core.quotes import Quote, utc_now_timestamp
 from helpers.pipeline import aws
@@ -396,7 +397,7 @@ def _run(queue_: collections.deque[Entry], aggregate: int) -> list[Entry]:
 def _packed(run: list[Entry]) -> Entry:
     """One PutRecords entry holding the run's quotes (a JSON text sequence when there are several)."""
     first = run[0]
-    return first if len(run) == 1 else (b"".join(RS + data + b"\n" for data, _, _ in run), first[1], first[2])
+    return first if len(run) == 1 else (aggregate_data(data for data, _, _ in run), first[1], first[2])
 
 
 def _put_records(kinesis: Any, stream: str, entries: list[Entry]) -> Any:

@@ -37,6 +37,7 @@ from urllib.parse import urlparse
 
 from deploy.provision import PROCESSED_KEY_SCHEMA
 from helpers.core import layout
+from helpers.core.batch_plan import aggregate
 from helpers.core.quotes import Quote, parse_timestamp, utc_now_timestamp
 from helpers.notebook import verify
 from helpers.notebook.producer import AGGREGATE_QUOTES, MAX_RECORDS_PER_PUT, produce
@@ -107,7 +108,7 @@ def _events(quotes: list[Quote]) -> Iterator[dict[str, Any]]:
         for symbol, mine in by_symbol.items():
             for first in range(0, len(mine), AGGREGATE_QUOTES):
                 seq += 1
-                data = b"\n".join(q.to_json() for q in mine[first : first + AGGREGATE_QUOTES])
+                data = aggregate(q.to_json() for q in mine[first : first + AGGREGATE_QUOTES])
                 records.append(
                     {
                         "kinesis": {
@@ -275,8 +276,9 @@ def _table(result: dict[str, Any]) -> str:
     else:
         obs, st = e2e["latency_seconds_observed"], e2e["latency_seconds_item_stamps"]
         rows.append(
-            f"Produce -> processed latency through the deployed pipeline ({e2e['processed']:,} records "
-            f"offered at {e2e['offered_rate']:,.0f} rec/s): p50 **{obs['p50']} s**, p95 **{obs['p95']} s** "
+            f"Produce -> processed latency through the deployed pipeline ({e2e['records']:,} quotes in "
+            f"{e2e['processed']:,} Kinesis records, offered at {e2e['offered_rate']:,.0f} rec/s): "
+            f"p50 **{obs['p50']} s**, p95 **{obs['p95']} s** "
             f"(item stamps, 1 s resolution: p50 {st['p50']} s, p95 {st['p95']} s)."
         )
     return "\n".join(rows)
@@ -305,6 +307,9 @@ def run(records: int, symbols: int, endpoint: str | None, e2e_rate: float, out: 
         provision(base)
         quotes = list(synthetic(symbols, records, seed=7))
         processor = bench_processor(base, quotes)
+        stored = {k: processor["check"][k] for k in ("records_accepted", "dynamodb_items", "raw_records")}
+        if set(stored.values()) != {records} or processor["check"]["failures"]:
+            raise RuntimeError(f"the processor did not store the {records} quotes: {processor['check']}")
         baseline = bench_baseline(base, quotes)
         result: dict[str, Any] = {
             "records": records,
