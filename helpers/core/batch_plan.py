@@ -64,6 +64,7 @@ __all__ = [
     "quarantine_line",
     "records_by_shard",
     "series_by_symbol",
+    "split",
     "summary",
     "trim_plan",
     "uncommit_shard",
@@ -147,8 +148,13 @@ class BatchPlan:
 
 
 def aggregate(parts: Iterable[bytes]) -> bytes:
-    """Several quotes' bytes as one record's data: a JSON text sequence (what :func:`decode` splits)."""
+    """Several quotes' bytes as one record's data: a JSON text sequence (what :func:`split` undoes)."""
     return b"".join(RS + part + b"\n" for part in parts)
+
+
+def split(data: bytes) -> list[bytes]:
+    """The quotes' bytes in one record's data: an aggregate's parts, else the data itself."""
+    return [part.removesuffix(b"\n") for part in data.split(RS)[1:]] if data.startswith(RS) else [data]
 
 
 def decode(index: int, raw: Mapping[str, Any], fallback_arrival: str) -> list[Record]:
@@ -177,7 +183,7 @@ def decode(index: int, raw: Mapping[str, Any], fallback_arrival: str) -> list[Re
         bad = str(kinesis.get("data", "")).encode("utf-8", "replace")
         rejected = Rejected("bad_base64", f"record data is not base64: {err}")
         return [Record(index, shard, seq, order, key, bad, arrival, rejected, epoch)]
-    lines = [part.removesuffix(b"\n") for part in data.split(RS)[1:]] if data.startswith(RS) else [data]
+    lines = split(data)
     return [
         Record(index + n, shard, seq, order, key, line, arrival, parse_record(line), epoch, n, len(lines))
         for n, line in enumerate(lines)

@@ -112,7 +112,7 @@ log = logging.getLogger(__name__)
 
 _CONDITION_FAILED = "ConditionalCheckFailedException"
 MAX_PUBLISH_BATCH = 10  # PublishBatch limit
-MARK_ATTEMPTS = 4  # BatchWriteItem calls while UnprocessedItems come back, then UpdateItem each
+BATCH_ATTEMPTS = 4  # BatchGetItem/BatchWriteItem calls while keys or items come back unprocessed
 MAX_BATCH_GET = 100  # BatchGetItem limit
 MAX_BATCH_WRITE = 25  # BatchWriteItem limit
 
@@ -240,10 +240,10 @@ def _existing(dynamodb: Any, table: str, signals: list[Signal], sleep: Any) -> d
     found: dict[str, dict[str, Any]] = {}
     for start in range(0, len(signals), MAX_BATCH_GET):
         keys = [{"alert_id": {"S": sig.alert_id}} for sig in signals[start : start + MAX_BATCH_GET]]
-        for attempt in range(MARK_ATTEMPTS + 1):
+        for attempt in range(BATCH_ATTEMPTS + 1):
             if not keys:
                 break
-            if attempt == MARK_ATTEMPTS:
+            if attempt == BATCH_ATTEMPTS:
                 raise AlertInProgress(f"BatchGetItem on {table} kept {len(keys)} key(s) unprocessed; retry")
             if attempt:
                 sleep(aws.backoff_seconds(attempt, base=0.05, cap=1.0))
@@ -259,7 +259,7 @@ def _put_all(dynamodb: Any, table: str, items: list[dict[str, Any]], sleep: Any)
     left: list[dict[str, Any]] = []
     for start in range(0, len(items), MAX_BATCH_WRITE):
         puts = [{"PutRequest": {"Item": item}} for item in items[start : start + MAX_BATCH_WRITE]]
-        for attempt in range(MARK_ATTEMPTS):
+        for attempt in range(BATCH_ATTEMPTS):
             if not puts:
                 break
             if attempt:
@@ -341,8 +341,7 @@ def _mark(
         for signal, outcome in due
         if outcome == PUBLISHED and signal.alert_id in sent
     ]
-    puts = [{"PutRequest": {"Item": item}} for item in _put_all(dynamodb, table, marked, sleep)]
-    left = {put["PutRequest"]["Item"]["alert_id"]["S"] for put in puts}
+    left = {item["alert_id"]["S"] for item in _put_all(dynamodb, table, marked, sleep)}
     for signal, outcome in due:
         if signal.alert_id in sent and (outcome == REPUBLISHED or signal.alert_id in left):
             dynamodb.update_item(

@@ -37,10 +37,9 @@ from urllib.parse import urlparse
 
 from deploy.provision import PROCESSED_KEY_SCHEMA
 from helpers.core import layout
-from helpers.core.batch_plan import aggregate
 from helpers.core.quotes import Quote, parse_timestamp, utc_now_timestamp
 from helpers.notebook import verify
-from helpers.notebook.producer import AGGREGATE_QUOTES, MAX_RECORDS_PER_PUT, produce
+from helpers.notebook.producer import MAX_RECORDS_PER_PUT, produce
 from helpers.notebook.report import reports_dir
 from helpers.notebook.sources import synthetic
 from helpers.pipeline import aws
@@ -95,33 +94,42 @@ def _store(base: Settings, name: str) -> Settings:
     return s
 
 
-def _events(quotes: list[Quote]) -> Iterator[dict[str, Any]]:
-    """Kinesis-shaped events as the producer sends them: per 500 quotes, each symbol's quotes in
-    aggregates of up to :data:`AGGREGATE_QUOTES` (NDJSON), one shard, increasing sequence numbers."""
+class _Capture:
+    """A Kinesis client that accepts every PutRecords entry, keeping what the producer sent."""
+
+    def __init__(self) -> None:
+        self.entries: list[dict[str, Any]] = []
+
+    def put_records(self, StreamName: str, Records: list[dict[str, Any]]) -> dict[str, Any]:
+        first = len(self.entries)
+        self.entries.extend(Records)
+        answers = [{"ShardId": SHARD, "SequenceNumber": str(first + n + 1)} for n in range(len(Records))]
+        return {"FailedRecordCount": 0, "Records": answers}
+
+
+def _events(quotes: list[Quote], settings: Settings) -> Iterator[dict[str, Any]]:
+    """Kinesis-shaped events of what the producer puts for each batch of 500 quotes (aggregates
+    included), one shard, increasing sequence numbers."""
+    capture = _Capture()
     now = time.time()
-    seq = 0
     for start in range(0, len(quotes), MAX_RECORDS_PER_PUT):
-        by_symbol: dict[str, list[Quote]] = {}
-        for q in quotes[start : start + MAX_RECORDS_PER_PUT]:
-            by_symbol.setdefault(q.symbol, []).append(q)
-        records = []
-        for symbol, mine in by_symbol.items():
-            for first in range(0, len(mine), AGGREGATE_QUOTES):
-                seq += 1
-                data = aggregate(q.to_json() for q in mine[first : first + AGGREGATE_QUOTES])
-                records.append(
-                    {
-                        "kinesis": {
-                            "partitionKey": symbol,
-                            "sequenceNumber": str(seq),
-                            "data": base64.b64encode(data).decode(),
-                            "approximateArrivalTimestamp": now,
-                        },
-                        "eventSource": "aws:kinesis",
-                        "eventID": f"{SHARD}:{seq}",
-                    }
-                )
-        yield {"Records": records}
+        sent = len(capture.entries)
+        produce(quotes[start : start + MAX_RECORDS_PER_PUT], settings, kinesis=capture, linger=None)
+        yield {
+            "Records": [
+                {
+                    "kinesis": {
+                        "partitionKey": entry["PartitionKey"],
+                        "sequenceNumber": str(seq),
+                        "data": base64.b64encode(entry["Data"]).decode(),
+                        "approximateArrivalTimestamp": now,
+                    },
+                    "eventSource": "aws:kinesis",
+                    "eventID": f"{SHARD}:{seq}",
+                }
+                for seq, entry in enumerate(capture.entries[sent:], start=sent + 1)
+            ]
+        }
 
 
 def _result(name: str, records: int, seconds: float, counter: CallCounter) -> dict[str, Any]:
@@ -140,7 +148,7 @@ def bench_processor(base: Settings, quotes: list[Quote]) -> dict[str, Any]:
     s = _store(base, "bench-batched")
     counter = CallCounter()
     s3, ddb, glue = (counter.client(x, s) for x in ("s3", "dynamodb", "glue"))
-    events = list(_events(quotes))
+    events = list(_events(quotes, s))
     started = time.perf_counter()
     failures = [process_batch(e, s, s3=s3, dynamodb=ddb, glue=glue)["batchItemFailures"] for e in events]
     result = _result("processor (batched)", len(quotes), time.perf_counter() - started, counter)

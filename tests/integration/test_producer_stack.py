@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from helpers.core import batch_plan
 from helpers.notebook.producer import produce, put_raw
 from helpers.notebook.sources import synthetic
 from helpers.pipeline import aws
@@ -32,5 +33,5 @@ def test_produce_puts_quotes_on_the_local_stream(local_stack: Settings) -> None:
     assert summary.records == 620 and summary.batches == 2 and bad.records == 2
     assert summary.stream_records == 2 * (10 + 3) and len(records) == 26 + 2
     assert records[-1]["PartitionKey"] == "MALFORMED" and records[-2]["Data"] == b"\xff"
-    quotes = [part for r in records[:26] for part in r["Data"].split(b"\x1e")[1:]]  # JSON text sequences
+    quotes = [part for r in records[:26] for part in batch_plan.split(r["Data"])]
     assert len(quotes) == 620 and {r["PartitionKey"] for r in records[:26]} == {"AAA", "BBB"}

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from helpers.core import batch_plan
 from helpers.core.errors import ProducerError
 from helpers.core.quotes import Quote, parse_record
 from helpers.notebook.producer import (
@@ -56,9 +57,7 @@ def no_sleep(_: float) -> None:
     pass
 
 
-def _quotes(data: bytes) -> list[bytes]:
-    """The quotes of one record: an aggregate's (RFC 7464 JSON text sequence), else the data."""
-    return [part.removesuffix(b"\n") for part in data.split(b"\x1e")[1:]] if data[:1] == b"\x1e" else [data]
+_quotes = batch_plan.split  # the quotes of one record, as the processor splits them
 
 
 def _keys_in_order(calls: list[list[dict[str, Any]]]) -> dict[str, list[bytes]]:

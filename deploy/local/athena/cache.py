@@ -70,9 +70,9 @@ class ScanCache:
                 kept.append(segment)
                 covered.update(path for path in segment.objects if path in current)
             self._segments[schema] = kept
+            missing = [o for o in objects if o.path not in covered]
             self.hits += len(covered)
-        missing = [o for o in objects if o.path not in covered]
-        self.misses += len(missing)
+            self.misses += len(missing)
         used = [s.path for s in kept if any(path in covered for path in s.objects)]
         return used, missing
 
