@@ -6,7 +6,8 @@ Settings are built from, in increasing precedence:
 2. the ``[tool.stock-trend]`` table of ``pyproject.toml`` in the project root, or the
    TOML file named by ``STP_CONFIG`` (keys are the field names below);
 3. environment variables ``STP_<FIELD>`` (e.g. ``STP_TARGET=aws``, ``STP_REGION=eu-west-1``);
-4. keyword arguments to :func:`load_settings` (notebook parameters).
+4. keyword arguments to :func:`load_settings` (notebook parameters); ``None`` means not given,
+   so a notebook's ``TARGET = None`` follows ``STP_TARGET`` and the config file.
 
 Every value is validated on load, before any AWS call: stray whitespace, invisible
 characters (zero-width spaces, BOMs, non-breaking spaces...), AWS naming rules and a known
@@ -215,7 +216,8 @@ def load_settings(
     values.update({name: env[env_key(name)] for name in _FIELDS if env_key(name) in env})
     if "endpoint_url" not in values and env.get("AWS_ENDPOINT_URL"):
         values["endpoint_url"] = env["AWS_ENDPOINT_URL"]  # set by Lambda runtimes pointing elsewhere
-    values.update({**(overrides or {}), **kwargs})
+    # A keyword given as None is not given (a notebook's ``TARGET = None``): the environment decides.
+    values.update({k: v for k, v in {**(overrides or {}), **kwargs}.items() if v is not None})
     for name in values:
         if name not in _FIELDS:
             raise ConfigError(name, values[name], "unknown setting", f"use one of {sorted(_FIELDS)}")
