@@ -32,6 +32,11 @@ hypothesis_settings.load_profile("project")
 for _key in list(os.environ):
     if _key.startswith("STP_") or _key.startswith("AWS_"):
         del os.environ[_key]
+# Nor a developer's ~/.aws files or an instance role: a test that resolves target "aws" without
+# an account id meets "no credentials" at once, without a call off the loopback.
+os.environ.update(
+    AWS_CONFIG_FILE=os.devnull, AWS_SHARED_CREDENTIALS_FILE=os.devnull, AWS_EC2_METADATA_DISABLED="true"
+)
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 

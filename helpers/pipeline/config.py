@@ -101,7 +101,7 @@ class Settings:
     stream_retention_hours: int = 24
     table_name: str = "stock-trend-processed"
     alerts_table_name: str = "stock-trend-alerts-sent"
-    raw_bucket: str = "stock-trend-raw-local"
+    raw_bucket: str = "stock-trend-raw-local"  # target aws: see AWS_BUCKET_TEMPLATES
     results_bucket: str = "stock-trend-athena-results-local"
     topic_name: str = "stock-trend-alerts"
     alert_queue_name: str = "stock-trend-alerts-inbox"
@@ -116,6 +116,7 @@ class Settings:
     trend_function: str = "stock-trend-trend"
     processor_role: str = "stock-trend-processor-role"
     trend_role: str = "stock-trend-trend-role"
+    account_id: str | None = None  # target aws: names the default buckets; looked up when not set
 
     # --- derived values -------------------------------------------------------------
     @property
@@ -182,7 +183,15 @@ class Settings:
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
 _INT_FIELDS = {"local_port", "stream_retention_hours", "athena_bytes_scanned_cutoff"}
-_OPTIONAL = {"endpoint_url", "profile", "alert_email"}
+_OPTIONAL = {"endpoint_url", "profile", "alert_email", "account_id"}
+
+# S3 bucket names are global: on AWS the default names carry the account and region, so two
+# accounts (or one account in two regions) never ask for the same name. An explicit name wins.
+AWS_BUCKET_TEMPLATES = {
+    "raw_bucket": "stock-trend-raw-{account}-{region}",
+    "results_bucket": "stock-trend-athena-results-{account}-{region}",
+}
+_ACCOUNT = re.compile(r"^\d{12}$")
 _BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False, "": False}
 
 # Settings that describe the machine deploying the pipeline, not the pipeline: a deployed
@@ -194,6 +203,7 @@ DEPLOYER_ONLY_FIELDS: dict[str, str] = {
         "Lambda runtime passes as AWS_ENDPOINT_URL (read by load_settings)"
     ),
     "state_dir": "a folder of the deploying machine (local stack state, build folder)",
+    "account_id": "only names the default buckets, which a function receives by name",
 }
 LAMBDA_FIELDS: tuple[str, ...] = tuple(name for name in _FIELDS if name not in DEPLOYER_ONLY_FIELDS)
 
@@ -226,7 +236,51 @@ def load_settings(
         clean.update({n: f"{_FIELDS[n].default}{FIFO_SUFFIX}" for n in FIFO_NAME_FIELDS if n not in clean})
     settings = Settings(**clean)
     _validate(settings)
+    missing = [name for name in AWS_BUCKET_TEMPLATES if clean.get(name) is None]
+    if settings.target == "aws" and missing:
+        settings = _aws_bucket_names(settings, missing)
     return settings
+
+
+def _aws_bucket_names(s: Settings, fields: list[str]) -> Settings:
+    """``s`` with the default bucket ``fields`` named after the account and region (target aws).
+
+    The account is ``account_id`` when set, else the credentials' own (one STS call, after every
+    other field has been validated). Without credentials the error says how to go on.
+    """
+    account = s.account_id or _caller_account(s.profile, s.region, s.endpoint_url)
+    values = {"account": account, "region": s.region}
+    named = dataclasses.replace(
+        s, account_id=account, **{f: AWS_BUCKET_TEMPLATES[f].format(**values) for f in fields}
+    )
+    for name in fields:
+        _bucket(name, getattr(named, name))
+    return named
+
+
+NO_CREDENTIALS_FIX = (
+    "configure AWS credentials (STP_PROFILE=<profile> after `aws configure` or `aws sso login`), "
+    "or set STP_ACCOUNT_ID, or name both buckets with STP_RAW_BUCKET and STP_RESULTS_BUCKET"
+)
+
+
+@functools.cache
+def _caller_account(profile: str | None, region: str, endpoint_url: str | None) -> str:
+    import boto3
+    from botocore.config import Config
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        session = boto3.session.Session(profile_name=profile, region_name=region)
+        config = Config(connect_timeout=5, read_timeout=10, retries={"mode": "standard", "max_attempts": 2})
+        sts = session.client("sts", endpoint_url=endpoint_url, config=config)
+        return str(sts.get_caller_identity()["Account"])
+    except (BotoCoreError, ClientError) as err:
+        raise ConfigError(
+            "raw_bucket", None,
+            f"the default bucket names on target 'aws' carry the account id, which is unknown: {err}",
+            NO_CREDENTIALS_FIX,
+        ) from err  # fmt: skip
 
 
 def _read_config_file(config_file: str | Path | None, env: Mapping[str, str]) -> dict[str, Any]:
@@ -346,6 +400,8 @@ def _validate(s: Settings) -> None:
         raise ConfigError(
             "stream_retention_hours", s.stream_retention_hours, "out of range", "use 24..8760 hours"
         )
+    if s.account_id is not None and not _ACCOUNT.fullmatch(s.account_id):
+        raise ConfigError("account_id", s.account_id, "is not an AWS account id", "give its 12 digits")
     if s.athena_bytes_scanned_cutoff < 10_000_000:
         raise ConfigError(
             "athena_bytes_scanned_cutoff", s.athena_bytes_scanned_cutoff,

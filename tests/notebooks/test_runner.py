@@ -15,7 +15,7 @@ pytestmark = pytest.mark.notebooks
 
 
 def test_failed_notebook_skips_the_rest_but_still_tears_down(tmp_path) -> None:
-    settings = load_settings(environ={}, target="aws")  # no local stack involved
+    settings = load_settings(environ={}, target="aws", account_id="123456789012")  # no local stack involved
     runs = run_workbook(settings, parameters={"VALUE": 42}, output_dir=tmp_path, notebooks_dir=FIXTURES)
     assert [(r.name, r.status) for r in runs] == [
         ("00_record_value", "ok"),
@@ -55,7 +55,7 @@ def test_workbook_notebooks_follow_the_house_rules(project_root) -> None:
 
 def test_relative_output_folder_is_resolved_before_notebooks_change_directory(tmp_path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
-    settings = load_settings(environ={}, target="aws")
+    settings = load_settings(environ={}, target="aws", account_id="123456789012")
     run_workbook(settings, only=["00"], output_dir="rel-reports", notebooks_dir=FIXTURES)
     summary = json.loads((tmp_path / "rel-reports" / "summary.json").read_text())
     assert summary["value"] == 1

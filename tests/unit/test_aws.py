@@ -22,7 +22,7 @@ def test_local_clients_are_bound_to_the_stack_endpoint_region_and_standard_retri
 
 
 def test_aws_clients_use_aws_endpoints() -> None:
-    s = load_settings(environ={}, target="aws", region="ap-southeast-2")
+    s = load_settings(environ={}, target="aws", region="ap-southeast-2", account_id="123456789012")
     assert aws.client("dynamodb", s).meta.endpoint_url == "https://dynamodb.ap-southeast-2.amazonaws.com"
 
 

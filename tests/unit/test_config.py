@@ -37,9 +37,52 @@ def test_defaults_are_a_complete_local_configuration() -> None:
 
 
 def test_aws_target_uses_aws_endpoints() -> None:
-    s = load(target="aws", region="eu-west-1")
+    s = load(target="aws", region="eu-west-1", account_id="123456789012")
     assert s.resolved_endpoint is None
     assert s.lambda_environment()["STP_TARGET"] == "aws"
+
+
+def test_aws_bucket_names_carry_the_account_and_region() -> None:
+    s = load(target="aws", region="eu-west-1", account_id="123456789012")
+    assert s.raw_bucket == "stock-trend-raw-123456789012-eu-west-1"
+    assert s.results_bucket == "stock-trend-athena-results-123456789012-eu-west-1"
+    named = load(target="aws", account_id="123456789012", raw_bucket="my-raw", results_bucket="my-results")
+    assert (named.raw_bucket, named.results_bucket) == ("my-raw", "my-results")
+    one = load(target="aws", account_id="123456789012", raw_bucket="my-raw")
+    assert one.results_bucket == "stock-trend-athena-results-123456789012-us-east-1"
+
+
+def test_aws_bucket_names_without_credentials_say_how_to_go_on() -> None:
+    with pytest.raises(ConfigError) as info:
+        load(target="aws")
+    assert info.value.field == "raw_bucket"
+    assert "STP_ACCOUNT_ID" in info.value.fix and "STP_RAW_BUCKET" in info.value.fix
+    assert "STP_PROFILE" in info.value.fix
+
+
+def test_a_malformed_account_id_is_refused() -> None:
+    with pytest.raises(ConfigError, match="account_id"):
+        load(target="aws", account_id="12345")
+
+
+def test_cli_on_aws_never_resolves_the_local_bucket_names(project_root) -> None:
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(project_root), "HOME": "/nonexistent"}
+    env.update(STP_TARGET="aws", STP_ACCOUNT_ID="210987654321")
+    run = subprocess.run(
+        [sys.executable, "-m", "helpers.config"], env=env, capture_output=True, text=True, check=True
+    )
+    data = json.loads(run.stdout)
+    assert data["target"] == "aws"
+    assert data["raw_bucket"] == "stock-trend-raw-210987654321-us-east-1"
+    assert "-local" not in data["raw_bucket"] + data["results_bucket"]
+    no_account = subprocess.run(
+        [sys.executable, "-m", "helpers.config"],
+        env={**env, "STP_ACCOUNT_ID": "", "AWS_CONFIG_FILE": "/dev/null",
+             "AWS_SHARED_CREDENTIALS_FILE": "/dev/null", "AWS_EC2_METADATA_DISABLED": "true"},
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert no_account.returncode == 2
+    assert "STP_RAW_BUCKET" in no_account.stderr and no_account.stdout == ""
 
 
 @pytest.mark.parametrize(
@@ -180,6 +223,7 @@ EVERY_FIELD_CHANGED = {
     "trend_function": "rt-trend",
     "processor_role": "rt-processor-role",
     "trend_role": "rt-trend-role",
+    "account_id": "210987654321",
 }
 
 

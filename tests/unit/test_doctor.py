@@ -66,7 +66,7 @@ def test_missing_aws_credentials_are_reported(monkeypatch, tmp_path) -> None:
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "config"))
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "credentials"))
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    s = load_settings(environ={}, target="aws")
+    s = load_settings(environ={}, target="aws", account_id="123456789012")
     checks = doctor.run_checks(s)
     creds = next(c for c in checks if c.name == "credentials")
     assert not creds.ok
