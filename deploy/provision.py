@@ -18,21 +18,24 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from botocore.exceptions import ClientError
 
 from deploy.iam import POLICY_NAME, Arns, role_policies, tls_only_policy, topic_to_queue_policy, trust_policy
+from helpers.core.errors import ConfigError, PipelineError
 from helpers.pipeline import aws, resources
-from helpers.pipeline.config import Settings, load_settings
+from helpers.pipeline.config import Settings, env_key, load_settings
 from helpers.pipeline.resources import Resource
 
 __all__ = [
     "CREATORS",
     "DELETERS",
     "PROCESSED_KEY_SCHEMA",
+    "ProvisionError",
     "Report",
     "ResourceResult",
     "key_schema",
@@ -42,9 +45,16 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 QUEUE_RETENTION_SECONDS = 4 * 24 * 3600
 WAIT_SECONDS = 120
+# SQS: "the deletion process takes up to 60 seconds"; CreateQueue answers QueueDeletedRecently meanwhile.
+QUEUE_DELETION_SECONDS = 60
+QUEUE_DELETED_CODES = ("AWS.SimpleQueueService.QueueDeletedRecently", "QueueDeletedRecently")
+BUCKET_BUSY = "OperationAborted"  # S3 409 while a bucket of that name is still being deleted
+BUSY_RETRY_SECONDS = QUEUE_DELETION_SECONDS + 30
+BUSY_POLL_SECONDS = 5.0
 MAX_KEYS_PER_DELETE_OBJECTS = 1000  # DeleteObjects limit
 TAGS = [{"Key": "project", "Value": "stock-trend"}]
 
@@ -96,6 +106,38 @@ class Step:
     report: Report
 
 
+class ProvisionError(PipelineError):
+    """A resource could not be brought to the state the pipeline needs; the message says why."""
+
+
+def foreign_bucket(field: str, name: str) -> ConfigError:
+    """The error for a bucket name another account holds (S3 names are global)."""
+    return ConfigError(
+        field, name, "belongs to another AWS account (S3 bucket names are global)",
+        f"set {env_key(field)} to a name of your own, e.g. {name}-<your initials>",
+    )  # fmt: skip
+
+
+def retry_while(call: Callable[[], T], codes: tuple[str, ...], what: str, s: Settings) -> T:
+    """``call()``, retried while it fails with one of ``codes`` (a name AWS has not released yet).
+
+    Says once what it waits for and gives up after :data:`BUSY_RETRY_SECONDS`.
+    """
+    deadline = time.monotonic() + BUSY_RETRY_SECONDS
+    told = False
+    while True:
+        try:
+            return call()
+        except ClientError as err:
+            if aws.error_code(err) not in codes or time.monotonic() > deadline:
+                raise
+            poll = 1.0 if s.is_local else BUSY_POLL_SECONDS
+            if not told:
+                log.warning("%s: retrying every %.0f s for up to %d s", what, poll, BUSY_RETRY_SECONDS)
+                told = True
+            time.sleep(poll)
+
+
 # --- provisioning --------------------------------------------------------------------------
 
 
@@ -105,11 +147,20 @@ def provision(settings: Settings | None = None) -> Report:
     report = Report()
     arns = Arns.for_account(s, aws.account_id(s))
     for res in resources.RESOURCES:
-        found = resources.find(res, s, arns.account)
+        found = _find(res, s, arns.account)
         step = Step(s, arns, res, res.name(s), found, report)
         CREATORS[res.kind](step)
         report.add(res.kind, step.name, "exists" if found else "created", arns.of(res.field))
     return report
+
+
+def _find(res: Resource, s: Settings, account: str) -> dict[str, Any] | None:
+    try:
+        return resources.find(res, s, account)
+    except ClientError as err:  # S3 answers 403 for a name another account holds
+        if res.kind == "s3 bucket" and aws.error_code(err) in ("403", "AccessDenied", "Forbidden"):
+            raise foreign_bucket(res.field, res.name(s)) from err
+        raise
 
 
 def _create_stream(step: Step) -> None:
@@ -134,8 +185,12 @@ def _create_stream(step: Step) -> None:
             kinesis.start_stream_encryption(
                 StreamName=step.name, EncryptionType="KMS", KeyId="alias/aws/kinesis"
             )
-        except ClientError as err:  # pragma: no cover - depends on the account's KMS setup
-            log.warning("could not enable encryption on stream %s: %s", step.name, err)
+        except ClientError as err:  # an unencrypted stream is not what was asked for: say so, stop
+            raise ProvisionError(
+                f"stream {step.name} could not be encrypted ({aws.error_code(err)}: {err}); the runner "
+                "needs kinesis:StartStreamEncryption and use of the AWS managed key alias/aws/kinesis "
+                "(kms:GenerateDataKey): see deploy/runner-policy.json"
+            ) from err
 
 
 def _create_table(step: Step) -> None:
@@ -163,7 +218,15 @@ def _create_bucket(step: Step) -> None:
         kwargs: dict[str, Any] = {"Bucket": name}
         if s.region != "us-east-1":
             kwargs["CreateBucketConfiguration"] = {"LocationConstraint": s.region}
-        s3.create_bucket(**kwargs)
+        try:
+            retry_while(
+                lambda: s3.create_bucket(**kwargs), (BUCKET_BUSY,),
+                f"bucket {name}: S3 is still deleting a bucket of that name", step.s,
+            )  # fmt: skip
+        except ClientError as err:
+            if aws.error_code(err) == "BucketAlreadyExists":
+                raise foreign_bucket(step.resource.field, name) from err
+            raise
     s3.put_public_access_block(
         Bucket=name,
         PublicAccessBlockConfiguration={
@@ -203,7 +266,10 @@ def _create_queue(step: Step) -> None:
         attributes = {"MessageRetentionPeriod": str(QUEUE_RETENTION_SECONDS), "SqsManagedSseEnabled": "true"}
         if resources.is_fifo(step.resource, step.s):  # SNS passes each alert's deduplication id on
             attributes.update(FifoQueue="true", ContentBasedDeduplication="false")
-        url = sqs.create_queue(QueueName=step.name, Attributes=attributes)["QueueUrl"]
+        url = retry_while(
+            lambda: sqs.create_queue(QueueName=step.name, Attributes=attributes)["QueueUrl"],
+            QUEUE_DELETED_CODES, f"queue {step.name}: SQS is still deleting a queue of that name", step.s,
+        )  # fmt: skip
     else:
         url = step.found["QueueUrl"]
     topic_field = step.resource.options.get("subscribe_to")
@@ -287,6 +353,17 @@ def _create_role(step: Step) -> None:
     iam.put_role_policy(RoleName=step.name, PolicyName=POLICY_NAME, PolicyDocument=json.dumps(policy))
 
 
+def _create_log_group(step: Step) -> None:
+    logs = aws.client("logs", step.s)
+    if step.found is None:
+        try:
+            logs.create_log_group(logGroupName=step.name, tags={t["Key"]: t["Value"] for t in TAGS})
+        except ClientError as err:  # Lambda created it first (an invocation raced the probe)
+            if aws.error_code(err) != "ResourceAlreadyExistsException":
+                raise
+    logs.put_retention_policy(logGroupName=step.name, retentionInDays=step.resource.options["retention_days"])
+
+
 # --- teardown --------------------------------------------------------------------------------
 
 
@@ -337,20 +414,50 @@ def _delete_topic(s: Settings, res: Resource, found: dict[str, Any]) -> None:
 
 
 def _delete_queue(s: Settings, res: Resource, found: dict[str, Any]) -> None:
-    aws.client("sqs", s).delete_queue(QueueUrl=found["QueueUrl"])
+    """Delete the queue and wait until SQS stops answering for it, so a provision that follows
+    never takes the dying queue for an existing one (it then waits out ``QueueDeletedRecently``)."""
+    sqs, name = aws.client("sqs", s), res.name(s)
+    sqs.delete_queue(QueueUrl=found["QueueUrl"])
+
+    def gone() -> bool:
+        try:
+            sqs.get_queue_url(QueueName=name)
+        except ClientError as err:
+            if aws.is_missing(err, *aws.QUEUE_MISSING_CODES):
+                return True
+            raise
+        return False
+
+    aws.wait_until(gone, f"deletion of queue {name}", QUEUE_DELETION_SECONDS + 30, poll=1.0)
 
 
 def _delete_bucket(s: Settings, res: Resource, found: dict[str, Any]) -> None:
+    """Empty the bucket (every version and delete marker), then delete it.
+
+    Each round lists from the start and deletes what it got: paging on while deleting skips
+    keys (the listing's markers move under it), which left ~11,000 of 12,000 objects behind.
+    """
     s3, name = aws.client("s3", s), res.name(s)
-    for page in s3.get_paginator("list_object_versions").paginate(Bucket=name):
+    while True:
+        page = s3.list_object_versions(Bucket=name, MaxKeys=MAX_KEYS_PER_DELETE_OBJECTS)
         doomed = [
             {"Key": v["Key"], "VersionId": v["VersionId"]}
             for v in page.get("Versions", []) + page.get("DeleteMarkers", [])
         ]
-        for start in range(0, len(doomed), MAX_KEYS_PER_DELETE_OBJECTS):
-            chunk = doomed[start : start + MAX_KEYS_PER_DELETE_OBJECTS]
-            s3.delete_objects(Bucket=name, Delete={"Objects": chunk, "Quiet": True})
+        if not doomed:
+            break
+        answer = s3.delete_objects(Bucket=name, Delete={"Objects": doomed, "Quiet": True})
+        if answer.get("Errors"):
+            first = answer["Errors"][0]
+            raise ProvisionError(
+                f"bucket {name}: {len(answer['Errors'])} objects could not be deleted "
+                f"(first: {first.get('Key')}: {first.get('Code')} {first.get('Message')})"
+            )
     s3.delete_bucket(Bucket=name)
+
+
+def _delete_log_group(s: Settings, res: Resource, found: dict[str, Any]) -> None:
+    aws.client("logs", s).delete_log_group(logGroupName=res.name(s))
 
 
 def _delete_table(s: Settings, res: Resource, found: dict[str, Any]) -> None:
@@ -380,8 +487,10 @@ CREATORS: dict[str, Callable[[Step], None]] = {
     "glue table": _create_glue_table,
     "athena workgroup": _create_workgroup,
     "iam role": _create_role,
+    "log group": _create_log_group,
 }
 DELETERS: dict[str, Callable[[Settings, Resource, dict[str, Any]], None]] = {
+    "log group": _delete_log_group,
     "iam role": _delete_role,
     "athena workgroup": _delete_workgroup,
     "glue table": _delete_glue_table,

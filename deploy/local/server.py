@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Protocol
 
-from deploy.local import moto_speed
+from deploy.local import aws_rules, moto_speed
 from deploy.local.faults import ADMIN_PATH, FaultInjector, load_spec, parse_plan
 
 log = logging.getLogger(__name__)
@@ -138,6 +138,7 @@ class LocalStack:
         self._server: Any = None
         self._thread: threading.Thread | None = None
         self.faults = FaultInjector(parse_plan(faults) if faults else None)
+        self.rules: dict[str, float] = {}  # deploy.local.aws_rules windows, set at start
 
     @property
     def endpoint(self) -> str:
@@ -149,6 +150,7 @@ class LocalStack:
 
         self.state_dir.mkdir(parents=True, exist_ok=True)
         moto_speed.install()
+        self.rules = aws_rules.install()
         moto_app = DomainDispatcherApplication(create_backend_app)
         self.components = self._components_factory(self)
         app = Dispatcher(moto_app, self.components, self.health, self.faults)
@@ -185,6 +187,7 @@ class LocalStack:
             "uptime_seconds": round(time.time() - self.started_at, 1),
             "components": {c.name: c.health() for c in self.components},
             "faults": self.faults.describe(),
+            "aws_rules": self.rules,
         }
 
 

@@ -77,12 +77,16 @@ class Resource:
     probe: Probe
     listing: Listing
     options: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # creation parameters of this entry
+    template: str | None = None  # the name, when derived from ``field`` (a function's log group)
 
     def name(self, settings: Settings) -> str:
+        if self.template is not None:
+            return self.template.format(**_values(settings))
         return str(getattr(settings, self.field))
 
 
 _REGIONAL = "arn:{partition}:{service}:{region}:{account}:"
+LOG_RETENTION_DAYS = 14  # CloudWatch Logs keeps the functions' logs this long (default: forever)
 _TABLE_KEY = {"symbol": "HASH", "timestamp": "RANGE"}  # one processed item per symbol and bar time
 
 RESOURCES: tuple[Resource, ...] = (
@@ -160,6 +164,20 @@ RESOURCES: tuple[Resource, ...] = (
         "iam role", "trend_role", "iam", "arn:{partition}:iam::{account}:role/{trend_role}",
         Probe("get_role", {"RoleName": "{trend_role}"}, ("NoSuchEntity",)),
         Listing("list_roles", "Roles", name_key="RoleName"),
+    ),
+    # A function's log group, created with a retention before Lambda would create one without.
+    *(
+        Resource(
+            "log group", function, "logs", _REGIONAL + "log-group:" + group,
+            Probe("describe_log_streams", {"logGroupName": group}),
+            Listing("describe_log_groups", "logGroups", name_key="logGroupName"),
+            {"retention_days": LOG_RETENTION_DAYS},
+            template=group,
+        )
+        for function, group in (
+            ("processor_function", "/aws/lambda/{processor_function}"),
+            ("trend_function", "/aws/lambda/{trend_function}"),
+        )
     ),
 )  # fmt: skip
 

@@ -29,3 +29,70 @@ def test_aws_bucket_names_follow_the_credentials_account(local_stack: Settings) 
     ).get_caller_identity()["Account"]
     assert s.account_id == account
     assert s.raw_bucket == f"stock-trend-raw-{account}-us-east-1"
+
+
+@pytest.fixture(scope="module")
+def aws_like_stack(tmp_path_factory: pytest.TempPathFactory):
+    """A stack of its own whose SQS keeps deleted queue names for 6 s, dying queues visible 3 s."""
+    from deploy.local import aws_rules, down, up
+    from tests.conftest import free_loopback_port
+
+    s = load(local_port=free_loopback_port(), state_dir=str(tmp_path_factory.mktemp("aws-like")))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(aws_rules.QUEUE_DELETION_ENV, "6")
+        mp.setenv(aws_rules.QUEUE_DYING_ENV, "3")
+        stack = up(s)
+    rules = (stack.health or {})["aws_rules"]
+    assert rules == {"queue_deletion_seconds": 6.0, "queue_dying_seconds": 3.0}
+    try:
+        yield s
+    finally:
+        down(s)
+
+
+def test_a_deleted_queue_name_behaves_as_on_aws(aws_like_stack: Settings) -> None:
+    import time
+
+    from botocore.exceptions import ClientError
+
+    from helpers.pipeline import aws
+
+    sqs = aws.client("sqs", aws_like_stack)
+    url = sqs.create_queue(QueueName="dying-queue")["QueueUrl"]
+    sqs.delete_queue(QueueUrl=url)
+    deleted = time.monotonic()
+    assert sqs.get_queue_url(QueueName="dying-queue")["QueueUrl"] == url  # "might succeed" meanwhile
+    with pytest.raises(ClientError) as info:
+        sqs.create_queue(QueueName="dying-queue")
+    assert aws.error_code(info.value) == "AWS.SimpleQueueService.QueueDeletedRecently"
+    while time.monotonic() - deleted < 3.2:
+        time.sleep(0.2)
+    with pytest.raises(ClientError) as gone:
+        sqs.get_queue_url(QueueName="dying-queue")
+    assert aws.is_missing(gone.value, *aws.QUEUE_MISSING_CODES)
+    while time.monotonic() - deleted < 6.2:
+        time.sleep(0.2)
+    assert sqs.create_queue(QueueName="dying-queue")["QueueUrl"] == url
+
+
+def test_teardown_then_immediate_provision_succeeds(aws_like_stack: Settings, caplog) -> None:
+    import time
+
+    from deploy.provision import provision, teardown
+
+    s = aws_like_stack
+    assert provision(s).count("created") >= 14
+    started = time.monotonic()
+    removed = teardown(s)
+    teardown_seconds = time.monotonic() - started
+    queues = [r for r in removed.results if r.kind == "sqs queue"]
+    assert [r.action for r in queues] == ["deleted", "deleted"]
+    assert teardown_seconds >= 3.0  # it waited for the dying queues to stop answering
+
+    with caplog.at_level("WARNING", logger="deploy.provision"):
+        again = provision(s)  # within the 6 s: CreateQueue answers QueueDeletedRecently first
+    queue_actions = {r.name: r.action for r in again.results if r.kind == "sqs queue"}
+    assert queue_actions == {s.failure_queue_name: "created", s.alert_queue_name: "created"}
+    assert any("still deleting a queue of that name" in m for m in caplog.messages)
+    assert again.count("exists") == 0
+    teardown(s)
