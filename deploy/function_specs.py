@@ -23,7 +23,9 @@ __all__ = [
     "MappingSpec",
 ]
 
-RUNTIME = "python3.11"
+# An Amazon Linux 2023 runtime, supported by Lambda into 2029. The local stack runs it under an
+# installed python3.13, else on its own Python with a warning (deploy.local._lambda.workers).
+RUNTIME = "python3.13"
 ARCHITECTURES = ["x86_64"]
 
 

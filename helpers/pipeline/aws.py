@@ -8,6 +8,7 @@ settings come from :func:`helpers.pipeline.config.load_settings`. Clients use bo
 from __future__ import annotations
 
 import functools
+import os
 import random
 import threading
 import time
@@ -24,6 +25,8 @@ __all__ = [
     "backoff_seconds",
     "client",
     "error_code",
+    "function_call_budget_seconds",
+    "in_function",
     "is_missing",
     "resource",
     "session",
@@ -35,6 +38,28 @@ LOCAL_CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "t
 RETRY_CONFIG = {"mode": "standard", "max_attempts": 8}
 CONNECT_TIMEOUT_SECONDS = 5
 READ_TIMEOUT_SECONDS = 60
+
+# Inside a function the budget is its timeout (60 s, deploy/function_specs.py): one slow call must
+# fail well within it, so the function reports those records as failed (retried alone) instead of
+# timing out, which fails the whole batch and bisects it. Worst case of one call: attempts x
+# (connect + read) plus the retry backoffs, see function_call_budget_seconds().
+FUNCTION_RETRY_CONFIG = {"mode": "standard", "total_max_attempts": 3}  # the first try included
+FUNCTION_CONNECT_TIMEOUT_SECONDS = 2
+FUNCTION_READ_TIMEOUT_SECONDS = 5
+STANDARD_MODE_BACKOFF_CAP_SECONDS = 20  # botocore standard mode: min(20, 2**attempt) with full jitter
+
+
+def in_function() -> bool:
+    """True inside a Lambda execution environment (AWS's or the local stack's)."""
+    return bool(os.environ.get("AWS_LAMBDA_FUNCTION_NAME"))
+
+
+def function_call_budget_seconds() -> float:
+    """The longest one client call can take inside a function, retries included."""
+    attempts = int(FUNCTION_RETRY_CONFIG["total_max_attempts"])
+    waits = sum(min(STANDARD_MODE_BACKOFF_CAP_SECONDS, 2**n) for n in range(attempts - 1))
+    return attempts * (FUNCTION_CONNECT_TIMEOUT_SECONDS + FUNCTION_READ_TIMEOUT_SECONDS) + waits
+
 
 # Error codes meaning "no such resource", where a service has several spellings.
 QUEUE_MISSING_CODES = ("AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist")
@@ -61,11 +86,12 @@ def _cached_client(settings: Settings, service: str) -> Any:
 def _new_client(settings: Settings, service: str) -> Any:
     from botocore.config import Config
 
+    function = in_function()
     config = Config(
         region_name=settings.region,
-        retries=dict(RETRY_CONFIG),
-        connect_timeout=CONNECT_TIMEOUT_SECONDS,
-        read_timeout=READ_TIMEOUT_SECONDS,
+        retries=dict(FUNCTION_RETRY_CONFIG if function else RETRY_CONFIG),
+        connect_timeout=FUNCTION_CONNECT_TIMEOUT_SECONDS if function else CONNECT_TIMEOUT_SECONDS,
+        read_timeout=FUNCTION_READ_TIMEOUT_SECONDS if function else READ_TIMEOUT_SECONDS,
         max_pool_connections=32,
     )
     with _lock:  # boto3 session creation is not thread-safe

@@ -37,3 +37,19 @@ def test_wait_until_names_what_did_not_settle() -> None:
     aws.wait_until(lambda: next(states), "thing", 5, poll=0)
     with pytest.raises(DeployError, match=r"mapping 1 did not become ready within 0 s; retry later"):
         aws.wait_until(lambda: False, "mapping 1", 0, poll=0, error=DeployError, hint="retry later")
+
+
+def test_a_slow_call_inside_a_function_fails_well_within_its_timeout(monkeypatch) -> None:
+    from deploy.function_specs import FUNCTION_SPECS
+
+    budget = aws.function_call_budget_seconds()
+    assert budget == 3 * (2 + 5) + 1 + 2
+    for spec in FUNCTION_SPECS.values():
+        assert 2 * budget < spec.timeout, spec.kind  # room to report the records as failed
+    s = load_settings(environ={}, account_id="123456789012")
+    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "stock-trend-processor")
+    inside = aws.client("s3", s, cached=False).meta.config
+    monkeypatch.delenv("AWS_LAMBDA_FUNCTION_NAME")
+    outside = aws.client("s3", s, cached=False).meta.config
+    assert (inside.read_timeout, inside.connect_timeout, inside.retries["total_max_attempts"]) == (5, 2, 3)
+    assert (outside.read_timeout, outside.retries["total_max_attempts"]) == (60, 9)

@@ -99,6 +99,36 @@ def build_runtime_packages(folder: Path) -> Path:
     return folder
 
 
+_warned_runtimes: set[str] = set()
+_warned_lock = threading.Lock()
+
+
+def interpreter_for(runtime: str, path: str | None = None) -> tuple[str, str]:
+    """The Python that runs a function of ``runtime`` (e.g. ``python3.13``) and how it matches.
+
+    The host's own interpreter when its version is the runtime's; else ``python3.X`` from
+    ``path`` (default: ``PATH``) when one is installed; else the host's, with a warning logged
+    once per runtime (a handler that imports only what the runtime has runs the same on both,
+    but newer syntax or removed modules would only show on AWS).
+    """
+    host = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    if not re.fullmatch(r"python3\.\d+", runtime or "") or runtime == host:
+        return sys.executable, f"{runtime or 'python'} (local)"
+    found = shutil.which(runtime, path=path)
+    if found:
+        return found, f"{runtime} (local: {found})"
+    with _warned_lock:
+        first = runtime not in _warned_runtimes
+        _warned_runtimes.add(runtime)
+    if first:
+        log.warning(
+            "functions declare %s, which is not installed here: they run on the host's %s; "
+            "install %s (on PATH) to run them under the runtime's own version",
+            runtime, host, runtime,
+        )  # fmt: skip
+    return sys.executable, f"{runtime} (local: on {host}, {runtime} not installed)"
+
+
 def worker_environment(
     snap: FunctionSnapshot, endpoint: str, code_dir: Path, log_stream: str
 ) -> dict[str, str]:
@@ -160,8 +190,9 @@ class Worker:
         self._cond = threading.Condition()
         self._buffer = bytearray()
         resp_r, resp_w = os.pipe()
+        interpreter, self.runtime_version = interpreter_for(snap.runtime)
         cmd = [
-            sys.executable,
+            interpreter,
             "-I",
             "-S",  # no site-packages: the worker's path is the code, runtime_packages, the stdlib
             "-u",
@@ -274,9 +305,7 @@ class Worker:
         started = self.created
         message = self._read_message(time.monotonic() + INIT_TIMEOUT_SECONDS)
         self.init_ms = (time.monotonic() - started) * 1000
-        self._init_events = [
-            (logs.now_ms(), f"INIT_START Runtime Version: {self.snap.runtime or 'python'} (local)")
-        ]
+        self._init_events = [(logs.now_ms(), f"INIT_START Runtime Version: {self.runtime_version}")]
         if not message:
             reason = "timed out" if message == {} else "exited"
             self.kill()
