@@ -22,7 +22,15 @@ from helpers.core.errors import ConfigError
 from helpers.pipeline.config import Settings, load_settings
 from helpers.pipeline.resources import Resource
 
-__all__ = ["ENDPOINT_TIMEOUT_SECONDS", "Check", "check_settings", "failures", "run_checks"]
+__all__ = [
+    "ENDPOINT_TIMEOUT_SECONDS",
+    "Check",
+    "PreflightError",
+    "check_settings",
+    "failures",
+    "preflight",
+    "run_checks",
+]
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +85,31 @@ def run_checks(settings: Settings | None = None, *, resources: bool = True) -> l
     return checks
 
 
+class PreflightError(RuntimeError):
+    """A notebook cannot start: the message says what is missing and the next step."""
+
+
+PREFLIGHT_TIMEOUT_SECONDS = 1.5
+
+
+def preflight(settings: Settings) -> Settings:
+    """The quick checks a notebook runs first (under 2 s): its target is there to talk to.
+
+    Local: the stack answers its health check, else "start it with 00_setup or ``python -m
+    deploy.local up``". AWS: credentials are found. Raises :class:`PreflightError` naming the fix;
+    returns ``settings`` so the cell reads ``settings = doctor.preflight(load_settings(...))``.
+    """
+    checks = (
+        [_credentials(settings)]
+        if not settings.is_local
+        else [_endpoint(settings, PREFLIGHT_TIMEOUT_SECONDS)]
+    )
+    problems = failures(checks)
+    if problems:
+        raise PreflightError("; ".join(f"{c.detail}. Next step: {c.fix}" for c in problems))
+    return settings
+
+
 def _region_variables(s: Settings, environ: Mapping[str, str] | None = None) -> Check:
     env = os.environ if environ is None else environ
     others = {k: env[k] for k in _REGION_VARIABLES if env.get(k) and env[k] != s.region}
@@ -109,18 +142,18 @@ def _credentials(s: Settings) -> Check:
     return Check("credentials", True, f"credentials from {getattr(creds, 'method', 'unknown')}")
 
 
-def _endpoint(s: Settings) -> Check:
+def _endpoint(s: Settings, timeout: float = ENDPOINT_TIMEOUT_SECONDS) -> Check:
     if s.is_local:
         url = f"{s.resolved_endpoint}/_stp/health"
         try:
-            with urllib.request.urlopen(url, timeout=ENDPOINT_TIMEOUT_SECONDS) as resp:
+            with urllib.request.urlopen(url, timeout=timeout) as resp:
                 health = json.loads(resp.read())
         except (urllib.error.URLError, OSError, ValueError) as err:
             return Check(
                 "endpoint",
                 False,
                 f"local stack at {s.resolved_endpoint} is not answering ({err})",
-                "start it: `python -m deploy.local up` (notebook 00 does this)",
+                "start it with notebook 00_setup or `python -m deploy.local up`",
             )
         return Check(
             "endpoint", True, f"local stack {s.resolved_endpoint} up {health.get('uptime_seconds')} s"

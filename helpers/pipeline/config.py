@@ -276,9 +276,13 @@ def _caller_account(profile: str | None, region: str, endpoint_url: str | None) 
         sts = session.client("sts", endpoint_url=endpoint_url, config=config)
         return str(sts.get_caller_identity()["Account"])
     except (BotoCoreError, ClientError) as err:
+        from botocore.exceptions import NoCredentialsError
+
+        why = "no AWS credentials found (environment, profile or instance role)"
         raise ConfigError(
             "raw_bucket", None,
-            f"the default bucket names on target 'aws' carry the account id, which is unknown: {err}",
+            f"{why if isinstance(err, NoCredentialsError) else err}: the default bucket names on target "
+            "'aws' carry the account id",
             NO_CREDENTIALS_FIX,
         ) from err  # fmt: skip
 

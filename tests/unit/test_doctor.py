@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from helpers.notebook import doctor
 from helpers.pipeline.config import load_settings
 
@@ -71,3 +73,16 @@ def test_missing_aws_credentials_are_reported(monkeypatch, tmp_path) -> None:
     creds = next(c for c in checks if c.name == "credentials")
     assert not creds.ok
     assert "aws configure" in creds.fix
+
+
+def test_preflight_on_aws_without_credentials_names_the_next_step() -> None:
+    s = load_settings(environ={}, target="aws", account_id="123456789012")
+    with pytest.raises(doctor.PreflightError, match=r"no AWS credentials found.*aws configure"):
+        doctor.preflight(s)
+
+
+def test_preflight_without_a_local_stack_names_the_next_step(free_port) -> None:
+    s = load_settings(environ={}, local_port=free_port())
+    with pytest.raises(doctor.PreflightError) as info:
+        doctor.preflight(s)
+    assert "is not answering" in str(info.value) and "00_setup" in str(info.value)
