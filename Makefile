@@ -19,8 +19,8 @@ $(STAMP): requirements.lock pyproject.toml
 
 install: $(STAMP)  ## create .venv and install the locked dependencies
 
-demo: install  ## run every notebook against the local stack; outputs in reports/
-	$(PY) -m deploy.workbook --output reports
+demo: install  ## run every notebook against the local stack; outputs in reports/latest/ (DEMO_ARGS: runner flags)
+	$(PY) -m deploy.workbook --output reports $(DEMO_ARGS)
 
 test: install  ## the whole test suite, notebooks included
 	$(PY) -m pytest
