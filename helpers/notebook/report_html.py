@@ -95,7 +95,7 @@ def _csv(folder: Path, name: str) -> pd.DataFrame | None:
 
 
 def _cards(summary: Mapping[str, Any]) -> str:
-    quarantined = summary.get("records_quarantined") or {}
+    quarantined = summary.get("records_quarantined")
     cards = [
         ("records produced", summary.get("records_produced")),
         ("records accepted", summary.get("records_accepted")),
