@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import re
+from collections import Counter
 
+import pandas as pd
 import pytest
 
 from deploy.local import status
@@ -64,6 +67,56 @@ def test_reports_hold_executed_notebooks_and_charts_without_credentials(workbook
         assert not re.search(r"\b(AKIA|ASIA)[0-9A-Z]{16}\b", text)
     pngs = sorted(reports.glob("*.png"))
     assert pngs and all(p.stat().st_size > 10_000 for p in pngs)
+
+
+CHARTS = ["05_daily_close", "06_alerts_qa", "06_crossovers_AAPL", "06_sessions_AAPL"]
+
+
+def outputs(reports, name):
+    nb = json.loads((reports / f"{name}.ipynb").read_text())
+    return [o for c in nb["cells"] if c["cell_type"] == "code" for o in c["outputs"]]
+
+
+def test_every_saved_chart_is_shown_inline_as_png(workbook) -> None:
+    _, _, reports = workbook
+    saved = {p.stem: p.read_bytes() for p in reports.glob("*.png")}
+    assert sorted(saved) == CHARTS and all((reports / f"{stem}.svg").is_file() for stem in saved)
+    shown = Counter(
+        base64.b64decode(o["data"]["image/png"])
+        for name in EXPECTED
+        for o in outputs(reports, name)
+        if "image/png" in o.get("data", {})
+    )
+    # each chart file is displayed exactly once (the same bytes), and nothing else is
+    assert shown == Counter(saved.values())
+    per_notebook = {n: sum("image/png" in o.get("data", {}) for o in outputs(reports, n)) for n in EXPECTED}
+    assert per_notebook["05_athena_analysis"] == 1 and per_notebook["06_sma_crossovers"] == 3
+    for name in ("05_athena_analysis", "06_sma_crossovers"):
+        text = json.dumps(outputs(reports, name))
+        assert "<Figure size" not in text and "pandas.io.formats.style.Styler" not in text, name
+
+
+def test_report_html_shows_the_run(workbook) -> None:
+    _, _, reports = workbook
+    summary = json.loads((reports / "summary.json").read_text())
+    page = (reports / "report.html").read_text(encoding="utf-8")
+    assert summary["run"]["status"] == "ok" and summary["run"]["finished_at"]
+    assert (
+        f"<b>{summary['records_produced']:,}</b>" in page
+        and f"<b>{summary['alerts_published']:,}</b>" in page
+    )
+    for reason in summary["records_quarantined"]:
+        assert f"<td>{reason}</td>" in page
+    for query in summary["athena"]:
+        assert f"<td>{query}</td>" in page
+    images = re.findall(r'<img alt="[^"]*" src="data:image/png;base64,([A-Za-z0-9+/=]+)">', page)
+    assert sorted(base64.b64decode(i) for i in images) == sorted(
+        p.read_bytes() for p in reports.glob("*.png")
+    )
+    assert "Signals per symbol" in page and "<script" not in page
+    assert not re.search(r'(src|href)="(https?:|//|file:)', page)  # nothing to fetch
+    alerts = pd.read_csv(reports / "06_alerts.csv")
+    assert len(alerts) == summary["alerts_published"] and not alerts.isna().all().any()  # no empty column
 
 
 @pytest.fixture(scope="module")
