@@ -211,6 +211,7 @@ class Workbook:
                 kernel_name=KERNEL_NAME,
                 progress_bar=False,
                 execution_timeout=CELL_TIMEOUT_SECONDS,
+                config=_kernel_config(),
             )
         except KeyboardInterrupt:
             self._record(NotebookRun(path.stem, "interrupted", time.monotonic() - start, "interrupted"))
@@ -260,6 +261,17 @@ class Workbook:
 
                 down(s)
         return status
+
+
+def _kernel_config() -> Any:
+    """Kernels talk to the runner over local IPC sockets where the OS has them (not loopback TCP),
+    so ipykernel has no reason to warn "Kernel is running over TCP without encryption"."""
+    from traitlets.config import Config
+
+    config = Config()
+    if os.name == "posix":
+        config.KernelManager.transport = "ipc"
+    return config
 
 
 def _failure(name: str, seconds: float, err: Exception) -> NotebookRun:
