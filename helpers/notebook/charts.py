@@ -279,14 +279,20 @@ def _bar_unit(times: pd.DatetimeIndex, daily: bool) -> str:
 # --------------------------------------------------------------------------- drawing pieces
 
 
+def _price_label(value: float, _pos: int | None = None) -> str:
+    """300, 313.5, 1.25: as many decimals as the tick needs, up to cents."""
+    return f"{value:,.2f}".rstrip("0").rstrip(".")
+
+
 def _price_axis(ax: Axes, low: float, high: float, currency: str) -> bool:
     """Log scale when the visible span calls for it; plain numbers either way. True if log."""
     log_scale = low > 0 and high / low >= LOG_SCALE_RATIO
     if log_scale:
         ax.set_yscale("log")
-        ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        subs = (1.0, 2.0, 5.0) if high / low >= 20 else (1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 7.0)
+        ax.yaxis.set_major_locator(LogLocator(base=10, subs=subs))
         ax.yaxis.set_minor_formatter(NullFormatter())
-    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:,.0f}" if v >= 100 else f"{v:,.2f}"))
+    ax.yaxis.set_major_formatter(FuncFormatter(_price_label))
     ax.set_ylabel(f"Price ({currency}{', log scale' if log_scale else ''})")
     return log_scale
 
@@ -528,7 +534,7 @@ def sessions_chart(
         ax.set_title(f"{name}: {counts[BUY]} BUY, {counts[SELL]} SELL", fontsize=10, loc="left")
         ax.set_gid(name)
         ax.tick_params(labelsize=8)
-        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:,.0f}" if v >= 100 else f"{v:,.2f}"))
+        ax.yaxis.set_major_formatter(FuncFormatter(_price_label))
         _style(ax)
     for ax in axes[len(periods) :]:
         ax.set_visible(False)

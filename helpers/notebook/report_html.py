@@ -4,7 +4,8 @@ The page holds the run's summary (records produced, accepted and quarantined by 
 stores hold, alerts), the Athena results, the signals table and every chart of the folder,
 images embedded as ``data:`` URIs — no code, no scripts, no external files, so it opens
 offline and survives being mailed. It reads only files the notebooks wrote: ``summary.json``,
-the CSV tables (``05_*.csv``, ``06_*.csv``) and the PNG charts with their captions
+the CSV tables (``05_*.csv``, ``06_*.csv``; long ones cut to their latest rows, the CSV has all)
+and the PNG charts with their captions
 (``charts.json``, written by :func:`helpers.notebook.charts.publish`).
 """
 
@@ -23,12 +24,13 @@ import pandas as pd
 from helpers.notebook.charts import CAPTIONS_FILE
 from helpers.notebook.report import read_summary, reports_dir
 
-__all__ = ["REPORT_FILE", "SIGNALS_SHOWN", "write_report"]
+__all__ = ["REPORT_FILE", "SIGNALS_SHOWN", "TABLE_ROWS_SHOWN", "write_report"]
 
 log = logging.getLogger(__name__)
 
 REPORT_FILE = "report.html"
-SIGNALS_SHOWN = 25  # signal rows in the page body; the rest in a collapsed section
+SIGNALS_SHOWN = 25  # signal rows in the page (the latest); every one is in 06_alerts.csv next to it
+TABLE_ROWS_SHOWN = 20  # rows of an Athena result in the page (the latest); the CSV next to it has all
 ATHENA_TABLES = (
     ("05_top_price_changes.csv", "Top price changes"),
     ("05_avg_volume_by_symbol.csv", "Average volume by symbol"),
@@ -148,7 +150,10 @@ def _athena_section(folder: Path, summary: Mapping[str, Any]) -> str:
     for name, title in ATHENA_TABLES:
         frame = _csv(folder, name)
         if frame is not None and not frame.empty:
-            parts.append(f"<h3>{_e(title)}</h3>" + _frame_table(frame))
+            shown = frame.tail(TABLE_ROWS_SHOWN)
+            cut = len(frame) > len(shown)
+            note = f" (the last {len(shown)} of {len(frame):,} rows; all in {name})" if cut else ""
+            parts.append(f"<h3>{_e(title)}{_e(note)}</h3>" + _frame_table(shown))
     return ("<h2>Athena results</h2>" + "".join(parts)) if parts else ""
 
 
@@ -169,11 +174,9 @@ def _signals_section(folder: Path, summary: Mapping[str, Any]) -> str:
             counts = alerts.groupby(["symbol", "signal"]).size().unstack(fill_value=0).reset_index()
             parts.append("<h3>Signals per symbol</h3>" + _frame_table(counts))
         latest = alerts.tail(SIGNALS_SHOWN)
-        parts.append(f"<h3>The latest {len(latest)} of {len(alerts)} signals</h3>" + _frame_table(latest))
-        if len(alerts) > SIGNALS_SHOWN:
-            parts.append(
-                f"<details><summary>All {len(alerts)} signals</summary>{_frame_table(alerts)}</details>"
-            )
+        where = "; all in 06_alerts.csv" if len(alerts) > len(latest) else ""
+        heading = f"The latest {len(latest)} of {len(alerts):,} signals{where}"
+        parts.append(f"<h3>{_e(heading)}</h3>" + _frame_table(latest))
     backtest = _csv(folder, "06_backtest.csv")
     if backtest is not None and not backtest.empty:
         parts.append("<h3>Illustrative backtest (not a trading result)</h3>" + _frame_table(backtest))

@@ -83,7 +83,10 @@ def run_folder(tmp_path: Path) -> Path:
     top = pd.DataFrame(
         {"symbol": ["AAPL"], "timestamp": ["2026-07-31T16:32:00Z"], "change_pct": [-10.115321]}
     )
-    report.save_tables({"top_price_changes": top}, "05", folder)
+    days = pd.DataFrame(
+        {"symbol": "AAPL", "trading_day": pd.date_range("2026-01-01", periods=30).astype(str)}
+    )
+    report.save_tables({"top_price_changes": top, "daily_ohlc": days}, "05", folder)
     fig = Figure(figsize=(4, 3), dpi=50)
     fig.add_subplot().plot([1, 2, 3])
     fig.suptitle("Daily close (USD)")
@@ -101,9 +104,9 @@ def test_report_is_one_self_contained_page_with_summary_signals_and_charts(run_f
     assert "Stock trend pipeline — run 20261203T140000Z" in text
     # Athena results and the signals: per symbol, the latest SIGNALS_SHOWN, all of them folded away
     assert "Rows per query" in text and "anomalies" in text and "-10.1153" in text
-    assert f"The latest {SIGNALS_SHOWN} of 40 signals" in text and "All 40 signals" in text
-    rows = [t for t, _ in page.tags if t == "tr"]
-    assert len(rows) >= 40 + SIGNALS_SHOWN
+    assert f"The latest {SIGNALS_SHOWN} of 40 signals; all in 06_alerts.csv" in text
+    assert "2026-07-29T14:39:00Z" in text and "2026-07-29T14:14:00Z" not in text  # the latest 25 only
+    assert "Daily open, high, low, close (the last 20 of 30 rows; all in 05_daily_ohlc.csv)" in text
     # Charts embedded as data URIs equal to the saved PNG, captioned with the figure's title
     (img,) = [attrs for tag, attrs in page.tags if tag == "img"]
     src = img["src"] or ""
