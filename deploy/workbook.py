@@ -408,14 +408,19 @@ def main(argv: list[str] | None = None) -> int:
         "--junit", default=None, metavar="PATH", help="write JUnit XML, one test case per notebook"
     )
     parser.add_argument("--keep-stack", action="store_true", help="leave the local stack running")
+    parser.add_argument(
+        "--notebooks", type=Path, default=NOTEBOOKS_DIR, help="folder of the numbered notebooks"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     logging.getLogger("papermill").setLevel(logging.WARNING)
     logging.getLogger("traitlets").setLevel(logging.ERROR)
     parameters = dict(args.parameter)
     try:  # refuse typos before creating anything
-        paths = select(args.only)
-        check_parameters(parameters, notebook_parameters(discover()))
+        paths = select(args.only, args.notebooks)
+        if not paths:
+            raise ParameterError(f"{args.notebooks} holds no numbered notebooks (NN_name.ipynb)")
+        check_parameters(parameters, notebook_parameters(discover(None, args.notebooks)))
     except ParameterError as err:
         parser.exit(2, f"{parser.prog}: error: {err}\n")
     settings = load_settings()
@@ -436,6 +441,7 @@ def main(argv: list[str] | None = None) -> int:
             parameters=parameters,
             output_dir=folder,
             stop_stack=not args.keep_stack,
+            notebooks_dir=args.notebooks,
             progress=lambda line: print(line, flush=True),
         )
     except WorkbookInterrupted as err:

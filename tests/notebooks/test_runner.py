@@ -188,16 +188,21 @@ def test_a_finished_run_records_its_status_and_writes_the_report(tmp_path) -> No
 def test_cli_writes_a_run_folder_latest_and_junit(tmp_path, monkeypatch, capfd) -> None:
     import deploy.workbook as workbook
 
-    monkeypatch.setattr(workbook, "NOTEBOOKS_DIR", FIXTURES)
-    monkeypatch.setattr(workbook, "discover", lambda only=None, folder=FIXTURES: discover(only, FIXTURES))
     monkeypatch.setattr(workbook, "load_settings", aws_settings)
-    monkeypatch.setattr(
-        workbook, "run_workbook", lambda *a, **k: run_workbook(*a, **{**k, "notebooks_dir": FIXTURES})
-    )
     (tmp_path / "20000101T000000Z").mkdir()  # an earlier run: nothing of it may mix in
     (tmp_path / "20000101T000000Z" / "old_chart.png").write_bytes(b"old")
     code = workbook.main(
-        ["--only", "00", "07", "--output", str(tmp_path), "--junit", str(tmp_path / "j.xml")]
+        [
+            "--notebooks",
+            str(FIXTURES),
+            "--only",
+            "00",
+            "07",
+            "--output",
+            str(tmp_path),
+            "--junit",
+            str(tmp_path / "j.xml"),
+        ]
     )
     out, err = capfd.readouterr()
     assert code == 0
@@ -252,3 +257,58 @@ def test_pytest_plugin_collects_each_numbered_notebook_as_an_item(tmp_path, proj
         "unknown notebook parameter(s) VALEU" in typo.stderr
         and "valid names: SHOULD_FAIL, VALUE" in typo.stderr
     )
+
+
+def test_sigterm_records_the_run_as_interrupted(tmp_path, project_root) -> None:
+    """CI cancels a job with SIGTERM: the run folder, summary, report and JUnit say 'interrupted'."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    import xml.etree.ElementTree as ET
+
+    notebooks = tmp_path / "nbs"
+    notebooks.mkdir()
+    for name in ("00_record_value.ipynb", "07_teardown.ipynb"):
+        (notebooks / name).write_bytes((FIXTURES / name).read_bytes())
+    slow = json.loads((FIXTURES / "01_fail.ipynb").read_text())
+    slow["cells"][-1]["source"] = ["import time\n", "time.sleep(120)"]
+    (notebooks / "01_slow.ipynb").write_text(json.dumps(slow))
+    env = {**os.environ, "STP_TARGET": "aws", "STP_ACCOUNT_ID": "123456789012", "MPLBACKEND": "Agg"}
+    command = [
+        sys.executable,
+        "-m",
+        "deploy.workbook",
+        "--notebooks",
+        str(notebooks),
+        "--output",
+        str(tmp_path),
+    ]
+    runner = subprocess.Popen(
+        [*command, "--junit", str(tmp_path / "junit.xml")],
+        env=env, cwd=project_root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    assert runner.stdout is not None
+    lines = []
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        lines.append(runner.stdout.readline())
+        if lines[-1].startswith("[2/3] 01_slow: running"):
+            break
+    time.sleep(3)  # the kernel is in time.sleep
+    started = time.monotonic()
+    runner.send_signal(signal.SIGTERM)
+    output = runner.communicate(timeout=60)[0]
+    assert runner.returncode == 130, "".join(lines) + output
+    assert time.monotonic() - started < 30
+    assert "01_slow: interrupted after" in output and "Interrupted: resources may remain" in output
+    run = (tmp_path / "latest").resolve()
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["run"]["status"] == "interrupted"
+    assert [(n["name"], n["status"]) for n in summary["notebooks"]] == [
+        ("00_record_value", "ok"),
+        ("01_slow", "interrupted"),
+    ]
+    assert "interrupted" in (run / "report.html").read_text()
+    cases = {c.get("name"): c for c in ET.parse(tmp_path / "junit.xml").getroot().iter("testcase")}
+    assert list(cases) == ["00_record_value", "01_slow"] and cases["01_slow"].find("error") is not None
