@@ -36,7 +36,9 @@ def test_workflow_parses_and_its_make_targets_exist(project_root: Path) -> None:
     assert set(goals) <= makefile_targets(project_root)
     # the demo's run folder and JUnit report end up in the artifact, even when the run fails
     (upload,) = [s for s in steps if str(s.get("uses", "")).startswith("actions/upload-artifact@")]
-    assert upload["if"] == "always()" and "reports/" in upload["with"]["path"].split()
+    paths = upload["with"]["path"].split()
+    assert upload["if"] == "always()" and "reports/" in paths
+    assert "!reports/latest" in paths  # the run folder once, not again through the latest symlink
     demo = next(s for s in steps if "make demo" in s.get("run", ""))
     assert "--junit reports/junit.xml" in demo["run"]
     python = next(s for s in steps if str(s.get("uses", "")).startswith("actions/setup-python@"))
