@@ -223,9 +223,29 @@ class Workbook:
             log.debug("%s failed: %s", path.name, err)
         else:
             result = NotebookRun(path.stem, "ok", time.monotonic() - start)
+        result = self._redact(result, self.folder / path.name)
         line = f"{number} {path.stem}: {result.status} in {result.seconds:.1f} s"
         self._say(line + (f" — {result.error}" if result.error else ""))
         return self._record(result)
+
+    @property
+    def _account(self) -> str | None:
+        """The AWS account id to mask in what the run writes (target aws only; local ids are moto's)."""
+        return self.settings.account_id if self.settings.target == "aws" else None
+
+    def _redact(self, result: NotebookRun, executed: Path) -> NotebookRun:
+        """Mask the account id in the executed notebook and in the failure text (shared reports)."""
+        account = self._account
+        if not account:
+            return result
+        from dataclasses import replace
+
+        from helpers.notebook.redact import redact_notebook, redact_text
+
+        if executed.is_file():
+            redact_notebook(executed, account)
+        texts = {k: getattr(result, k) for k in ("error", "cell", "details") if getattr(result, k)}
+        return replace(result, **{k: redact_text(v, account) for k, v in texts.items()})
 
     def _record(self, result: NotebookRun) -> NotebookRun:
         self.runs.append(result)
@@ -253,7 +273,13 @@ class Workbook:
             write_summary(summary, self.folder)
             from helpers.notebook.report_html import write_report
 
-            write_report(self.folder)
+            page = write_report(self.folder)
+            if self._account:
+                from helpers.notebook.redact import redact_text
+
+                page.write_text(
+                    redact_text(page.read_text(encoding="utf-8"), self._account), encoding="utf-8"
+                )
         finally:
             s = self.settings
             if s.is_local and self.stop_stack and not self._stack_was_running:

@@ -312,3 +312,31 @@ def test_sigterm_records_the_run_as_interrupted(tmp_path, project_root) -> None:
     assert "interrupted" in (run / "report.html").read_text()
     cases = {c.get("name"): c for c in ET.parse(tmp_path / "junit.xml").getroot().iter("testcase")}
     assert list(cases) == ["00_record_value", "01_slow"] and cases["01_slow"].find("error") is not None
+
+
+def test_account_id_is_masked_in_what_an_aws_run_writes(tmp_path) -> None:
+    import xml.etree.ElementTree as ET
+
+    from deploy.workbook import write_junit
+
+    account = "123456789012"  # aws_settings()' account
+    arn = f"arn:aws:sqs:us-east-1:{account}:stock-trend-alerts"
+    notebooks = tmp_path / "nbs"
+    notebooks.mkdir()
+    nb = json.loads((FIXTURES / "01_fail.ipynb").read_text())
+    nb["cells"][-1]["source"] = [
+        f"print({arn!r})\n",
+        f"raise LookupError('no queue {arn}: run 01_provision')",
+    ]
+    (notebooks / "01_leaky.ipynb").write_text(json.dumps(nb))
+    runs = run_workbook(aws_settings(), output_dir=tmp_path / "run", notebooks_dir=notebooks)
+    assert runs[0].status == "failed" and "<account-id>" in (runs[0].error or "")
+    written = [tmp_path / "run" / n for n in ("01_leaky.ipynb", "summary.json", "report.html")]
+    written.append(write_junit(runs, tmp_path / "junit.xml"))
+    for path in written:
+        text = path.read_text(encoding="utf-8")
+        assert account not in text, path.name
+        assert (
+            "arn:aws:sqs:us-east-1:<account-id>:stock-trend-alerts" in text or "&lt;account-id&gt;" in text
+        ), path.name
+    ET.parse(written[-1])  # still well-formed
