@@ -244,8 +244,11 @@ class Workbook:
 
         if executed.is_file():
             redact_notebook(executed, account)
-        texts = {k: getattr(result, k) for k in ("error", "cell", "details") if getattr(result, k)}
-        return replace(result, **{k: redact_text(v, account) for k, v in texts.items()})
+
+        def mask(text: str | None) -> str | None:
+            return redact_text(text, account) if text else text
+
+        return replace(result, error=mask(result.error), cell=mask(result.cell), details=mask(result.details))
 
     def _record(self, result: NotebookRun) -> NotebookRun:
         self.runs.append(result)
