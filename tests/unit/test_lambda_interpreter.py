@@ -18,12 +18,23 @@ def test_the_hosts_own_version_runs_on_the_host() -> None:
 
 
 def test_an_installed_runtime_interpreter_is_used(tmp_path: Path) -> None:
-    shim = tmp_path / "python3.99"
-    shim.write_text(f'#!/bin/sh\nexec {sys.executable} "$@"\n')
+    shim = tmp_path / "python3.99"  # answers the version probe as 3.99, runs anything else
+    shim.write_text(
+        f'#!/bin/sh\ncase "$*" in *version_info*) echo 3.99;; *) exec {sys.executable} "$@";; esac\n'
+    )
     shim.chmod(0o755)
     path, version = workers.interpreter_for("python3.99", path=str(tmp_path))
     assert path == str(shim)
     assert version == f"python3.99 (local: {shim})"
+
+
+def test_an_interpreter_on_path_that_does_not_run_is_not_used(tmp_path: Path) -> None:
+    # e.g. a pyenv shim of a version that is installed but not active: "command not found"
+    shim = tmp_path / "python3.97"
+    shim.write_text("#!/bin/sh\necho 'pyenv: python3.97: command not found' >&2\nexit 127\n")
+    shim.chmod(0o755)
+    path, version = workers.interpreter_for("python3.97", path=str(tmp_path))
+    assert path == sys.executable and "python3.97 not installed" in version
 
 
 def test_a_missing_runtime_falls_back_to_the_host_and_warns_once(

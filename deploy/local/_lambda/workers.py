@@ -20,6 +20,7 @@ sees the death and cleans up.
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.metadata
 import json
 import logging
@@ -115,7 +116,7 @@ def interpreter_for(runtime: str, path: str | None = None) -> tuple[str, str]:
     if not re.fullmatch(r"python3\.\d+", runtime or "") or runtime == host:
         return sys.executable, f"{runtime or 'python'} (local)"
     found = shutil.which(runtime, path=path)
-    if found:
+    if found and _runs_as(found, runtime.removeprefix("python")):
         return found, f"{runtime} (local: {found})"
     with _warned_lock:
         first = runtime not in _warned_runtimes
@@ -127,6 +128,20 @@ def interpreter_for(runtime: str, path: str | None = None) -> tuple[str, str]:
             runtime, host, runtime,
         )  # fmt: skip
     return sys.executable, f"{runtime} (local: on {host}, {runtime} not installed)"
+
+
+@functools.cache
+def _runs_as(interpreter: str, version: str) -> bool:
+    """True when ``interpreter`` starts and is Python ``version`` (a pyenv shim of an inactive
+    version, or a broken install, is on PATH but does not run)."""
+    probe = "import sys; print('%d.%d' % sys.version_info[:2])"
+    try:
+        done = subprocess.run(
+            [interpreter, "-I", "-S", "-c", probe], capture_output=True, text=True, timeout=20, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return done.returncode == 0 and done.stdout.strip() == version
 
 
 def worker_environment(
