@@ -187,7 +187,7 @@ class LocalStack:
             "uptime_seconds": round(time.time() - self.started_at, 1),
             "components": {c.name: c.health() for c in self.components},
             "faults": self.faults.describe(),
-            "aws_rules": self.rules,
+            "aws_rules": {**self.rules, "answered": aws_rules.counters()},
         }
 
 

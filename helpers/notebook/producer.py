@@ -38,6 +38,7 @@ from helpers.core.batch_plan import RS
 from helpers.core.batch_plan import aggregate as aggregate_data
 from helpers.core.errors import ProducerError
 from helpers.core.quotes import Quote, utc_now_timestamp
+from helpers.core.shard_limits import ShardPacer, ShardRange
 from helpers.pipeline import aws
 from helpers.pipeline.config import Settings, load_settings
 
@@ -252,11 +253,12 @@ def _send(
     bar = _progress(total) if progress else None
     batch = _Batch()
     opened = 0.0  # when the current batch's first record was read
+    pacer = shard_pacer(kinesis, s.stream_name, sleep)
 
     def flush() -> None:
         nonlocal batch
         if batch.entries:
-            _put_batch(kinesis, s.stream_name, batch.entries, summary, max_attempts, sleep, aggregate)
+            _put_batch(kinesis, s.stream_name, batch.entries, summary, max_attempts, sleep, aggregate, pacer)
             if bar is not None:
                 bar.update(len(batch.entries))
             batch = _Batch()
@@ -309,6 +311,7 @@ def _put_batch(
     max_attempts: int,
     sleep: Callable[[float], Any],
     aggregate: int = 1,
+    pacer: ShardPacer | None = None,
 ) -> None:
     """One batch, in rounds that keep each partition key's order through retries.
 
@@ -339,7 +342,10 @@ def _put_batch(
         if retry:
             summary.retried += sum(len(run) for run in runs if attempts[run[0][1]])
             sleep(aws.backoff_seconds(retry, base=BACKOFF_BASE_SECONDS, cap=BACKOFF_CAP_SECONDS))
-        response = _put_records(kinesis, stream, [_packed(run) for run in runs])
+        packed = [_packed(run) for run in runs]
+        if pacer is not None:  # each shard's share of the call fits its write limits
+            pacer.before_put((key, len(data) + len(key.encode())) for data, key, _ in packed)
+        response = _put_records(kinesis, stream, packed)
         summary.calls += 1
         codes = Counter()
         for run, result in zip(runs, response["Records"], strict=True):
@@ -379,6 +385,33 @@ def _put_batch(
                 len(runs),
                 codes,
             )
+
+
+def shard_pacer(kinesis: Any, stream: str, sleep: Callable[[float], Any] = time.sleep) -> ShardPacer | None:
+    """A pacer holding puts on ``stream`` under each open shard's write limits (one ListShards).
+
+    Without it a bulk send (``SPEED=0``) would rely on throttling and retries: on AWS a shard
+    takes 1,000 records and 1 MiB per second. ``None`` when the shards cannot be listed (the
+    limits are then left to retries).
+    """
+    shards: list[ShardRange] = []
+    try:
+        answer = kinesis.list_shards(StreamName=stream)
+        while True:
+            for shard in answer.get("Shards", []):
+                if "EndingSequenceNumber" in shard.get("SequenceNumberRange", {}):
+                    continue  # closed by a reshard: takes no writes
+                keys = shard["HashKeyRange"]
+                shards.append(
+                    ShardRange(shard["ShardId"], int(keys["StartingHashKey"]), int(keys["EndingHashKey"]))
+                )
+            if not answer.get("NextToken"):
+                break
+            answer = kinesis.list_shards(NextToken=answer["NextToken"])
+    except (AttributeError, ClientError, BotoCoreError) as err:
+        log.info("not pacing puts on %s by shard: its shards could not be listed (%s)", stream, err)
+        return None
+    return ShardPacer(shards, sleep=sleep)
 
 
 def _run(queue_: collections.deque[Entry], aggregate: int) -> list[Entry]:

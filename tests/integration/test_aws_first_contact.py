@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from helpers.pipeline.config import Settings, load_settings
@@ -43,7 +45,7 @@ def aws_like_stack(tmp_path_factory: pytest.TempPathFactory):
         mp.setenv(aws_rules.QUEUE_DYING_ENV, "3")
         stack = up(s)
     rules = (stack.health or {})["aws_rules"]
-    assert rules == {"queue_deletion_seconds": 6.0, "queue_dying_seconds": 3.0}
+    assert (rules["queue_deletion_seconds"], rules["queue_dying_seconds"], rules["shard_limits"]) == (6, 3, 1)
     try:
         yield s
     finally:
@@ -96,3 +98,62 @@ def test_teardown_then_immediate_provision_succeeds(aws_like_stack: Settings, ca
     assert any("still deleting a queue of that name" in m for m in caplog.messages)
     assert again.count("exists") == 0
     teardown(s)
+
+
+def _one_shard_stream(s: Settings, name: str) -> str:
+    from helpers.pipeline import aws
+
+    kinesis = aws.client("kinesis", s)
+    kinesis.create_stream(StreamName=name, ShardCount=1)
+    kinesis.get_waiter("stream_exists").wait(StreamName=name, WaiterConfig={"Delay": 0.2, "MaxAttempts": 50})
+    return name
+
+
+def _throttled(s: Settings) -> int:
+    from deploy.local import status
+
+    return int((status(s).health or {})["aws_rules"]["answered"]["throttled_records"])
+
+
+def test_a_shard_refuses_writes_beyond_its_limits(aws_like_stack: Settings) -> None:
+    from helpers.pipeline import aws
+
+    s = aws_like_stack
+    stream = _one_shard_stream(s, "limits-raw")
+    kinesis = aws.client("kinesis", s)
+    before = _throttled(s)
+    answers = []
+    started = time.monotonic()
+    for call in range(3):  # 1,500 records at once: a shard takes 1,000 a second
+        records = [{"Data": b"x" * 100, "PartitionKey": f"k{call}-{i}"} for i in range(500)]
+        answers += kinesis.put_records(StreamName=stream, Records=records)["Records"]
+    elapsed = time.monotonic() - started
+    refused = [a for a in answers if a.get("ErrorCode")]
+    assert 1_500 - len(refused) <= 1_000 + 1_000 * elapsed + 1  # a second's burst, then the refill
+    assert {a["ErrorCode"] for a in refused} <= {"ProvisionedThroughputExceededException"}
+    assert _throttled(s) - before == len(refused)
+    if refused:
+        assert "Rate exceeded for shard shardId-000000000000" in refused[0]["ErrorMessage"]
+    time.sleep(1.1)  # the record bucket refills; the byte limit on its own:
+    big = [{"Data": b"y" * 1_000_000, "PartitionKey": f"b{i}"} for i in range(3)]  # 3 MB at once
+    volume = kinesis.put_records(StreamName=stream, Records=big)["Records"]
+    assert [bool(a.get("ErrorCode")) for a in volume] == [False, True, True]  # 1 MiB a second
+
+
+def test_the_producer_at_full_speed_stays_within_the_shard_limits(aws_like_stack: Settings) -> None:
+    import dataclasses
+
+    from helpers.core.quotes import Quote
+    from helpers.notebook.producer import produce
+
+    s = dataclasses.replace(aws_like_stack, stream_name=_one_shard_stream(aws_like_stack, "limits-producer"))
+    quotes = [
+        Quote(symbol=f"S{i % 40:02d}", timestamp=f"2026-07-29T{13 + i // 2400:02d}:{i // 40 % 60:02d}:00Z",
+              price=1.0, previous_close=1.0, open=1.0, high=1.0, low=1.0, volume=1, source="synthetic")
+        for i in range(3_000)
+    ]  # fmt: skip
+    before = _throttled(s)
+    sent = produce(quotes, s, aggregate=1, linger=None)  # SPEED=0: as fast as the shard allows
+    assert sent.records == 3_000 and sent.failed == 0 and sent.retried == 0
+    assert _throttled(s) == before  # the local stack never had to refuse one
+    assert sent.records / sent.seconds <= 1_000  # one shard: within its 1,000 records/s

@@ -62,7 +62,12 @@ def test_role_propagation_is_retried_with_backoff(monkeypatch: pytest.MonkeyPatc
             raise err
         return "created"
 
-    assert functions._retry_while_role_propagates(call, load_settings(environ={}, target="aws", account_id="123456789012")) == "created"
+    assert (
+        functions._retry_while_role_propagates(
+            call, load_settings(environ={}, target="aws", account_id="123456789012")
+        )
+        == "created"
+    )
     assert len(sleeps) == 2 and all(0 <= d <= functions.ROLE_RETRY_CAP_SECONDS for d in sleeps)
 
 
@@ -80,7 +85,9 @@ def test_other_errors_and_the_local_stack_are_not_retried(monkeypatch: pytest.Mo
         raise other
 
     with pytest.raises(ClientError):
-        functions._retry_while_role_propagates(denied, load_settings(environ={}, target="aws", account_id="123456789012"))
+        functions._retry_while_role_propagates(
+            denied, load_settings(environ={}, target="aws", account_id="123456789012")
+        )
 
 
 def test_the_alert_topic_and_its_queue_are_fifo_exactly_when_alerts_fifo_is_on() -> None:
