@@ -1,22 +1,32 @@
-"""Least-privilege IAM documents for the two Lambda functions.
+"""Least-privilege IAM documents for the two Lambda functions and for whoever runs the notebooks.
 
 Each policy lists exact actions (never ``*`` or ``service:*``) on the ARNs of this pipeline's
-own resources only. The documents are pure data so tests can inspect them.
+own resources only. The documents are pure data so tests can inspect them. The runner's
+(:func:`runner_policy`) is shipped as ``deploy/runner-policy.json`` with ``ACCOUNT_ID`` and
+``REGION`` placeholders; ``python -m deploy.iam runner-policy`` prints it for your settings.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from helpers.pipeline import resources
 from helpers.pipeline.config import Settings
 
 __all__ = [
+    "IAM_ACTION_OF",
     "POLICY_NAME",
+    "RUNNER_POLICY_FILE",
     "Arns",
+    "iam_action",
     "processor_policy",
     "role_policies",
+    "runner_actions",
+    "runner_policy",
+    "runner_policy_template",
     "tls_only_policy",
     "topic_to_queue_policy",
     "trend_policy",
@@ -248,3 +258,166 @@ def topic_to_queue_policy(queue_arn: str, topic_arn: str) -> dict[str, Any]:
             }
         ],
     }
+
+
+# --- the runner: the person (or CI role) running the notebooks -----------------------------------
+
+# API operations whose IAM action has another name (the rest are "<service>:<Operation>").
+IAM_ACTION_OF = {
+    "s3:DeleteObjects": "s3:DeleteObject",
+    "s3:GetBucketEncryption": "s3:GetEncryptionConfiguration",
+    "s3:GetPublicAccessBlock": "s3:GetBucketPublicAccessBlock",
+    "s3:HeadBucket": "s3:ListBucket",
+    "s3:HeadObject": "s3:GetObject",
+    "s3:ListObjectVersions": "s3:ListBucketVersions",
+    "s3:ListObjectsV2": "s3:ListBucket",
+    "s3:ListObjects": "s3:ListBucket",
+    "s3:PutBucketEncryption": "s3:PutEncryptionConfiguration",
+    "s3:PutBucketLifecycleConfiguration": "s3:PutLifecycleConfiguration",
+    "s3:PutPublicAccessBlock": "s3:PutBucketPublicAccessBlock",
+}
+
+# What each service's calls may touch: ARN templates over the registry (Arns.of) and "*" where
+# the action has no resource-level permission (STS identity, creating/listing mappings).
+_RUNNER_ACTIONS: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
+    ("Identity", ("sts:GetCallerIdentity",), ("*",)),
+    ("QuoteStream", (
+        "kinesis:CreateStream", "kinesis:DeleteStream", "kinesis:DescribeStream",
+        "kinesis:DescribeStreamSummary", "kinesis:ListShards", "kinesis:PutRecords",
+        "kinesis:StartStreamEncryption", "kinesis:IncreaseStreamRetentionPeriod",
+        "kinesis:DecreaseStreamRetentionPeriod", "kinesis:AddTagsToStream",
+    ), ("stream_name",)),
+    ("Tables", (
+        "dynamodb:CreateTable", "dynamodb:DeleteTable", "dynamodb:DescribeTable", "dynamodb:Query",
+        "dynamodb:Scan", "dynamodb:TagResource",
+    ), ("table_name", "alerts_table_name")),
+    ("Buckets", (
+        "s3:CreateBucket", "s3:DeleteBucket", "s3:GetBucketLocation", "s3:ListBucket",
+        "s3:ListBucketVersions", "s3:PutBucketPublicAccessBlock", "s3:GetBucketPublicAccessBlock",
+        "s3:PutBucketOwnershipControls", "s3:PutEncryptionConfiguration", "s3:GetEncryptionConfiguration",
+        "s3:PutBucketPolicy", "s3:PutLifecycleConfiguration",
+    ), ("raw_bucket", "results_bucket")),
+    ("BucketObjects", (
+        "s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:DeleteObjectVersion",
+    ), ("raw_bucket/*", "results_bucket/*")),
+    ("Queues", (
+        "sqs:CreateQueue", "sqs:DeleteQueue", "sqs:GetQueueAttributes", "sqs:GetQueueUrl",
+        "sqs:SetQueueAttributes", "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:TagQueue",
+    ), ("failure_queue_name", "alert_queue_name")),
+    ("AlertTopic", (
+        "sns:CreateTopic", "sns:DeleteTopic", "sns:GetTopicAttributes", "sns:ListSubscriptionsByTopic",
+        "sns:Subscribe", "sns:Unsubscribe", "sns:TagResource",
+    ), ("topic_name",)),
+    ("Catalog", (
+        "glue:CreateDatabase", "glue:DeleteDatabase", "glue:GetDatabase", "glue:CreateTable",
+        "glue:DeleteTable", "glue:GetTable", "glue:UpdateTable", "glue:BatchCreatePartition",
+        "glue:GetPartition", "glue:GetPartitions", "glue:BatchGetPartition",
+    ), ("glue:catalog", "glue_database", "glue_table")),
+    ("Athena", (
+        "athena:CreateWorkGroup", "athena:DeleteWorkGroup", "athena:GetWorkGroup",
+        "athena:StartQueryExecution", "athena:GetQueryExecution", "athena:GetQueryResults",
+        "athena:StopQueryExecution",
+    ), ("athena_workgroup",)),
+    ("LambdaRoles", (
+        "iam:CreateRole", "iam:DeleteRole", "iam:GetRole", "iam:PutRolePolicy", "iam:DeleteRolePolicy",
+        "iam:ListRolePolicies",
+    ), ("processor_role", "trend_role")),
+    ("Functions", (
+        "lambda:CreateFunction", "lambda:DeleteFunction", "lambda:GetFunction",
+        "lambda:GetFunctionConfiguration", "lambda:UpdateFunctionCode", "lambda:UpdateFunctionConfiguration",
+    ), ("lambda:processor_function", "lambda:trend_function")),
+    ("EventSourceMappings", (
+        "lambda:CreateEventSourceMapping", "lambda:DeleteEventSourceMapping", "lambda:GetEventSourceMapping",
+        "lambda:ListEventSourceMappings", "lambda:UpdateEventSourceMapping",
+    ), ("*",)),
+    ("FunctionLogs", (
+        "logs:CreateLogGroup", "logs:DeleteLogGroup", "logs:DescribeLogStreams", "logs:FilterLogEvents",
+        "logs:PutRetentionPolicy", "logs:TagResource",
+    ), ("processor_function", "trend_function")),
+)  # fmt: skip
+
+
+def _runner_resource(arns: Arns, ref: str) -> list[str]:
+    if ref == "*":
+        return ["*"]
+    if ref == "glue:catalog":
+        return [arns.glue_catalog]
+    if ref.startswith("lambda:"):
+        return [arns.function(getattr(arns.settings, ref.removeprefix("lambda:")))]
+    field, _, objects = ref.partition("/")
+    arn = arns.of(field)
+    if field in ("processor_function", "trend_function"):  # the registry's log group entries
+        return [arn, f"{arn}:*"]
+    return [f"{arn}/{objects}"] if objects else [arn]
+
+
+def runner_policy(arns: Arns) -> dict[str, Any]:
+    """The least privilege of whoever runs the notebooks: every call of 00-07, scoped to this
+    pipeline's resources, and ``iam:PassRole`` of the two execution roles to Lambda only."""
+    statements: list[dict[str, Any]] = [
+        {
+            "Sid": sid,
+            "Effect": "Allow",
+            "Action": list(actions),
+            "Resource": [arn for ref in refs for arn in _runner_resource(arns, ref)],
+        }
+        for sid, actions, refs in _RUNNER_ACTIONS
+    ]
+    statements.append(
+        {
+            "Sid": "PassExecutionRoles",
+            "Effect": "Allow",
+            "Action": ["iam:PassRole"],
+            "Resource": [arns.of("processor_role"), arns.of("trend_role")],
+            "Condition": {"StringEquals": {"iam:PassedToService": "lambda.amazonaws.com"}},
+        }
+    )
+    return {"Version": "2012-10-17", "Statement": statements}
+
+
+def runner_actions(policy: dict[str, Any]) -> set[str]:
+    """Every action a policy allows (by name)."""
+    return {a for st in policy["Statement"] if st["Effect"] == "Allow" for a in st["Action"]}
+
+
+def iam_action(call: str) -> str:
+    """The IAM action of an API call ``<service>:<Operation>`` (as :data:`IAM_ACTION_OF` maps it)."""
+    return IAM_ACTION_OF.get(call, call)
+
+
+RUNNER_POLICY_FILE = Path(__file__).with_name("runner-policy.json")
+
+
+def runner_policy_template() -> dict[str, Any]:
+    """The runner policy with ``ACCOUNT_ID`` and ``REGION`` placeholders and the default names
+    (what ``deploy/runner-policy.json`` holds)."""
+    from helpers.pipeline.config import load_settings
+
+    s = load_settings(environ={}, target="aws", region="us-east-1", account_id="111122223333")
+    text = json.dumps(runner_policy(Arns.for_account(s, "111122223333")), indent=2)
+    text = text.replace("111122223333", "ACCOUNT_ID").replace("us-east-1", "REGION")
+    return dict(json.loads(text))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m deploy.iam runner-policy``: the runner policy for the resolved settings;
+    ``runner-policy-template`` rewrites ``deploy/runner-policy.json``."""
+    import sys
+
+    from helpers.pipeline import aws
+    from helpers.pipeline.config import load_settings
+
+    args = sys.argv[1:] if argv is None else argv
+    if args == ["runner-policy-template"]:  # rewrite deploy/runner-policy.json
+        RUNNER_POLICY_FILE.write_text(json.dumps(runner_policy_template(), indent=2) + "\n")
+        return 0
+    if args != ["runner-policy"]:
+        print("usage: python -m deploy.iam runner-policy | runner-policy-template", file=sys.stderr)
+        return 2
+    s = load_settings()
+    print(json.dumps(runner_policy(Arns.for_account(s, s.account_id or aws.account_id(s))), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

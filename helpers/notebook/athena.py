@@ -85,8 +85,12 @@ def _session(s: Settings) -> Any:
     core = botocore.session.Session()
     core.set_config_variable("config_file", str(_config_file(s, endpoint)))
     if s.is_local:
-        return boto3.session.Session(botocore_session=core, region_name=s.region, **aws.LOCAL_CREDENTIALS)
-    return boto3.session.Session(botocore_session=core, region_name=s.region, profile_name=s.profile)
+        return aws.record_calls(
+            boto3.session.Session(botocore_session=core, region_name=s.region, **aws.LOCAL_CREDENTIALS)
+        )
+    return aws.record_calls(
+        boto3.session.Session(botocore_session=core, region_name=s.region, profile_name=s.profile)
+    )
 
 
 def connect(settings: Settings | None = None, *, cursor: str = "pandas") -> Any:

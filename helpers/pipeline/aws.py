@@ -19,6 +19,7 @@ from helpers.pipeline.config import Settings, load_settings
 
 __all__ = [
     "BUCKET_MISSING_CODES",
+    "CALLS_ENV",
     "LOCAL_CREDENTIALS",
     "QUEUE_MISSING_CODES",
     "account_id",
@@ -28,6 +29,7 @@ __all__ = [
     "function_call_budget_seconds",
     "in_function",
     "is_missing",
+    "record_calls",
     "resource",
     "session",
     "wait_until",
@@ -74,8 +76,33 @@ def session(settings: Settings | None = None) -> Any:
 
     s = settings or load_settings()
     if s.is_local:
-        return boto3.session.Session(region_name=s.region, **LOCAL_CREDENTIALS)
-    return boto3.session.Session(region_name=s.region, profile_name=s.profile)
+        return record_calls(boto3.session.Session(region_name=s.region, **LOCAL_CREDENTIALS))
+    return record_calls(boto3.session.Session(region_name=s.region, profile_name=s.profile))
+
+
+CALLS_ENV = "STP_RECORD_CALLS"  # a file: every "<service>:<Operation>" the session's clients call
+_recorded: set[str] = set()
+_recorded_lock = threading.Lock()
+
+
+def record_calls(session: Any) -> Any:
+    """With ``STP_RECORD_CALLS`` set, append each new ``<signing name>:<operation>`` that the
+    session's clients call to that file (how the runner policy is checked against the workbook)."""
+    path = os.environ.get(CALLS_ENV)
+    if not path:
+        return session
+
+    def before_call(model: Any, **_: Any) -> None:
+        action = f"{model.service_model.signing_name}:{model.name}"
+        with _recorded_lock:
+            if action in _recorded:
+                return
+            _recorded.add(action)
+            with open(path, "a", encoding="utf-8") as fh:
+                fh.write(action + "\n")
+
+    session.events.register("before-call", before_call)
+    return session
 
 
 @functools.lru_cache(maxsize=64)

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import re
 from collections import Counter
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from deploy.local import status
 from deploy.workbook import discover, run_workbook
+from helpers.pipeline import aws
 from helpers.pipeline.config import load_settings
 
 pytestmark = pytest.mark.notebooks
@@ -33,8 +36,23 @@ def workbook(tmp_path_factory, free_port):
     state = tmp_path_factory.mktemp("workbook-state")
     reports = tmp_path_factory.mktemp("workbook-reports")
     settings = load_settings(environ={}, local_port=free_port(), state_dir=str(state))
-    runs = run_workbook(settings, output_dir=reports)
+    calls = state / "api-calls.txt"  # every AWS call of the runner and the kernels (aws.record_calls)
+    os.environ[aws.CALLS_ENV] = str(calls)
+    try:
+        runs = run_workbook(settings, output_dir=reports)
+    finally:
+        del os.environ[aws.CALLS_ENV]
     return settings, runs, reports
+
+
+def test_the_runner_policy_allows_every_call_the_workbook_makes(workbook) -> None:
+    from deploy import iam
+
+    settings, _, _ = workbook
+    calls = set((Path(settings.state_dir) / "api-calls.txt").read_text().split())
+    assert {"kinesis:PutRecords", "lambda:CreateFunction", "athena:StartQueryExecution"} <= calls
+    allowed = iam.runner_actions(iam.runner_policy_template())
+    assert sorted(c for c in calls if iam.iam_action(c) not in allowed) == []
 
 
 def test_every_notebook_runs(workbook) -> None:
