@@ -26,10 +26,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-__all__ = ["dumps", "install_untracked", "pack", "unpack"]
+__all__ = ["install_untracked", "pack", "unpack"]
 
-dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, check_circular=False).encode
-"""Compact JSON text (what is packed; equal values give equal bytes)."""
+_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, check_circular=False).encode
 _loads = json.loads
 
 
@@ -58,7 +57,7 @@ def _plain(value: Any) -> Any:
 def pack(item: Any) -> bytes | None:
     """The JSON bytes of ``item``'s attributes in wire form, or None if JSON cannot hold them exactly."""
     try:
-        return dumps({name: _plain(value) for name, value in item.attrs.items()}).encode()
+        return _dumps({name: _plain(value) for name, value in item.attrs.items()}).encode()
     except (_NotPlain, AttributeError):
         return None
 

@@ -24,8 +24,7 @@ how they are found; ``install()`` applies them once per process, ``uninstall()``
 * **DynamoDB stream records** (``moto/dynamodb/models/table.py``, ``StreamRecord``): each one
   keeps its record as nested dicts, 4.4 KB per processed item (13 attributes), more than the
   item itself (2.8 KB), and moto never drops them. Each is now kept as compact JSON bytes
-  and decoded when read (``record``, ``to_json()``), the same dict every time; its NewImage is
-  the very bytes object its item is stored as in the table (~0.35 KB a record beside the item).
+  (~0.7 KB) and decoded when read (``record``, ``to_json()``), the same dict every time.
 * **SQS** (``moto/sqs/models.py``): every SendMessage (each SNS delivery to a queue) reads
   ``queue.attributes`` for one flag, which counts the queue's messages three times, calling
   ``unix_time_millis()`` twice per message: 2.5 ms per alert with 300 messages waiting in the
@@ -419,51 +418,27 @@ def _install_stream_records() -> None:
     from moto.dynamodb.models.table import StreamRecord
 
     original_init = StreamRecord.__dict__["__init__"]
-    dumps = moto_compact.dumps
 
-    def stored_bytes(table: Any, item: Any, image: bytes) -> bytes:
-        """``image`` itself, or the equal bytes the item is stored as (one copy for both)."""
-        partition = dict.get(table.items, item.hash_key)
-        if isinstance(partition, RangePartition):
-            packed = dict.get(partition, item.range_key)
-            if type(packed) is bytes and packed == image:
-                return packed
-        return image
-
-    def __init__(
-        self: Any, table: Any, stream_type: str, event_name: str, old: Any, new: Any, seq: int
-    ) -> None:
-        original_init(self, table, stream_type, event_name, old, new, seq)
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        original_init(self, *args, **kwargs)
         record = self.__dict__["record"]
         body = record.get("dynamodb", {})
         created = body.pop("ApproximateCreationDateTime", None)
-        new_image, old_image = body.pop("NewImage", None), body.pop("OldImage", None)
         try:
-            blob = dumps(record).encode()
-            new_blob = None if new_image is None else stored_bytes(table, new, dumps(new_image).encode())
-            old_blob = None if old_image is None else dumps(old_image).encode()
+            blob = json.dumps(record, separators=(",", ":")).encode()
         except (TypeError, ValueError):  # not plain JSON: keep moto's dict
-            for name, value in (("NewImage", new_image), ("OldImage", old_image)):
-                if value is not None:
-                    body[name] = value
             if created is not None:
                 body["ApproximateCreationDateTime"] = created
             return
         del self.__dict__["record"]
         self._stp_blob, self._stp_created = blob, created
-        self._stp_new, self._stp_old = new_blob, old_blob
 
     def __getattr__(self: Any, name: str) -> Any:
         if name != "record" or "_stp_blob" not in self.__dict__:
             raise AttributeError(name)
         record = json.loads(self._stp_blob)
-        body = record["dynamodb"]
-        if self._stp_new is not None:
-            body["NewImage"] = json.loads(self._stp_new)
-        if self._stp_old is not None:
-            body["OldImage"] = json.loads(self._stp_old)
         if self._stp_created is not None:
-            body["ApproximateCreationDateTime"] = self._stp_created
+            record["dynamodb"]["ApproximateCreationDateTime"] = self._stp_created
         return record
 
     _patch(StreamRecord, "__init__", __init__)
