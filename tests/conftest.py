@@ -38,6 +38,10 @@ os.environ.update(
     AWS_CONFIG_FILE=os.devnull, AWS_SHARED_CREDENTIALS_FILE=os.devnull, AWS_EC2_METADATA_DISABLED="true"
 )
 os.environ.setdefault("MPLBACKEND", "Agg")
+# Tests provision, tear down and provision again under the same names within seconds: the test
+# stacks keep a deleted queue's name 3 s, not AWS's 60 s (tests/integration/test_aws_first_contact.py
+# runs the AWS-length behaviour on a stack of its own).
+os.environ["STP_LOCAL_QUEUE_DELETION_SECONDS"] = "3"
 
 
 def free_loopback_port() -> int:
