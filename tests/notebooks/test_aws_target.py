@@ -19,6 +19,16 @@ from tests.conftest import free_loopback_port
 pytestmark = pytest.mark.notebooks
 
 
+def failure_of(notebook: Path, out: Path, tmp_path: Path) -> papermill.PapermillExecutionError:
+    """Execute ``notebook`` to ``out``; it must fail, and this is how."""
+    with pytest.raises(papermill.PapermillExecutionError) as info:
+        papermill.execute_notebook(
+            str(notebook), str(out), parameters={"REPORTS_DIR": str(tmp_path / "reports")},
+            kernel_name="python3", progress_bar=False, cwd=str(notebook.parent),
+        )  # fmt: skip
+    return info.value
+
+
 def test_stp_target_aws_alone_switches_every_notebook(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -31,12 +41,8 @@ def test_stp_target_aws_alone_switches_every_notebook(
     outcomes: dict[str, str] = {}
     for notebook in discover():
         out = tmp_path / notebook.name
-        with pytest.raises(papermill.PapermillExecutionError) as info:
-            papermill.execute_notebook(
-                str(notebook), str(out), parameters={"REPORTS_DIR": str(tmp_path / "reports")},
-                kernel_name="python3", progress_bar=False, cwd=str(notebook.parent),
-            )  # fmt: skip
-        outcomes[notebook.stem] = f"{info.value.ename}: {info.value.evalue}"
+        error = failure_of(notebook, out, tmp_path)
+        outcomes[notebook.stem] = f"{error.ename}: {error.evalue}"
     assert set(outcomes) == {p.stem for p in discover()}
     for name, error in outcomes.items():
         assert error.startswith("ConfigError"), (name, error)
@@ -57,13 +63,9 @@ def test_a_notebook_without_its_local_stack_stops_at_once_with_the_next_step(
     monkeypatch.setenv("STP_STATE_DIR", str(tmp_path / "state"))
     notebook = next(p for p in discover() if p.stem == "03_produce")
     out = tmp_path / notebook.name
-    with pytest.raises(papermill.PapermillExecutionError) as info:
-        papermill.execute_notebook(
-            str(notebook), str(out), parameters={"REPORTS_DIR": str(tmp_path / "reports")},
-            kernel_name="python3", progress_bar=False, cwd=str(notebook.parent),
-        )  # fmt: skip
-    assert info.value.ename == "PreflightError"
-    assert "00_setup" in info.value.evalue and "python -m deploy.local up" in info.value.evalue
+    error = failure_of(notebook, out, tmp_path)
+    assert error.ename == "PreflightError"
+    assert "00_setup" in error.evalue and "python -m deploy.local up" in error.evalue
     failed = [
         c for c in nbformat.read(out, as_version=4).cells if c.metadata.get("papermill", {}).get("exception")
     ]
