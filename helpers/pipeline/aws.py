@@ -45,7 +45,8 @@ READ_TIMEOUT_SECONDS = 60
 # fail well within it, so the function reports those records as failed (retried alone) instead of
 # timing out, which fails the whole batch and bisects it. Worst case of one call: attempts x
 # (connect + read) plus the retry backoffs, see function_call_budget_seconds().
-FUNCTION_RETRY_CONFIG = {"mode": "standard", "total_max_attempts": 3}  # the first try included
+FUNCTION_ATTEMPTS = 3  # the first try included
+FUNCTION_RETRY_CONFIG = {"mode": "standard", "total_max_attempts": FUNCTION_ATTEMPTS}
 FUNCTION_CONNECT_TIMEOUT_SECONDS = 2
 FUNCTION_READ_TIMEOUT_SECONDS = 5
 STANDARD_MODE_BACKOFF_CAP_SECONDS = 20  # botocore standard mode: min(20, 2**attempt) with full jitter
@@ -58,7 +59,7 @@ def in_function() -> bool:
 
 def function_call_budget_seconds() -> float:
     """The longest one client call can take inside a function, retries included."""
-    attempts = int(FUNCTION_RETRY_CONFIG["total_max_attempts"])
+    attempts = FUNCTION_ATTEMPTS
     waits = sum(min(STANDARD_MODE_BACKOFF_CAP_SECONDS, 2**n) for n in range(attempts - 1))
     return attempts * (FUNCTION_CONNECT_TIMEOUT_SECONDS + FUNCTION_READ_TIMEOUT_SECONDS) + waits
 

@@ -250,9 +250,8 @@ def _aws_bucket_names(s: Settings, fields: list[str]) -> Settings:
     """
     account = s.account_id or _caller_account(s.profile, s.region, s.endpoint_url)
     values = {"account": account, "region": s.region}
-    named = dataclasses.replace(
-        s, account_id=account, **{f: AWS_BUCKET_TEMPLATES[f].format(**values) for f in fields}
-    )
+    names: dict[str, Any] = {f: AWS_BUCKET_TEMPLATES[f].format(**values) for f in fields}
+    named = dataclasses.replace(s, account_id=account, **names)
     for name in fields:
         _bucket(name, getattr(named, name))
     return named
