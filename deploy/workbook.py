@@ -181,9 +181,15 @@ class Workbook:
         run = {"id": self.folder.name, "status": "running"}
         write_summary({"target": s.target, "started_at": started, "run": run}, self.folder)
         if s.is_local:
-            from deploy.local import status
+            from deploy.local import status, up
+            from helpers.core.errors import LocalStackError
 
             self._stack_was_running = status(s).running
+            if self.stop_stack and not self._stack_was_running:  # it ends with this runner, SIGKILL included
+                try:
+                    up(s, owner_pid=os.getpid())
+                except LocalStackError as err:  # notebook 00 meets it again and records it in the run
+                    log.warning("%s", err)
 
     def _say(self, text: str) -> None:
         if self.progress:

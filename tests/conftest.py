@@ -65,10 +65,11 @@ def stack_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
 
 @pytest.fixture(scope="session")
 def local_stack(stack_settings: Settings) -> Iterator[Settings]:
-    """A running local stack for the whole session; stopped (process group and all) at the end."""
+    """A running local stack for the whole session; stopped (process group and all) at the end, and
+    owned by this process: a test session killed outright (SIGKILL, OOM) does not leave it behind."""
     from deploy.local import down, up
 
-    up(stack_settings)
+    up(stack_settings, owner_pid=os.getpid())
     try:
         yield stack_settings
     finally:

@@ -2,7 +2,8 @@
 
 ``up --faults FILE_OR_JSON`` starts it with a fault plan; ``faults show``, ``faults set
 FILE_OR_JSON`` and ``faults clear`` read, replace and switch off the running stack's plan (see
-:mod:`deploy.local.faults` for the spec).
+:mod:`deploy.local.faults` for the spec). A stack started here has no owner: it stays up until
+``down``. ``status`` of a port where another checkout's stack answers exits 3 with a ``note``.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import argparse
 import json
 import sys
 
-from deploy.local import down, status, up
+from deploy.local import down_report, status, up
 from deploy.local.faults import clear_faults, get_faults, set_faults
 from helpers.core.errors import PipelineError
 from helpers.pipeline.config import load_settings
@@ -22,8 +23,10 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     start = commands.add_parser("up", help="start the stack in the background (idempotent)")
     start.add_argument("--faults", metavar="FILE_OR_JSON", help="a fault plan to start with")
-    commands.add_parser("down", help="stop the stack and its workers")
-    commands.add_parser("status", help="health, fault plan and counters (exit 3 when not running)")
+    commands.add_parser("down", help="stop this checkout's stack and its workers (never another's)")
+    commands.add_parser(
+        "status", help="health, fault plan and counters (exit 3 when not running, or another checkout's)"
+    )
     faults = commands.add_parser("faults", help="show, set or clear the running stack's fault plan")
     faults.add_argument("action", choices=["show", "set", "clear"])
     faults.add_argument("spec", nargs="?", metavar="FILE_OR_JSON", help="the plan, for set")
@@ -34,8 +37,7 @@ def main(argv: list[str] | None = None) -> int:
             result = up(settings, faults=args.faults)
             print(f"local stack running at {result.endpoint} (pid {result.pid}); log: {result.log_file}")
         elif args.command == "down":
-            stopped = down(settings)
-            print("local stack stopped" if stopped else "local stack was not running")
+            print(down_report(settings).message)
         elif args.command == "faults":
             if args.action == "set" and not args.spec:
                 parser.error("faults set needs FILE_OR_JSON")

@@ -2,7 +2,8 @@
 
 The stack's Lambda runtime starts this file as a script, isolated from the project::
 
-    python -I -S -u lambda_worker.py <code_dir> <handler> <response_fd> <runtime_packages> <excluded_json>
+    python -I -S -u lambda_worker.py <code_dir> <handler> <response_fd> <runtime_packages> <excluded_json> \
+        [<stack_pid>]
 
 ``-I`` ignores ``PYTHONPATH`` and the user site and keeps the script's folder off ``sys.path``;
 ``-S`` leaves out site-packages. ``sys.path`` is the deployment package (the extracted zip, also
@@ -23,7 +24,13 @@ Protocol, one JSON document per line:
   ``[LEVEL]\\t<time>Z\\t<request id>\\t<message>`` at level ``AWS_LAMBDA_LOG_LEVEL`` (default
   WARNING), and the lines of one multi-line record are joined with ``\\r``.
 
-EOF on stdin (the stack went away) ends the worker.
+EOF on stdin (the stack went away) ends the worker. So does the stack's death while the worker
+is busy in a handler, however the stack died (SIGKILL included): given ``stack_pid``, a daemon
+thread compares ``os.getppid()`` with it every :data:`PARENT_CHECK_SECONDS` and ends the process
+when they differ (the worker was re-parented), so no worker outlives its stack as an orphan.
+``prctl(PR_SET_PDEATHSIG)`` is deliberately not used: Linux sends that signal when the *thread*
+that forked the worker exits, and the stack starts workers from short-lived threads (an HTTP
+request's, a poller's); measured, a warm worker got the signal 1 s after its spawning thread ended.
 """
 
 from __future__ import annotations
@@ -36,12 +43,29 @@ import os
 import signal
 import site
 import sys
+import threading
 import time
 import traceback
 from typing import Any
 
 END_MARKER = "\x00STP-END\x00"
+PARENT_CHECK_SECONDS = 0.5
+ORPHAN_EXIT_CODE = 137  # as if SIGKILLed with the stack
 _REQUEST_ID = ""
+
+
+def _exit_with_the_stack(stack_pid: int) -> None:
+    """End this process as soon as its parent is no longer ``stack_pid`` (checked now, then every
+    :data:`PARENT_CHECK_SECONDS` by a daemon thread): the stack died, however it died."""
+    if os.getppid() != stack_pid:  # the stack died between fork and here
+        os._exit(ORPHAN_EXIT_CODE)
+
+    def watch() -> None:
+        while os.getppid() == stack_pid:
+            time.sleep(PARENT_CHECK_SECONDS)
+        os._exit(ORPHAN_EXIT_CODE)
+
+    threading.Thread(target=watch, name="stack-watchdog", daemon=True).start()
 
 
 class LambdaContext:
@@ -185,6 +209,8 @@ def _end_of_output(out: Any) -> None:
 
 def main(argv: list[str]) -> int:
     global _REQUEST_ID
+    if len(argv) > 6:
+        _exit_with_the_stack(int(argv[6]))
     code_dir, handler_spec, response_fd, runtime_packages = argv[1], argv[2], int(argv[3]), argv[4]
     excluded = set(json.loads(argv[5]))
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the stack decides when a worker ends

@@ -182,6 +182,7 @@ class LocalStack:
         return {
             "status": "ok",
             "pid": os.getpid(),
+            "state_dir": str(self.state_dir.resolve()),
             "endpoint": self.endpoint,
             "region": self.region,
             "uptime_seconds": round(time.time() - self.started_at, 1),
@@ -197,6 +198,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--state-dir", default=".local")
     parser.add_argument("--region", default="us-east-1")
     parser.add_argument("--faults", help="a fault plan: JSON text or a JSON file (see deploy.local.faults)")
+    parser.add_argument(
+        "--owner-pid", type=int, metavar="PID", help="stop (as on SIGTERM) when this process has ended"
+    )
+    parser.add_argument(
+        "--owner-pdeathsig", action="store_true",
+        help="with --owner-pid: the owner is our parent, started us from its main thread; ask Linux for "
+        "SIGTERM when it dies",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
@@ -205,12 +214,22 @@ def main(argv: list[str] | None = None) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
+    if args.owner_pid is not None:  # started by a runner: end with it, SIGKILL included
+        from deploy.local import watch_owner
+
+        watch_owner(args.owner_pid, stop, pdeathsig=args.owner_pdeathsig)
     stack.start()
     try:
         while not stop.wait(0.5):
             pass
     finally:
         stack.stop()
+        pid_file = Path(args.state_dir) / "stack.pid"  # written by deploy.local.up: ours only if it says so
+        try:
+            if int(pid_file.read_text().strip()) == os.getpid():
+                pid_file.unlink()
+        except (OSError, ValueError):
+            pass
     return 0
 
 

@@ -13,6 +13,10 @@ Every value is validated on load, before any AWS call: stray whitespace, invisib
 characters (zero-width spaces, BOMs, non-breaking spaces...), AWS naming rules and a known
 region. ``python -m helpers.config`` prints the resolved settings as JSON.
 
+One endpoint: ``STP_ENDPOINT_URL`` (else ``AWS_ENDPOINT_URL``) is the endpoint of every client; on
+target local it also names the stack's port when ``local_port`` is not set. ``AWS_ENDPOINT_URL`` and
+``AWS_ENDPOINT_URL_<SERVICE>`` (boto3's per-service variables) that disagree with it are refused.
+
 Lambda functions receive their settings through ``STP_*`` environment variables set at
 deploy time, so the same module works inside Lambda (stdlib only). One serialiser,
 :meth:`Settings.to_environment`, writes them, for functions (:data:`LAMBDA_FIELDS`: every
@@ -226,6 +230,8 @@ def load_settings(
     values.update({name: env[env_key(name)] for name in _FIELDS if env_key(name) in env})
     if "endpoint_url" not in values and env.get("AWS_ENDPOINT_URL"):
         values["endpoint_url"] = env["AWS_ENDPOINT_URL"]  # set by Lambda runtimes pointing elsewhere
+    # On target local an endpoint given without local_port (STP_ENDPOINT_URL=http://127.0.0.1:4599)
+    # names the stack's port too; given both, `python -m deploy.local up` refuses a disagreement.
     # A keyword given as None is not given (a notebook's ``TARGET = None``): the environment decides.
     values.update({k: v for k, v in {**(overrides or {}), **kwargs}.items() if v is not None})
     for name in values:
@@ -236,6 +242,11 @@ def load_settings(
         clean.update({n: f"{_FIELDS[n].default}{FIFO_SUFFIX}" for n in FIFO_NAME_FIELDS if n not in clean})
     settings = Settings(**clean)
     _validate(settings)
+    if settings.is_local and settings.endpoint_url and "local_port" not in clean:
+        port = _loopback_port(settings.endpoint_url)  # the stack starts where the clients will call
+        if port is not None:
+            settings = dataclasses.replace(settings, local_port=port)
+    _check_configured_endpoints(settings, env)
     missing = [name for name in AWS_BUCKET_TEMPLATES if clean.get(name) is None]
     if settings.target == "aws" and missing:
         settings = _aws_bucket_names(settings, missing)
@@ -467,6 +478,65 @@ def _endpoint(s: Settings) -> None:
                 "endpoint_url", url, "is not a loopback address but target is 'local'",
                 "use http://127.0.0.1:<port>, or set target='aws'",
             )  # fmt: skip
+
+
+SERVICE_ENDPOINT_PREFIX = "AWS_ENDPOINT_URL_"  # boto3: AWS_ENDPOINT_URL_<SERVICE ID>, e.g. _S3, _DYNAMODB
+_IGNORE_CONFIGURED_ENDPOINTS = "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS"
+
+
+def _loopback_port(url: str) -> int | None:
+    """The port of ``http://127.0.0.1:<port>`` or ``http://localhost:<port>``, else None."""
+    parsed = urlparse(url)
+    try:
+        port = parsed.port
+    except ValueError:
+        return None
+    return port if parsed.scheme == "http" and parsed.hostname in ("127.0.0.1", "localhost") else None
+
+
+def _endpoint_key(url: str) -> tuple[str, str, int | None, str]:
+    parsed = urlparse(url.strip())
+    host = (parsed.hostname or "").lower()
+    try:
+        port = parsed.port or {"http": 80, "https": 443}.get(parsed.scheme.lower())
+    except ValueError:
+        port = None
+    host = "127.0.0.1" if host == "localhost" else host
+    return (parsed.scheme.lower(), host, port, parsed.path.rstrip("/"))
+
+
+def _check_configured_endpoints(s: Settings, env: Mapping[str, str]) -> None:
+    """Refuse an ``AWS_ENDPOINT_URL`` / ``AWS_ENDPOINT_URL_<SERVICE>`` that disagrees with the settings.
+
+    Every helper client passes ``resolved_endpoint`` explicitly, and botocore lets an explicit
+    ``endpoint_url`` win over the configured ones (``ClientArgsCreator._compute_configured_endpoint_url``
+    reads the environment only when ``endpoint_url`` is None). So, whenever the settings name an
+    endpoint (always on target local), a differing variable would send only *other* boto3 clients
+    (a notebook's own, pyathena's...) elsewhere: the pipeline would talk to two endpoints. With
+    target aws and no endpoint, boto3 applies the variables to every client alike, so they stand.
+    ``AWS_IGNORE_CONFIGURED_ENDPOINT_URLS=true`` switches them off in boto3, and here.
+    """
+    expected = s.resolved_endpoint
+    if expected is None or env.get(_IGNORE_CONFIGURED_ENDPOINTS, "").strip().lower() == "true":
+        return
+    for key in sorted(env):
+        if key != "AWS_ENDPOINT_URL" and not key.startswith(SERVICE_ENDPOINT_PREFIX):
+            continue
+        value = env[key]
+        if not value or _endpoint_key(value) == _endpoint_key(expected):
+            continue
+        where = "the local stack" if s.is_local else "the endpoint the settings name"
+        also = (
+            f", or {env_key('endpoint_url')}={value} if that is where the local stack should listen"
+            if s.is_local and key == "AWS_ENDPOINT_URL"
+            else ""
+        )
+        raise ConfigError(
+            key, value,
+            f"differs from {where} at {expected}, which every pipeline client calls; boto3 would send "
+            "the calls of any other client there",
+            f"unset {key} or set it to {expected}{also}",
+        )  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -217,6 +217,7 @@ class Worker:
             str(resp_w),
             str(runtime_packages),
             json.dumps(exclude),
+            str(os.getpid()),  # the worker ends itself when its parent is no longer this stack
         ]
         try:
             self.proc = subprocess.Popen(
