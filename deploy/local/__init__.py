@@ -160,9 +160,15 @@ def _foreign(settings: Settings, health: dict[str, Any]) -> str:
 
 def _foreign_fix(settings: Settings, health: dict[str, Any]) -> str:
     theirs = health.get("state_dir", "that checkout")
+    free = _a_free_port()
+    other_port = (  # an explicit endpoint names the port: that is the variable to change
+        f"{_endpoint_source(settings)}=http://127.0.0.1:{free}"
+        if settings.endpoint_url
+        else f"{env_key('local_port')}={free}"
+    )
     return (
-        f"use another port for this checkout (e.g. {env_key('local_port')}={_a_free_port()}), or stop that "
-        f"stack with `python -m deploy.local down` run from the checkout that owns {theirs}"
+        f"use another port for this checkout (e.g. {other_port}), or stop that stack with "
+        f"`python -m deploy.local down` run from the checkout that owns {theirs}"
     )
 
 

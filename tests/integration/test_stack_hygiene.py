@@ -287,5 +287,9 @@ def test_up_listens_where_stp_endpoint_url_points(tmp_path, free_port, monkeypat
         stack = up(s)
         assert stack.endpoint == f"http://127.0.0.1:{port}" and stack.health["endpoint"] == stack.endpoint
         assert aws.client("sqs", s).list_queues().get("QueueUrls", []) == []  # the clients reach it
+        # another checkout with the same endpoint is told to change that variable, not STP_LOCAL_PORT
+        monkeypatch.setenv("STP_STATE_DIR", str(tmp_path / "other"))
+        with pytest.raises(LocalStackError, match=r"e\.g\. STP_ENDPOINT_URL=http://127\.0\.0\.1:\d+"):
+            up(load_settings())
     finally:
         down(s)
