@@ -191,20 +191,29 @@ def test_a_stale_pid_file_never_kills_an_unrelated_process(settings_for) -> None
 # --- an owned stack ends with its owner ----------------------------------------------------------
 
 RUNNER = """
-import os, sys, time
+import os, sys, threading, time
 from deploy.local import up
 from helpers.pipeline.config import load_settings
 
 s = load_settings(environ={{}}, local_port={port}, state_dir={state!r})
-stack = up(s, owner_pid=os.getpid() if {owned} else None)
-print(stack.pid, flush=True)
+started = []
+start = lambda: started.append(up(s, owner_pid=os.getpid() if {owned} else None))
+if {threaded}:  # from a thread that ends at once: Linux's parent-death signal must not stop the stack
+    thread = threading.Thread(target=start)
+    thread.start()
+    thread.join()
+else:
+    start()
+print(started[0].pid, flush=True)
 time.sleep(float(sys.argv[1]))
 """
 
 
-def _runner(s: Settings, *, owned: bool, sleep: float) -> tuple[subprocess.Popen[str], int]:
+def _runner(
+    s: Settings, *, owned: bool, sleep: float, threaded: bool = False
+) -> tuple[subprocess.Popen[str], int]:
     """A runner-like process that starts a stack, prints its pid and sleeps ``sleep`` seconds."""
-    source = RUNNER.format(port=s.local_port, state=s.state_dir, owned=owned)
+    source = RUNNER.format(port=s.local_port, state=s.state_dir, owned=owned, threaded=threaded)
     proc = subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(source), str(sleep)],
         cwd=str(PROJECT_ROOT), stdout=subprocess.PIPE, text=True,
@@ -216,9 +225,12 @@ def _runner(s: Settings, *, owned: bool, sleep: float) -> tuple[subprocess.Popen
     return proc, int(line)
 
 
-def test_a_stack_owned_by_a_runner_ends_when_the_runner_is_sigkilled(settings_for) -> None:
+@pytest.mark.parametrize("threaded", [False, True], ids=["main-thread", "short-lived-thread"])
+def test_a_stack_owned_by_a_runner_ends_when_the_runner_is_sigkilled(settings_for, threaded: bool) -> None:
     s = settings_for()
-    runner, stack_pid = _runner(s, owned=True, sleep=60)
+    runner, stack_pid = _runner(s, owned=True, sleep=60, threaded=threaded)
+    if threaded:
+        time.sleep(1.0)  # the starting thread has ended: the stack is still up (the owner is)
     assert status(s).running
     runner.kill()
     runner.wait(5)
