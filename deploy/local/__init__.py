@@ -160,16 +160,18 @@ def _foreign(settings: Settings, health: dict[str, Any]) -> str:
 
 def _foreign_fix(settings: Settings, health: dict[str, Any]) -> str:
     theirs = health.get("state_dir", "that checkout")
-    free = _a_free_port()
-    other_port = (  # an explicit endpoint names the port: that is the variable to change
-        f"{_endpoint_source(settings)}=http://127.0.0.1:{free}"
-        if settings.endpoint_url
-        else f"{env_key('local_port')}={free}"
-    )
     return (
-        f"use another port for this checkout (e.g. {other_port}), or stop that stack with "
+        f"use another port for this checkout (e.g. {_another_port(settings)}), or stop that stack with "
         f"`python -m deploy.local down` run from the checkout that owns {theirs}"
     )
+
+
+def _another_port(settings: Settings) -> str:
+    """``VARIABLE=value`` moving this stack to a free port (an explicit endpoint names the port)."""
+    free = _a_free_port()
+    if settings.endpoint_url:
+        return f"{_endpoint_source(settings)}=http://127.0.0.1:{free}"
+    return f"{env_key('local_port')}={free}"
 
 
 def _a_free_port() -> int:
@@ -185,9 +187,12 @@ def status(settings: Settings | None = None) -> StackStatus:
     ``note`` says whose it is (``python -m deploy.local status`` exits 3 and prints the note).
     """
     s = settings or load_settings()
+    return _status(s, _health(_endpoint(s)))
+
+
+def _status(s: Settings, health: dict[str, Any] | None) -> StackStatus:
     state, pid_file, log_file = _paths(s)
     endpoint = _endpoint(s)
-    health = _health(endpoint)
     pid = _read_pid(pid_file)
     if health is not None and not _is_ours(health, state, pid):
         return StackStatus(False, endpoint, None, None, str(log_file), note=_foreign(s, health))
@@ -261,10 +266,10 @@ def up(
     _check_endpoint(s)
     spec = fault_plans.load_spec(faults) if faults is not None else None
     state, pid_file, log_file = _paths(s)
-    health = _health(_endpoint(s))
-    if health is not None and not _is_ours(health, state, _read_pid(pid_file)):
-        raise LocalStackError(f"{_foreign(s, health)}. Fix: {_foreign_fix(s, health)}")
-    current = status(s)
+    health = _health(_endpoint(s))  # asked once: a port that accepts and never answers costs the timeout
+    current = _status(s, health)
+    if health is not None and current.note is not None:
+        raise LocalStackError(f"{current.note}. Fix: {_foreign_fix(s, health)}")
     if current.running:
         if spec is not None:
             fault_plans.set_faults(s, spec)
@@ -273,7 +278,7 @@ def up(
     if _port_in_use(s.local_port):
         raise LocalStackError(
             f"port {s.local_port} on 127.0.0.1 is taken by another program that is not the local "
-            f"stack; stop it or choose another port ({env_key('local_port')}={_a_free_port()})"
+            f"stack; stop it or choose another port ({_another_port(s)})"
         )
     log_file.parent.mkdir(parents=True, exist_ok=True)
     env = {
