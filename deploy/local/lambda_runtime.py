@@ -76,6 +76,14 @@ class LambdaRuntime:
         self._async_slots = threading.BoundedSemaphore(MAX_ASYNC_INVOCATIONS)
 
     # --- component protocol -----------------------------------------------------------------
+    def persisted(self) -> tuple[str, Callable[[], Any], Callable[[Any], None], Callable[[], Any]]:
+        """The part of the stack's persistence the runtime owns: checkpoints and mapping notes."""
+
+        def load(saved: RuntimeState) -> None:
+            self.state = saved
+
+        return "lambda-runtime", lambda: self.state, load, lambda: self.state.version()
+
     def start(self) -> None:
         moto_hooks.install(self._on_mapping_created, self._on_records)
         code_root = Path(self.stack.state_dir) / "lambda"

@@ -30,11 +30,16 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from deploy.local import aws_rules, moto_speed
+from deploy.local import persist as persist_module
 from deploy.local.faults import ADMIN_PATH, FaultInjector, load_spec, parse_plan
+from deploy.local.persist import Persistence, changes_state
 
 log = logging.getLogger(__name__)
 
 HEALTH_PATH = "/_stp/health"
+SNAPSHOT_PATH = "/_stp/snapshot"  # POST: take a snapshot now (persistence on)
+PERSIST_ENV = "STP_LOCAL_PERSIST"
+SNAPSHOT_ENV = "STP_LOCAL_SNAPSHOT_SECONDS"
 ADMIN_PREFIX = "/_stp/"
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
@@ -65,11 +70,13 @@ class Dispatcher:
         components: list[Component],
         health: Callable[[], dict[str, Any]],
         faults: FaultInjector | None = None,
+        persistence: Persistence | None = None,
     ):
         self.moto_app = moto_app
         self.components = components
         self.health = health
         self.faults = faults if faults is not None else FaultInjector()
+        self.persistence = persistence
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
@@ -82,6 +89,13 @@ class Dispatcher:
                 return [body]
             if path == ADMIN_PATH:
                 return self.faults.admin(environ, start_response)
+            if path == SNAPSHOT_PATH and environ.get("REQUEST_METHOD") == "POST" and self.persistence:
+                written = self.persistence.snapshot(fork=True, wait=True)
+                body = json.dumps({"written": written, **self.persistence.describe()}).encode()
+                start_response(
+                    "200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
+                )
+                return [body]
         if self.faults.plan is not None:
             return self.faults(environ, start_response, self.route)
         return self.route(environ, start_response)
@@ -90,7 +104,18 @@ class Dispatcher:
         for component in self.components:
             if component.handles(environ):
                 return component(environ, start_response)
-        return self.moto_app(environ, start_response)
+        persistence = self.persistence
+        if persistence is None or not changes_state(environ):
+            return self.moto_app(environ, start_response)
+        with persistence.gate.request():  # a snapshot's cut never falls inside a change
+            persistence.mark_request(environ)
+            answer = self.moto_app(environ, start_response)
+            try:
+                return [b"".join(answer)]
+            finally:
+                close = getattr(answer, "close", None)
+                if close is not None:
+                    close()
 
 
 def default_components(stack: LocalStack) -> list[Component]:
@@ -125,6 +150,8 @@ class LocalStack:
         region: str = "us-east-1",
         components: Callable[[LocalStack], list[Component]] = default_components,
         faults: dict[str, Any] | None = None,
+        persist: bool = False,
+        snapshot_seconds: float = persist_module.SNAPSHOT_SECONDS,
     ) -> None:
         if not ipaddress.ip_address(host).is_loopback:
             raise ValueError(f"the local stack binds to loopback only, not {host!r}")
@@ -139,6 +166,8 @@ class LocalStack:
         self._thread: threading.Thread | None = None
         self.faults = FaultInjector(parse_plan(faults) if faults else None)
         self.rules: dict[str, float] = {}  # deploy.local.aws_rules windows, set at start
+        # moto's state is the process's: only one stack in a process may keep it (the server's)
+        self.persistence = Persistence(self.state_dir, snapshot_seconds=snapshot_seconds) if persist else None
 
     @property
     def endpoint(self) -> str:
@@ -150,10 +179,18 @@ class LocalStack:
 
         self.state_dir.mkdir(parents=True, exist_ok=True)
         moto_speed.install()
+        if self.persistence is not None:  # before the stack's own limits wrap Kinesis's puts
+            self.persistence.restore_moto()
         self.rules = aws_rules.install()
         moto_app = DomainDispatcherApplication(create_backend_app)
         self.components = self._components_factory(self)
-        app = Dispatcher(moto_app, self.components, self.health, self.faults)
+        if self.persistence is not None:
+            for component in self.components:
+                persisted = getattr(component, "persisted", None)
+                if persisted is not None:
+                    self.persistence.register(*persisted())
+            self.persistence.restore_parts()
+        app = Dispatcher(moto_app, self.components, self.health, self.faults, self.persistence)
         self._server = make_server(self.host, self.port, app, threaded=True)
         self.port = self._server.server_address[1]  # resolves port 0 to the chosen one
         self._thread = threading.Thread(
@@ -163,6 +200,8 @@ class LocalStack:
         self.started_at = time.time()
         for component in self.components:
             component.start()
+        if self.persistence is not None:
+            self.persistence.start()
         log.info("local stack listening on %s with %s", self.endpoint, [c.name for c in self.components])
 
     def stop(self) -> None:
@@ -176,6 +215,8 @@ class LocalStack:
             self._server.server_close()
         if self._thread is not None:
             self._thread.join(timeout=10)
+        if self.persistence is not None:
+            self.persistence.close()
         log.info("local stack stopped")
 
     def health(self) -> dict[str, Any]:
@@ -189,6 +230,7 @@ class LocalStack:
             "components": {c.name: c.health() for c in self.components},
             "faults": self.faults.describe(),
             "aws_rules": {**self.rules, "answered": aws_rules.counters()},
+            "persistence": self.persistence.describe() if self.persistence else {"enabled": False},
         }
 
 
@@ -198,6 +240,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--state-dir", default=".local")
     parser.add_argument("--region", default="us-east-1")
     parser.add_argument("--faults", help="a fault plan: JSON text or a JSON file (see deploy.local.faults)")
+    parser.add_argument(
+        "--no-persist", action="store_true", default=os.environ.get(PERSIST_ENV, "1") == "0",
+        help=f"keep state in memory only (default: saved under STATE_DIR/persist; {PERSIST_ENV}=0)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--snapshot-seconds", type=float, metavar="S",
+        default=float(os.environ.get(SNAPSHOT_ENV, persist_module.SNAPSHOT_SECONDS)),
+        help=f"seconds between snapshots while state changes ({SNAPSHOT_ENV})",
+    )  # fmt: skip
     parser.add_argument(
         "--owner-pid", type=int, metavar="PID", help="stop (as on SIGTERM) when this process has ended"
     )
@@ -210,7 +261,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     faults = load_spec(args.faults) if args.faults else None
-    stack = LocalStack(args.port, args.state_dir, region=args.region, faults=faults)
+    stack = LocalStack(
+        args.port, args.state_dir, region=args.region, faults=faults,
+        persist=not args.no_persist, snapshot_seconds=args.snapshot_seconds,
+    )  # fmt: skip
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

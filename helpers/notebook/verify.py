@@ -25,6 +25,7 @@ import json
 import logging
 import time
 from collections import Counter
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -32,6 +33,7 @@ import pandas as pd
 from botocore.exceptions import ClientError
 
 from helpers.core.layout import MANIFEST_PREFIX, PARKED_PREFIX
+from helpers.core.quotes import Quote
 from helpers.notebook.history import items_frame, missing_as_error, plain_item
 from helpers.pipeline import aws
 from helpers.pipeline.config import Settings, load_settings
@@ -44,6 +46,7 @@ __all__ = [
     "raw_sample",
     "sample_items",
     "store_counts",
+    "unprocessed",
     "wait_for_processing",
 ]
 
@@ -132,6 +135,32 @@ def store_counts(settings: Settings | None = None, *, s3: Any = None, dynamodb: 
         "manifests": manifests,
         "parked": parked,
     }
+
+
+def unprocessed(
+    quotes: Iterable[Quote], settings: Settings | None = None, *, dynamodb: Any = None
+) -> list[Quote]:
+    """The quotes that have no item in the processed table, in their order: what to produce again
+    after records were lost (a producer that gave up, a crash of the stack before it saved them).
+
+    One key-only Query per symbol; run it once the pipeline is quiet
+    (:func:`wait_for_processing`), or quotes still on their way count as missing.
+    """
+    s = settings or load_settings()
+    dynamodb = dynamodb or aws.client("dynamodb", s)
+    wanted = list(quotes)
+    stored: dict[str, set[str]] = {}
+    with missing_as_error(f"DynamoDB table {s.table_name}"):
+        for symbol in sorted({q.symbol for q in wanted}):
+            pages = dynamodb.get_paginator("query").paginate(
+                TableName=s.table_name,
+                KeyConditionExpression="#s = :s",
+                ProjectionExpression="#t",
+                ExpressionAttributeNames={"#s": "symbol", "#t": "timestamp"},
+                ExpressionAttributeValues={":s": {"S": symbol}},
+            )
+            stored[symbol] = {item["timestamp"]["S"] for page in pages for item in page.get("Items", [])}
+    return [q for q in wanted if q.timestamp not in stored[q.symbol]]
 
 
 def wait_for_processing(

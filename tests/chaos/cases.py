@@ -1,4 +1,4 @@
-"""The fault matrix: six cases, each a driver run on a pipeline of its own (see :mod:`tests.chaos`).
+"""The fault matrix: seven cases, each a driver run on a pipeline of its own (see :mod:`tests.chaos`).
 
 A driver sends records, applies faults aimed at its own pipeline (``p.glob``), waits until the
 pipeline is quiet (:func:`~tests.chaos.harness.wait_quiescent`) and records what the checks need
@@ -9,19 +9,25 @@ matrix of the issue, under 10 minutes on two cores) and ``small`` (every case, t
 from __future__ import annotations
 
 import json
+import os
 import random
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from deploy.local import status, up
+from deploy.local.faults import get_faults
+from helpers.core.errors import ProducerError
 from helpers.core.quotes import Quote
-from helpers.notebook import failures
+from helpers.notebook import failures, verify
 from helpers.notebook.producer import AGGREGATE_QUOTES, malformed_records, produce, put_raw
 from helpers.notebook.sources import synthetic
 from helpers.pipeline import aws
 from helpers.pipeline.config import Settings
-from tests.chaos.harness import Pipeline, _until, wait_quiescent
+from tests.chaos.harness import Pipeline, _manifests, _until, wait_quiescent
 
 __all__ = ["CASES", "SIZES", "Case"]
 
@@ -58,6 +64,10 @@ SIZES: dict[str, dict[str, dict[str, Any]]] = {
     "kills": {
         "full": {"records": 20000, "symbols": 8, "processor_kills": 5, "trend_kills": 5},
         "small": {"records": 1000, "symbols": 2, "processor_kills": 2, "trend_kills": 2, "wait": 120},
+    },
+    "stack_crash": {
+        "full": {"records": 20000, "symbols": 8, "rate": 4000, "kill_at": 0.3},
+        "small": {"records": 2000, "symbols": 2, "rate": 1000, "kill_at": 0.3, "wait": 120},
     },
     "bad_partition": {
         "full": {"records": 2000, "symbols": 4},
@@ -194,6 +204,14 @@ def throttling(p: Pipeline, size: str) -> None:
 
 KILL_CHUNKS = 10
 KILL_CHUNK_PAUSE_SECONDS = 0.3
+KILL_EXTRA_CHUNKS = 6
+KILL_EXTRA_PAUSE_SECONDS = 1.5  # let the chunk's invocations run before counting the kills again
+
+
+def _kills_landed(p: Pipeline) -> int:
+    """Kills of the running plan that landed during an invocation (the stack's own counters)."""
+    plan = get_faults(p.stack)
+    return sum(r.get("counters", {}).get("kills", 0) for r in plan.get("rules", []))
 
 
 def kills(p: Pipeline, size: str) -> None:
@@ -209,21 +227,105 @@ def kills(p: Pipeline, size: str) -> None:
              "kill": {"rate": 0.5, "delay_ms": [0, 30], "max": n["trend_kills"]}},
         ],
     }  # fmt: skip
-    quotes = _quotes(p, n["records"], n["symbols"])
+    wanted = n["processor_kills"] + n["trend_kills"]
     chunks = KILL_CHUNKS  # aggregates make few invocations of a bulk send: spread it for the kills
+    size = n["records"] // chunks
+    # The same walk, longer: chunks past the first ``records`` go out only while kills are missing
+    # (an invocation can end before its kill's delay on a fast or a loaded machine).
+    walk = list(synthetic(n["symbols"], size * (chunks + KILL_EXTRA_CHUNKS), seed=SEED))
     with p.faults_on(spec):
-        for i in range(chunks):
-            _send(p, quotes[i * len(quotes) // chunks : (i + 1) * len(quotes) // chunks])
-            time.sleep(KILL_CHUNK_PAUSE_SECONDS)
+        for i in range(chunks + KILL_EXTRA_CHUNKS):
+            if i >= chunks and _kills_landed(p) >= wanted:
+                break
+            chunk = walk[i * size : (i + 1) * size]
+            p.valid_keys.update((q.symbol, q.timestamp) for q in chunk)
+            _send(p, chunk)
+            time.sleep(KILL_CHUNK_PAUSE_SECONDS if i < chunks else KILL_EXTRA_PAUSE_SECONDS)
         _quiet(p, "under faults", timeout=n.get("wait"))
     _quiet(p, "faults cleared", timeout=n.get("wait"))
-    p.extra["kills_wanted"] = n["processor_kills"] + n["trend_kills"]
+    p.extra["kills_wanted"] = wanted
+    p.extra["records_planned"] = size * chunks
     delivered = sum(r["counters"].get("kills", 0) for plan in p.faults for r in plan.get("rules", []))
     p.extra["kills_delivered"] = delivered
     if delivered < p.extra["kills_wanted"]:
         p.extra.setdefault("case_violations", []).append(
             f"only {delivered} of {p.extra['kills_wanted']} kills landed during an invocation"
         )
+
+
+# --------------------------------------------------------------------------- stack crash
+
+CRASH_WAIT_SECONDS = 60.0
+
+
+def stack_crash(p: Pipeline, size: str) -> None:
+    """SIGKILL of the local stack itself mid-stream, then ``up``: it carries on from its saved state.
+
+    The producer loses its stack in the middle of a send. After recovery the tooling
+    (:func:`helpers.notebook.verify.unprocessed`) says which quotes have to be produced again;
+    those are sent, and every guarantee must hold over the whole set.
+    """
+    n = SIZES["stack_crash"][size]
+    quotes = _quotes(p, n["records"], n["symbols"])
+    outcome: dict[str, Any] = {}
+
+    def send() -> None:
+        try:
+            summary = produce(quotes, p.settings, rate=n["rate"], aggregate=1, max_attempts=3)
+            outcome["summary"] = summary.to_dict()
+        except ProducerError as err:
+            outcome["error"] = str(err)
+
+    producer = threading.Thread(target=send, name="chaos-crash-producer", daemon=True)
+    producer.start()
+    kill_at = int(n["records"] * n["kill_at"])
+    deadline = time.monotonic() + CRASH_WAIT_SECONDS
+    while verify.dynamodb_count(p.settings) < kill_at and time.monotonic() < deadline:
+        time.sleep(0.2)
+    before = status(p.stack)
+    if not before.running or before.pid is None:
+        raise RuntimeError("the local stack is not running: nothing to crash")
+    items_at_kill = verify.dynamodb_count(p.settings)
+    os.kill(before.pid, signal.SIGKILL)
+    producer.join(CRASH_WAIT_SECONDS)
+    up(p.stack, owner_pid=os.getpid())
+    restored = status(p.stack).health or {}
+    p.records_sent = _stream_records(p)  # what the stream holds now: every record acknowledged
+    _quiet(p, "after recovery", timeout=n.get("wait"))
+    again = verify.unprocessed(quotes, p.settings)
+    p.extra["crash"] = {
+        "items_at_kill": items_at_kill,
+        "producer": outcome,
+        "recovery": restored.get("persistence", {}).get("restored", {}),
+        "produce_again": len(again),
+    }
+    if again:
+        _send(p, again)
+        _quiet(p, "produced again", timeout=n.get("wait"))
+    p.records_sent = _stream_records(p)
+    m = _manifests(p)
+    committed = len(m["accepted"]) + len(m["quarantined"]) + len(m["parked"])
+    if committed != p.records_sent:
+        p.extra.setdefault("case_violations", []).append(
+            f"the stream holds {p.records_sent} records but {committed} were committed"
+        )
+
+
+def _stream_records(p: Pipeline) -> int:
+    """Records in the stream, read from the start of every shard."""
+    kinesis = aws.client("kinesis", p.settings)
+    total = 0
+    for shard in kinesis.list_shards(StreamName=p.settings.stream_name)["Shards"]:
+        iterator = kinesis.get_shard_iterator(
+            StreamName=p.settings.stream_name, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON"
+        )["ShardIterator"]
+        for _ in range(10_000):  # bounded: 10,000 reads of up to 10,000 records
+            page = kinesis.get_records(ShardIterator=iterator, Limit=10_000)
+            total += len(page["Records"])
+            iterator = page.get("NextShardIterator")
+            if not iterator or (not page["Records"] and page.get("MillisBehindLatest", 0) == 0):
+                break
+    return total
 
 
 # --------------------------------------------------------------------------- bad partition
@@ -357,6 +459,7 @@ CASES: dict[str, Case] = {
         Case("timeouts", timeouts),
         Case("throttling", throttling),
         Case("kills", kills),
+        Case("stack_crash", stack_crash),
         Case("bad_partition", bad_partition, prepare=_one_shard),
         Case("fuzz", fuzz, crashes_allowed=False),
     )

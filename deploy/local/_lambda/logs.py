@@ -79,8 +79,10 @@ class LogSink:
         from moto.backends import get_backend
 
         ordered = _chronological(events)
+        from deploy.local.persist import changing
+
         try:
-            with self._lock:
+            with self._lock, changing("logs"):
                 backend = get_backend("logs")[account][region]
                 backend.ensure_log_group(group)
                 backend.ensure_log_stream(group, stream)

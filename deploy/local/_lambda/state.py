@@ -2,7 +2,8 @@
 
 Kept apart from the polling loop so a shard poller can stop and restart (mapping disabled and
 enabled again, stack busy) without losing its place, and so health reports read one structure.
-Checkpoints live in memory, like moto's streams themselves: a restarted stack starts empty.
+The stack's persistence (:mod:`deploy.local.persist`) saves this whole object with moto's state,
+so a restarted stack carries on from the same checkpoints.
 """
 
 from __future__ import annotations
@@ -98,6 +99,15 @@ class RuntimeState:
             self._created_positions.pop(uuid, None)
             for key in [k for k in self._shards if k[0] == uuid]:
                 del self._shards[key]
+
+    def version(self) -> tuple[Any, ...]:
+        """What persistence must save again when it changes: checkpoints and mapping states."""
+        with self._lock:
+            return (
+                tuple(sorted((k, s.checkpoint) for k, s in self._shards.items())),
+                tuple(sorted((u, n.state) for u, n in self._mappings.items())),
+                tuple(sorted(self._created_positions)),
+            )
 
     def known(self) -> set[str]:
         with self._lock:

@@ -39,6 +39,18 @@ class AthenaComponent:
         self._warehouse: Warehouse | None = None
         self.cache: ScanCache | None = None
         self.requests = 0
+        self._saved: dict[str, Any] | None = None
+
+    def persisted(self) -> tuple[str, Callable[[], Any], Callable[[Any], None]]:
+        """The part of the stack's persistence this endpoint owns: workgroups and query history."""
+
+        def dump() -> Any:
+            return self.backend.saved() if self.backend is not None else self._saved
+
+        def load(saved: Any) -> None:
+            self._saved = saved
+
+        return "athena", dump, load
 
     def start(self) -> None:
         scratch = Path(self.stack.state_dir) / "athena" / "scratch"
@@ -47,6 +59,8 @@ class AthenaComponent:
         self._warehouse = Warehouse(self.stack.endpoint, self.stack.region, objects=InProcessObjects())
         self.cache = ScanCache(Path(self.stack.state_dir) / "athena" / "cache")
         self.backend = AthenaBackend(Engine(self._warehouse, scratch, cache=self.cache), workers=self.workers)
+        if self._saved is not None:
+            self.backend.restore(self._saved)
         self.responses = AthenaResponses(self.backend)
         threading.Thread(target=self._warm, name="athena-warm", daemon=True).start()
         log.info("Athena endpoint ready (DuckDB engine, %d workers)", self.workers)

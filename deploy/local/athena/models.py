@@ -13,6 +13,7 @@ The records live beside it: :mod:`.workgroups` (a workgroup, its validation and 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import logging
 import threading
 import time
@@ -25,6 +26,7 @@ from deploy.local.athena.engine import Engine, QueryCancelled, QueryResult, clas
 from deploy.local.athena.exceptions import AthenaApiError, invalid, validation
 from deploy.local.athena.executions import TERMINAL, QueryExecution
 from deploy.local.athena.formats import Column, parse_csv, to_csv, to_text
+from deploy.local.athena.results import Cancellation
 from deploy.local.athena.sql import QueryFailed
 from deploy.local.athena.workgroups import (
     PRIMARY,
@@ -68,6 +70,31 @@ class AthenaBackend:
         self._tokens: dict[str, str] = {}
         self._with_rows: list[str] = []
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="athena-query")
+
+    def saved(self) -> dict[str, Any]:
+        """Workgroups and query history, for the stack's persistence (results stay in S3).
+
+        A query still running is kept as FAILED: its statement does not survive the stack.
+        """
+        with self._lock:
+            executions = []
+            for execution in self.executions.values():
+                kept = dataclasses.replace(execution, cancellation=Cancellation(), rows=None)
+                if kept.state not in TERMINAL:
+                    kept.state, kept.completed = "FAILED", time.time()
+                    kept.state_change_reason = "the local stack stopped while the query ran; run it again"
+                executions.append(kept)
+            return {
+                "workgroups": dict(self.workgroups),
+                "executions": executions,
+                "tokens": dict(self._tokens),
+            }
+
+    def restore(self, saved: dict[str, Any]) -> None:
+        with self._lock:
+            self.workgroups = dict(saved["workgroups"])
+            self.executions = OrderedDict((e.id, e) for e in saved["executions"])
+            self._tokens = dict(saved["tokens"])
 
     def state_counts(self) -> dict[str, int]:
         """How many query executions are in each state (for the stack's health report)."""
