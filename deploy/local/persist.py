@@ -236,7 +236,22 @@ def _install_journal() -> None:
 
 
 def _replay(path: Path) -> int:
-    """Put a journal's records again, in order, below the journal and the stack's own limits."""
+    """Put a journal's records again, in order, below the journal and the stack's own limits.
+
+    moto's own Lambda hooks are held off meanwhile (they would run mapped functions in Docker);
+    the runtime's pollers find the records when they start.
+    """
+    from deploy.local._lambda import moto_hooks
+
+    hooks = (lambda _mapping: None, lambda _source: None)
+    moto_hooks.install(*hooks)
+    try:
+        return _replay_entries(path)
+    finally:
+        moto_hooks.uninstall(*hooks)
+
+
+def _replay_entries(path: Path) -> int:
     from moto.backends import get_backend
 
     put_records = _journal_originals["put_records"]
