@@ -56,6 +56,7 @@ __all__ = [
     "StopReport",
     "down",
     "down_report",
+    "reset",
     "status",
     "up",
     "watch_owner",
@@ -66,6 +67,7 @@ STOP_TIMEOUT_SECONDS = 15.0
 HEALTH_TIMEOUT_SECONDS = 2.0
 OWNER_CHECK_SECONDS = 0.5
 _POLL_SECONDS = 0.2
+_EXIT_POLL_SECONDS = 0.05
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 _SERVER_MODULE = "deploy.local.server"
 _WORKER_SCRIPT = "lambda_worker.py"
@@ -79,6 +81,7 @@ class StackStatus:
     health: dict[str, Any] | None = None
     log_file: str | None = None
     note: str | None = None  # e.g. another checkout's stack answers on this port
+    saved: dict[str, Any] | None = None  # the state folder's saved state (deploy.local.persist)
 
     def to_dict(self) -> dict[str, Any]:
         data = {
@@ -86,6 +89,7 @@ class StackStatus:
             "endpoint": self.endpoint,
             "pid": self.pid,
             "log_file": self.log_file,
+            "saved_state": self.saved,
             "health": self.health,
         }
         return {**data, "note": self.note} if self.note else data
@@ -191,14 +195,34 @@ def status(settings: Settings | None = None) -> StackStatus:
 
 
 def _status(s: Settings, health: dict[str, Any] | None) -> StackStatus:
+    from deploy.local.persist import saved_state
+
     state, pid_file, log_file = _paths(s)
     endpoint = _endpoint(s)
     pid = _read_pid(pid_file)
+    saved = saved_state(state)
     if health is not None and not _is_ours(health, state, pid):
-        return StackStatus(False, endpoint, None, None, str(log_file), note=_foreign(s, health))
+        return StackStatus(False, endpoint, None, None, str(log_file), note=_foreign(s, health), saved=saved)
     if health is not None:
         pid = health.get("pid", pid)
-    return StackStatus(health is not None, endpoint, pid, health, str(log_file))
+    return StackStatus(health is not None, endpoint, pid, health, str(log_file), saved=saved)
+
+
+def reset(settings: Settings | None = None) -> bool:
+    """Forget the saved state of a stopped stack (the next ``up`` starts empty); True if any was saved.
+
+    Refused while this state folder's stack runs: it would save its state again.
+    """
+    from deploy.local.persist import reset as forget
+
+    s = settings or load_settings()
+    current = status(s)
+    if current.running:
+        raise LocalStackError(
+            f"the local stack of {_paths(s)[0]} is running (pid {current.pid}): stop it first "
+            "(python -m deploy.local down), then reset"
+        )
+    return forget(_paths(s)[0])
 
 
 def _endpoint_source(settings: Settings) -> str:
@@ -445,7 +469,9 @@ def _terminate(pid: int, timeout: float = STOP_TIMEOUT_SECONDS) -> None:
     except ProcessLookupError:
         return
     try:
-        aws.wait_until(lambda: not _alive(pid), f"the exit of process {pid}", timeout, poll=_POLL_SECONDS)
+        aws.wait_until(
+            lambda: not _alive(pid), f"the exit of process {pid}", timeout, poll=_EXIT_POLL_SECONDS
+        )
     except TimeoutError:
         try:
             send(signal.SIGKILL)

@@ -1,4 +1,8 @@
-"""``python -m deploy.local up|down|status|faults`` — manage the embedded local stack.
+"""``python -m deploy.local up|down|status|reset|faults`` — manage the embedded local stack.
+
+State is saved under the state folder and comes back with the next ``up`` (see
+:mod:`deploy.local.persist`); ``reset`` (stack stopped) or ``up --fresh`` starts empty, and
+``status`` reports the saved state's age and size, running or not.
 
 ``up --faults FILE_OR_JSON`` starts it with a fault plan; ``faults show``, ``faults set
 FILE_OR_JSON`` and ``faults clear`` read, replace and switch off the running stack's plan (see
@@ -12,7 +16,7 @@ import argparse
 import json
 import sys
 
-from deploy.local import down_report, status, up
+from deploy.local import down_report, reset, status, up
 from deploy.local.faults import clear_faults, get_faults, set_faults
 from helpers.core.errors import PipelineError
 from helpers.pipeline.config import load_settings
@@ -23,6 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     start = commands.add_parser("up", help="start the stack in the background (idempotent)")
     start.add_argument("--faults", metavar="FILE_OR_JSON", help="a fault plan to start with")
+    start.add_argument("--fresh", action="store_true", help="forget the saved state first (as reset)")
+    commands.add_parser("reset", help="forget the saved state of the stopped stack: the next up starts empty")
     commands.add_parser("down", help="stop this checkout's stack and its workers (never another's)")
     commands.add_parser(
         "status", help="health, fault plan and counters (exit 3 when not running, or another checkout's)"
@@ -33,11 +39,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         settings = load_settings()
+        if args.command == "reset" or (args.command == "up" and args.fresh):
+            forgot = reset(settings)
+            print(f"saved state of {settings.state_dir} {'removed' if forgot else 'was empty'}")
         if args.command == "up":
             result = up(settings, faults=args.faults)
             print(f"local stack running at {result.endpoint} (pid {result.pid}); log: {result.log_file}")
         elif args.command == "down":
             print(down_report(settings).message)
+        elif args.command == "reset":
+            pass
         elif args.command == "faults":
             if args.action == "set" and not args.spec:
                 parser.error("faults set needs FILE_OR_JSON")

@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -37,6 +38,7 @@ from deploy.local.persist import Persistence, changes_state
 log = logging.getLogger(__name__)
 
 HEALTH_PATH = "/_stp/health"
+SHUTDOWN_POLL_SECONDS = 0.05  # how soon the HTTP loop notices a stop
 SNAPSHOT_PATH = "/_stp/snapshot"  # POST: take a snapshot now (persistence on)
 PERSIST_ENV = "STP_LOCAL_PERSIST"
 SNAPSHOT_ENV = "STP_LOCAL_SNAPSHOT_SECONDS"
@@ -194,7 +196,10 @@ class LocalStack:
         self._server = make_server(self.host, self.port, app, threaded=True)
         self.port = self._server.server_address[1]  # resolves port 0 to the chosen one
         self._thread = threading.Thread(
-            target=self._server.serve_forever, name="local-stack-http", daemon=True
+            target=self._server.serve_forever,
+            args=(SHUTDOWN_POLL_SECONDS,),
+            name="local-stack-http",
+            daemon=True,
         )
         self._thread.start()
         self.started_at = time.time()
@@ -274,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
         watch_owner(args.owner_pid, stop, pdeathsig=args.owner_pdeathsig)
     stack.start()
     try:
-        while not stop.wait(0.5):
+        while not stop.wait(0.1):
             pass
     finally:
         stack.stop()
@@ -284,7 +289,12 @@ def main(argv: list[str] | None = None) -> int:
                 pid_file.unlink()
         except (OSError, ValueError):
             pass
-    return 0
+    # Everything is stopped and saved: skip the interpreter's teardown of moto's and DuckDB's
+    # objects (a second or more with a large state), which could only delay the exit.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":

@@ -262,6 +262,7 @@ def kills(p: Pipeline, size: str) -> None:
 # --------------------------------------------------------------------------- stack crash
 
 CRASH_WAIT_SECONDS = 60.0
+PRODUCER_WAIT_SECONDS = 600.0  # the producer carries on through the restart: its whole send
 
 
 def stack_crash(p: Pipeline, size: str) -> None:
@@ -297,7 +298,9 @@ def stack_crash(p: Pipeline, size: str) -> None:
     up(p.stack, owner_pid=os.getpid())  # the producer is still sending: it may get through again
     restarted = round(time.monotonic() - started, 2)
     restored = status(p.stack).health or {}
-    producer.join(CRASH_WAIT_SECONDS)
+    producer.join(PRODUCER_WAIT_SECONDS)
+    if producer.is_alive():
+        raise RuntimeError(f"the producer did not finish within {PRODUCER_WAIT_SECONDS:.0f} s of the restart")
     p.records_sent = _stream_records(p)  # what the stream holds now: every record acknowledged
     _quiet(p, "after recovery", timeout=n.get("wait"))
     committed = p.extra["waits"]["after recovery"]["committed"]
