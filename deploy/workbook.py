@@ -191,6 +191,18 @@ class Workbook:
                 except LocalStackError as err:  # notebook 00 meets it again and records it in the run
                     log.warning("%s", err)
 
+    def restart_stack(self) -> None:
+        """Stop the local stack and start it again (its state comes back from the state folder)."""
+        from deploy.local import down, up
+
+        s = self.settings
+        if not s.is_local:
+            raise ParameterError("restarting the stack needs target 'local'")
+        started = time.monotonic()
+        down(s)
+        up(s, owner_pid=os.getpid() if self.stop_stack and not self._stack_was_running else None)
+        self._say(f"local stack restarted from its saved state in {time.monotonic() - started:.1f} s")
+
     def _say(self, text: str) -> None:
         if self.progress:
             self.progress(text)
@@ -338,8 +350,13 @@ def run_workbook(
     stop_stack: bool = True,
     notebooks_dir: Path = NOTEBOOKS_DIR,
     progress: Callable[[str], None] | None = None,
+    restart_stack_after: str | None = None,
 ) -> list[NotebookRun]:
     """Execute the notebooks into the folder ``output_dir``; one :class:`NotebookRun` per notebook.
+
+    ``restart_stack_after`` (a notebook number, target local): stop the local stack after that
+    notebook and start it again from its saved state before the next one, as a user coming back
+    the next day would (``python -m deploy.local down`` / ``up``).
 
     Unknown ``only`` entries and ``parameters`` are refused (:class:`ParameterError`) before
     anything runs. A KeyboardInterrupt stops the run: the notebook running is recorded as
@@ -361,6 +378,8 @@ def run_workbook(
     try:
         for path in paths:
             workbook.run(path)
+            if restart_stack_after is not None and path.name[:2] == restart_stack_after[:2]:
+                workbook.restart_stack()
     except KeyboardInterrupt as err:
         interrupted = True
         raise WorkbookInterrupted(workbook.runs) from err
@@ -444,6 +463,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--keep-stack", action="store_true", help="leave the local stack running")
     parser.add_argument(
+        "--restart-stack-after", metavar="NN",
+        help="stop the local stack after notebook NN and start it again before the next (its state survives)",
+    )  # fmt: skip
+    parser.add_argument(
         "--notebooks", type=Path, default=NOTEBOOKS_DIR, help="folder of the numbered notebooks"
     )
     args = parser.parse_args(argv)
@@ -477,6 +500,7 @@ def main(argv: list[str] | None = None) -> int:
             output_dir=folder,
             stop_stack=not args.keep_stack,
             notebooks_dir=args.notebooks,
+            restart_stack_after=args.restart_stack_after,
             progress=lambda line: print(line, flush=True),
         )
     except WorkbookInterrupted as err:

@@ -139,7 +139,8 @@ def test_report_html_shows_the_run(workbook) -> None:
 
 @pytest.fixture(scope="module")
 def workbook_10_30(tmp_path_factory, free_port):
-    """Notebook 06 with other windows (05 is not needed for it; 04 waits for the processor)."""
+    """Notebook 06 with other windows (05 is not needed for it; 04 waits for the processor), and
+    the local stack stopped after 03 and started again from its saved state before 04."""
     state = tmp_path_factory.mktemp("workbook-1030-state")
     reports = tmp_path_factory.mktemp("workbook-1030-reports")
     settings = load_settings(environ={}, local_port=free_port(), state_dir=str(state))
@@ -148,6 +149,7 @@ def workbook_10_30(tmp_path_factory, free_port):
         only=["00", "01", "02", "03", "04", "06", "07"],
         parameters={"SHORT_WINDOW": 10, "LONG_WINDOW": 30},
         output_dir=reports,
+        restart_stack_after="03",
     )
     return runs, json.loads((reports / "summary.json").read_text())
 
@@ -166,6 +168,18 @@ def test_notebook_06_windows_change_the_signal_count_not_the_alerts(workbook, wo
     assert (
         other["crossovers"]["deployed_signals"] == other["alerts_published"] == published
     )  # alerts stay 5/20
+
+
+def test_a_restart_of_the_stack_after_03_changes_no_count(workbook, workbook_10_30) -> None:
+    """The second run stopped and restarted its stack between 03 and 04: every count equals the
+    first run's, alerts equal the crossover definition (above) and none is sent twice."""
+    _, _, reports = workbook
+    default = json.loads((reports / "summary.json").read_text())
+    _, restarted = workbook_10_30
+    keys = ("records_produced", "records_accepted", "records_quarantined", "dynamodb_items", "raw_records",
+            "alerts_published")  # fmt: skip
+    assert {k: restarted[k] for k in keys} == {k: default[k] for k in keys}
+    assert restarted["alerts_duplicates"] == 0
 
 
 def test_every_parameter_is_visible_to_papermill() -> None:
