@@ -28,9 +28,10 @@ test: install  ## the whole test suite, notebooks included
 test-fast: install  ## unit tests only
 	$(PY) -m pytest tests/unit -m "not integration"
 
-bench: install  ## pipeline at 10k/100k + steady 1,000 rec/s, and the processor alone, beside the baseline
+bench: install  ## pipeline at 10k/100k + steady 1,000 rec/s, the processor alone, stack restarts by state size
 	$(PY) -m tests.bench.processor_bench
 	$(PY) -m tests.bench.pipeline_bench $(BENCH_ARGS)
+	$(PY) -m tests.bench.persist_bench --out reports/persist_bench.json
 
 bench-pipeline: install  ## deployed pipeline at 10k and 100k records + steady 1,000 rec/s; reports/pipeline_bench.json
 	$(PY) -m tests.bench.pipeline_bench $(BENCH_ARGS)

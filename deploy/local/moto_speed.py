@@ -99,11 +99,8 @@ class RangePartition(dict):  # type: ignore[type-arg]
         for key, value in items:
             self[key] = value
 
-    def __reduce__(self) -> Any:  # copy, deepcopy and pickle: the packed values, rebuilt in order
-        return (type(self), (), self._hash, None, iter(list(dict.items(self))))
-
-    def __setstate__(self, state: Any) -> None:
-        self._hash = state
+    def __reduce__(self) -> Any:  # copy, deepcopy and pickle: packed values and the order as they are
+        return (_rebuilt_partition, (self._hash, self._keys, self._order, dict(dict.items(self))))
 
     def __setitem__(self, key: Any, value: Any) -> None:
         if not dict.__contains__(self, key):
@@ -123,6 +120,13 @@ class RangePartition(dict):  # type: ignore[type-arg]
                     self._hash = hash_key
                     value = packed
         dict.__setitem__(self, key, value)
+
+    def __setstate__(self, state: Any) -> None:  # what the older reduce saved: the hash key
+        self._hash = state
+
+    def _restore(self, hash_key: Any, keys: list[Any], order: list[Any], stored: dict[Any, Any]) -> None:
+        self._hash, self._keys, self._order = hash_key, list(keys), list(order)
+        dict.update(self, stored)
 
     def _unpack(self, key: Any, value: Any) -> Any:
         return moto_compact.unpack(value, self._hash, key) if type(value) is bytes else value
@@ -557,3 +561,12 @@ def _install_backends() -> None:
             original(self, account_id)
 
     _patch(BackendDict, "_create_account_specific_backend", _create_account_specific_backend)
+
+
+def _rebuilt_partition(
+    hash_key: Any, keys: list[Any], order: list[Any], stored: dict[Any, Any]
+) -> RangePartition:
+    """A :class:`RangePartition` from its saved parts, without re-sorting or re-packing anything."""
+    partition = RangePartition()
+    partition._restore(hash_key, keys, order, stored)
+    return partition

@@ -114,10 +114,22 @@ def _reduce_defaultdict(d: collections.defaultdict[Any, Any]) -> tuple[Any, ...]
     return collections.defaultdict, (factory,), None, None, iter(d.items())
 
 
+def _limited_size_dict(items: dict[str, Any]) -> Any:
+    from moto.dynamodb.models.dynamo_type import LimitedSizeDict
+
+    rebuilt = LimitedSizeDict.__new__(LimitedSizeDict)
+    dict.update(rebuilt, items)  # its __setitem__ re-sizes the whole dict per key: O(n^2) to load
+    return rebuilt
+
+
 def _install_reducers() -> None:
     """Locks come back new and unlocked; weak dictionaries with their (strongly held) values;
     ``defaultdict`` with a lambda factory; KMS keys as DER bytes."""
     copyreg.pickle(collections.defaultdict, _reduce_defaultdict)  # type: ignore[arg-type]
+    with contextlib.suppress(ImportError):
+        from moto.dynamodb.models.dynamo_type import LimitedSizeDict
+
+        copyreg.pickle(LimitedSizeDict, lambda d: (_limited_size_dict, (dict(d),)))
     copyreg.pickle(_lock_type(), lambda _lock: (threading.Lock, ()))
     copyreg.pickle(_rlock_type(), lambda _lock: (threading.RLock, ()))
     copyreg.pickle(weakref.WeakValueDictionary, lambda d: (_weak_values, (dict(d.items()),)))

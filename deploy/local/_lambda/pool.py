@@ -26,6 +26,7 @@ import time
 import uuid
 import zipfile
 from collections.abc import Callable
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -135,7 +136,16 @@ class WorkerPool:
         faults: KillPlanner | None = None,
     ) -> None:
         self.cache = CodeCache(code_root)
-        self.runtime_packages = build_runtime_packages(code_root / RUNTIME_PACKAGES_DIR)
+        # Built beside the stack's start (0.2 s of package metadata); the first worker waits for it.
+        self._runtime_packages: Future[Path] = Future()
+
+        def build() -> None:
+            try:
+                self._runtime_packages.set_result(build_runtime_packages(code_root / RUNTIME_PACKAGES_DIR))
+            except BaseException as err:  # the first worker's start reports it
+                self._runtime_packages.set_exception(err)
+
+        threading.Thread(target=build, name="lambda-packages", daemon=True).start()
         self.endpoint = endpoint
         self.sink = sink
         self.exclude = exclude_paths
@@ -202,6 +212,11 @@ class WorkerPool:
         for old in stale:
             old.kill()
         return chosen if chosen is not None else self._start_worker(snap, request_id)
+
+    @property
+    def runtime_packages(self) -> Path:
+        """The folder of what the AWS runtime provides (boto3...), once built."""
+        return self._runtime_packages.result()
 
     def _start_worker(self, snap: FunctionSnapshot, request_id: str) -> Worker | Outcome:
         worker: Worker | None = None
