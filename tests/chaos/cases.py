@@ -14,6 +14,7 @@ import random
 import signal
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -275,6 +276,7 @@ def stack_crash(p: Pipeline, size: str) -> None:
     n = SIZES["stack_crash"][size]
     quotes = _quotes(p, n["records"], n["symbols"])
     outcome: dict[str, Any] = {}
+    _snapshot_now(p.stack)  # the pipeline as provisioned is saved (as after any 2 s pause)
 
     def send() -> None:
         try:
@@ -324,6 +326,12 @@ def stack_crash(p: Pipeline, size: str) -> None:
         _send(p, again)
         _quiet(p, "produced again", timeout=n.get("wait"))
     p.records_sent = _stream_records(p)
+
+
+def _snapshot_now(stack: Settings) -> None:
+    url = f"{stack.resolved_endpoint}/_stp/snapshot"
+    with urllib.request.urlopen(urllib.request.Request(url, method="POST"), timeout=60) as answer:
+        answer.read()
 
 
 def _stream_records(p: Pipeline) -> int:
