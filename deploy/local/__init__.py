@@ -483,22 +483,29 @@ def _terminate(pid: int, timeout: float = STOP_TIMEOUT_SECONDS) -> None:
 
 
 def _alive(pid: int) -> bool:
-    """Whether ``pid`` is a running process (a zombie is not; our own child is reaped)."""
+    """Whether ``pid`` is a running process.
+
+    Our own child counts until it is reaped: its leader shows ``Z`` while the other threads of a
+    large process are still being torn down, and waitpid reaps it only once they are. Another
+    parent's zombie is not alive (we cannot reap it).
+    """
     try:
         waited, _ = os.waitpid(pid, os.WNOHANG)
         if waited == pid:
             return False
+        ours = True
     except ChildProcessError:
-        pass
+        ours = False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    with contextlib.suppress(OSError, IndexError):
-        if Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] == "Z":
-            return False
+    if not ours:
+        with contextlib.suppress(OSError, IndexError):
+            if Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] == "Z":
+                return False
     return True
 
 
