@@ -77,7 +77,7 @@ def test_each_call_holds_one_aggregate_of_consecutive_quotes_per_symbol() -> Non
     kinesis = FakeKinesis()
     quotes = list(synthetic(["AAA", "BBB", "CCC"], 1201))
 
-    summary = produce(quotes, SETTINGS, kinesis=kinesis, linger=None)
+    summary = produce(quotes, SETTINGS, kinesis=kinesis, linger=None, stamp=False)  # bytes as the source made them
 
     # every call holds at most one record per symbol (so a resend can never overtake a later bar),
     # each record up to 25 consecutive quotes of its symbol, as a JSON text sequence
@@ -132,7 +132,7 @@ def test_a_failed_aggregate_is_resent_whole_before_its_symbols_next() -> None:
 
     kinesis = FakeKinesis(fail)
     quotes = list(synthetic(["AAA", "BBB"], 200))
-    summary = produce(quotes, SETTINGS, kinesis=kinesis, linger=None, sleep=no_sleep)
+    summary = produce(quotes, SETTINGS, kinesis=kinesis, linger=None, stamp=False, sleep=no_sleep)
     sent = _keys_in_order(kinesis.calls)
     mine = [q.to_json() for q in quotes if q.symbol == "AAA"]
     assert sent["AAA"] == mine[:25] + mine[25:50] * 3 + mine[50:]  # resent whole, twice, then on
@@ -179,7 +179,9 @@ def test_a_failed_record_is_resent_before_the_next_record_of_its_symbol() -> Non
 
     kinesis, sleeps = FakeKinesis(fail), []
     quotes = list(synthetic(["AAA", "BBB"], 10))
-    summary = produce(quotes, SETTINGS, kinesis=kinesis, linger=None, aggregate=1, sleep=sleeps.append)
+    summary = produce(
+        quotes, SETTINGS, kinesis=kinesis, linger=None, aggregate=1, stamp=False, sleep=sleeps.append
+    )
 
     # THEN each symbol's bars were accepted in the source's order, the failed ones resent with backoff
     sent = _keys_in_order(kinesis.calls)
