@@ -8,7 +8,10 @@ the patched code with the request's own page only. No wall-clock timing.
 
 from __future__ import annotations
 
+import contextlib
 import random
+import threading
+import time
 import tracemalloc
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -412,3 +415,67 @@ def test_stream_records_read_as_motos_own_and_hold_less(patched: None, unpatched
         slow, slow_bytes = _stream_records(500)
     assert fast == slow and fast[0]["dynamodb"]["NewImage"]["price"] == {"N": "190.5"}
     assert fast_bytes < 0.75 * slow_bytes
+
+
+# --------------------------------------------------------------------------- sequence numbers
+
+
+@contextlib.contextmanager
+def _slow_init(owner: Any) -> Iterator[None]:
+    """Building a record yields to other threads (as a busy stack's scheduler may) for a ``with``."""
+    original = owner.__dict__["__init__"]
+
+    def init(self: Any, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        time.sleep(0.001)
+
+    owner.__init__ = init
+    try:
+        yield
+    finally:
+        owner.__init__ = original
+
+
+def _in_threads(work: Callable[[int], Any], threads: int = 8) -> None:
+    started = [threading.Thread(target=work, args=(n,)) for n in range(threads)]
+    for thread in started:
+        thread.start()
+    for thread in started:
+        thread.join(timeout=60)
+
+
+def _concurrent_stream_writes() -> list[int]:
+    """Stream sequence numbers (from the shard's start) of 8 threads writing 20 items each."""
+    from moto.dynamodb.models.table import StreamRecord
+
+    table = _table()
+    table.set_stream_specification({"StreamEnabled": True, "StreamViewType": "NEW_IMAGE"})
+    with _slow_init(StreamRecord):
+        _in_threads(lambda n: [_put(table, f"S{n}", f"{i:04d}") for i in range(20)])
+    start = int(table.stream_shard.starting_sequence_number)
+    return [int(r.to_json()["dynamodb"]["SequenceNumber"]) - start for r in table.stream_shard.items]
+
+
+def test_concurrent_writes_number_stream_records_by_their_position(
+    patched: None, unpatched: Callable[[], Any]
+) -> None:
+    # every record's sequence number is its position (the local runtime reads by position)
+    assert _concurrent_stream_writes() == list(range(160))
+    with unpatched():  # moto's own: numbers taken twice, records stored away from their number
+        assert _concurrent_stream_writes() != list(range(160))
+
+
+def _concurrent_kinesis_puts() -> list[int]:
+    """Sequence numbers stored after 8 threads put 20 records each on one shard."""
+    from moto.kinesis.models import Record, Shard
+
+    shard = Shard(0, 0, 2**128 - 1)
+    with _slow_init(Record):
+        _in_threads(lambda n: [shard.put_record(f"k{n}", "eA==", "1") for _ in range(20)])
+    return list(shard.records)
+
+
+def test_concurrent_kinesis_puts_keep_every_record(patched: None, unpatched: Callable[[], Any]) -> None:
+    assert _concurrent_kinesis_puts() == list(range(1, 161))
+    with unpatched():  # moto's own: two puts take one number, the first record is overwritten
+        assert len(_concurrent_kinesis_puts()) < 160
