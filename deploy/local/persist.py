@@ -38,6 +38,7 @@ import collections
 import contextlib
 import copyreg
 import ctypes
+import gc
 import json
 import logging
 import os
@@ -594,7 +595,14 @@ class Persistence:
 
     def _load_part(self, file: str) -> Any:
         with open(self.root / file, "rb") as data:
-            return pickle.load(data)
+            blob = data.read()
+        collecting = gc.isenabled()
+        gc.disable()  # a part is a few hundred thousand new objects and no garbage: ~25 % less time
+        try:
+            return pickle.loads(blob)
+        finally:
+            if collecting:
+                gc.enable()
 
     def _open_journal(self) -> None:
         path = self.root / f"journal-{self._journal_generation}.jsonl"
