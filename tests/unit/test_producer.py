@@ -77,7 +77,8 @@ def test_each_call_holds_one_aggregate_of_consecutive_quotes_per_symbol() -> Non
     kinesis = FakeKinesis()
     quotes = list(synthetic(["AAA", "BBB", "CCC"], 1201))
 
-    summary = produce(quotes, SETTINGS, kinesis=kinesis, linger=None, stamp=False)  # bytes as the source made them
+    # unstamped: the bytes as the source made them
+    summary = produce(quotes, SETTINGS, kinesis=kinesis, linger=None, stamp=False)
 
     # every call holds at most one record per symbol (so a resend can never overtake a later bar),
     # each record up to 25 consecutive quotes of its symbol, as a JSON text sequence
