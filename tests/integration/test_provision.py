@@ -175,6 +175,9 @@ def test_policies_name_only_this_pipelines_resources() -> None:
     assert s.stream_name in text and s.table_name in text and s.raw_bucket in text
 
 
+TEARDOWN_OBJECTS = 12_200  # the daily dataset's raw archive before its month layout: 12,154 bars
+
+
 def test_teardown_empties_a_bucket_of_any_size(own_names) -> None:
     # More objects than one listing page holds (1,000): paging on while deleting left most behind.
     from concurrent.futures import ThreadPoolExecutor
@@ -182,7 +185,7 @@ def test_teardown_empties_a_bucket_of_any_size(own_names) -> None:
     s = dataclasses.replace(own_names, raw_bucket="prov-many-objects", results_bucket="prov-many-results")
     provision(s)
     s3 = aws.client("s3", s)
-    keys = [f"raw/symbol=S{i % 7}/year=2026/{i:05d}.ndjson" for i in range(2_600)]
+    keys = [f"raw/symbol=S{i % 7}/year=2026/{i:05d}.ndjson" for i in range(TEARDOWN_OBJECTS)]
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(lambda key: s3.put_object(Bucket=s.raw_bucket, Key=key, Body=b"{}\n"), keys))
     assert s3.list_objects_v2(Bucket=s.raw_bucket)["KeyCount"] == 1000  # a page: there are more
