@@ -58,7 +58,7 @@ def _refuse(name: str, value: Any, problem: str, fix: str) -> ParameterError:
 def _check_one(name: str, value: Any, rule: Rule) -> None:
     hint = f" ({rule.hint})" if rule.hint else ""
     if value is None:
-        if rule.optional:
+        if rule.optional or None in rule.choices:
             return
         raise _refuse(name, value, "must be set", f"give {name} a value{hint}")
     if rule.kind == "number":

@@ -73,3 +73,13 @@ def test_a_missing_parameter_is_refused() -> None:
     del values["SPEED"]
     with pytest.raises(ParameterError, match="parameter SPEED=None: is not defined"):
         params.check(values, RULES)
+
+
+def test_a_choice_that_lists_none_takes_none() -> None:
+    """``TARGET = None`` (the notebooks' default: STP_TARGET, the config file, else local) passes."""
+    rules = {"TARGET": params.choice([None, "local", "aws"])}
+    assert params.check({"TARGET": None}, rules) == {"TARGET": None}
+    with pytest.raises(ParameterError, match=r"TARGET='AWS': is not known.*\[None, 'local', 'aws'\]"):
+        params.check({"TARGET": "AWS"}, rules)
+    with pytest.raises(ParameterError, match="SOURCE=None: must be set"):
+        params.check({**GOOD, "SOURCE": None}, RULES)
