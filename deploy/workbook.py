@@ -167,6 +167,7 @@ class Workbook:
     stop_stack: bool = True
     progress: Callable[[str], None] | None = None
     total: int = 0
+    redact: bool = True
     runs: list[NotebookRun] = field(default_factory=list)
     failed: bool = False
     _stack_was_running: bool = False
@@ -248,8 +249,9 @@ class Workbook:
 
     @property
     def _account(self) -> str | None:
-        """The AWS account id to mask in what the run writes (target aws only; local ids are moto's)."""
-        return self.settings.account_id if self.settings.target == "aws" else None
+        """The AWS account id to mask in what the run writes (target aws only, unless ``redact`` is
+        off; local ids are moto's)."""
+        return self.settings.account_id if self.redact and self.settings.target == "aws" else None
 
     def _redact(self, result: NotebookRun, executed: Path) -> NotebookRun:
         """Mask the account id in the executed notebook and in the failure text (shared reports)."""
@@ -351,12 +353,14 @@ def run_workbook(
     notebooks_dir: Path = NOTEBOOKS_DIR,
     progress: Callable[[str], None] | None = None,
     restart_stack_after: str | None = None,
+    redact: bool = True,
 ) -> list[NotebookRun]:
     """Execute the notebooks into the folder ``output_dir``; one :class:`NotebookRun` per notebook.
 
     ``restart_stack_after`` (a notebook number, target local): stop the local stack after that
     notebook and start it again from its saved state before the next one, as a user coming back
-    the next day would (``python -m deploy.local down`` / ``up``).
+    the next day would (``python -m deploy.local down`` / ``up``). ``redact=False`` keeps the AWS
+    account id in the executed notebooks and the report (target aws masks it by default).
 
     Unknown ``only`` entries and ``parameters`` are refused (:class:`ParameterError`) before
     anything runs. A KeyboardInterrupt stops the run: the notebook running is recorded as
@@ -372,6 +376,7 @@ def run_workbook(
         stop_stack=stop_stack,
         progress=progress,
         total=len(paths),
+        redact=redact,
     )
     workbook.start()
     interrupted = False
@@ -467,6 +472,10 @@ def main(argv: list[str] | None = None) -> int:
         help="stop the local stack after notebook NN and start it again before the next (its state survives)",
     )  # fmt: skip
     parser.add_argument(
+        "--no-redact", action="store_true",
+        help="keep the AWS account id in the executed notebooks and report (target aws masks it)",
+    )  # fmt: skip
+    parser.add_argument(
         "--notebooks", type=Path, default=NOTEBOOKS_DIR, help="folder of the numbered notebooks"
     )
     args = parser.parse_args(argv)
@@ -501,6 +510,7 @@ def main(argv: list[str] | None = None) -> int:
             stop_stack=not args.keep_stack,
             notebooks_dir=args.notebooks,
             restart_stack_after=args.restart_stack_after,
+            redact=not args.no_redact,
             progress=lambda line: print(line, flush=True),
         )
     except WorkbookInterrupted as err:

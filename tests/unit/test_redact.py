@@ -53,3 +53,19 @@ def test_reports_and_bad_ids(tmp_path: Path) -> None:
     assert redact_text(json.dumps({"arn": f"x:{ACCOUNT}:y"}), ACCOUNT) == json.dumps({"arn": f"x:{MASK}:y"})
     with pytest.raises(ValueError, match="12 digits"):
         redact_text("x", "1234")
+
+
+@pytest.mark.parametrize("redact", [True, False])
+def test_the_workbook_masks_on_aws_unless_told_not_to(tmp_path: Path, redact: bool) -> None:
+    """``python -m deploy.workbook`` masks on target aws; ``--no-redact`` keeps the account id."""
+    from deploy.workbook import NotebookRun, Workbook
+    from helpers.pipeline.config import load_settings
+
+    settings = load_settings({"target": "aws", "account_id": ACCOUNT}, environ={})
+    path = executed(tmp_path)
+    failed = NotebookRun("01_provision", "failed", 1.0, f"AccessDenied for {ACCOUNT}")
+    result = Workbook(settings, tmp_path, redact=redact)._redact(failed, path)
+    assert (ACCOUNT in (result.error or "")) is not redact
+    assert (f":{ACCOUNT}:" in path.read_text()) is not redact
+    local = load_settings({"account_id": ACCOUNT}, environ={})  # local ids are moto's: never masked
+    assert Workbook(local, tmp_path)._account is None
