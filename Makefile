@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+# uv (from PyPI) installs the exact lock in seconds; pip is the fallback and INSTALLER=pip forces it
+INSTALLER  ?= uv
+UV_VERSION ?= 0.13.9
 
 .DEFAULT_GOAL := help
 .PHONY: help install demo test test-fast bench bench-pipeline chaos lint format typecheck stack-up stack-down stack-status lock clean
@@ -12,8 +15,14 @@ help:  ## list the targets
 
 $(STAMP): requirements.lock pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required, found " + sys.version.split()[0]'
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	@echo "Installing the $$(grep -c '==' requirements.lock) packages of requirements.lock into $(VENV)/ with $(INSTALLER) (INSTALLER=pip to use pip alone)"
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@start=$$(date +%s); used=pip; \
+	if [ "$(INSTALLER)" = uv ] && $(PY) -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION) 2>/dev/null \
+	   && UV_NATIVE_TLS=1 UV_LINK_MODE=copy $(VENV)/bin/uv pip install --quiet --python $(PY) -r requirements.lock; then used=uv; \
+	else [ "$(INSTALLER)" = pip ] || echo "uv could not install the lock here: installing with pip (1-3 min)"; \
+	   $(PY) -m pip install --quiet --disable-pip-version-check -r requirements.lock || exit 1; fi; \
+	echo "Installed in $$(( $$(date +%s) - start )) s with $$used"
 	$(PY) -c 'import pathlib, site; pathlib.Path(site.getsitepackages()[0], "stock_trend.pth").write_text("$(CURDIR)\n")'
 	@touch $(STAMP)
 
