@@ -6,6 +6,8 @@ import base64
 import json
 import os
 import re
+import shutil
+import subprocess
 from collections import Counter
 from pathlib import Path
 
@@ -135,6 +137,55 @@ def test_report_html_shows_the_run(workbook) -> None:
     assert not re.search(r'(src|href)="(https?:|//|file:)', page)  # nothing to fetch
     alerts = pd.read_csv(reports / "06_alerts.csv")
     assert len(alerts) == summary["alerts_published"] and not alerts.isna().all().any()  # no empty column
+
+
+BROWSERS = ("chromium", "chromium-browser", "google-chrome")
+BROWSER_FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--disable-default-apps", "--no-pings",
+    "--proxy-server=127.0.0.1:9", "--host-resolver-rules=MAP * ~NOTFOUND",  # nothing leaves loopback
+]  # fmt: skip
+
+
+def on_screen(shot: Path, color: str) -> int:
+    """Pixels of ``shot`` within 6 % of ``color`` per channel."""
+    import matplotlib.image
+    import numpy as np
+
+    pixels = matplotlib.image.imread(shot)[..., :3]
+    rgb = np.array([int(color[i : i + 2], 16) / 255 for i in (1, 3, 5)])
+    return int((np.abs(pixels - rgb).max(axis=2) < 0.06).sum())
+
+
+def test_report_html_renders_in_a_headless_browser(workbook, tmp_path) -> None:
+    """Chromium opens report.html from disk: the summary, the signals and the charts are on screen.
+
+    The chart colours (SMA5 orange, SMA20 blue, BUY/SELL) appear in the screenshot only if the
+    embedded images decode and render; the page's own styles use none of them.
+    """
+    from helpers.core.indicators import BUY, SELL
+    from helpers.notebook.charts import COLORS
+
+    browser = next((found for name in BROWSERS if (found := shutil.which(name))), None)
+    if browser is None:
+        if os.environ.get("STP_REQUIRE_BROWSER"):
+            pytest.fail("STP_REQUIRE_BROWSER is set but no Chromium is on PATH")
+        pytest.skip("no Chromium on PATH (apt-get install chromium; .ci/run installs it)")
+    _, _, reports = workbook
+    url = (reports / "report.html").resolve().as_uri()
+    flags = [browser, *BROWSER_FLAGS, f"--user-data-dir={tmp_path / 'profile'}"]
+    dom = subprocess.run([*flags, "--dump-dom", url], capture_output=True, text=True, timeout=120)
+    summary = json.loads((reports / "summary.json").read_text())
+    for heading in ("Summary", "Athena results", "Signals per symbol", "Charts"):
+        assert heading in dom.stdout, heading
+    assert f"{summary['alerts_published']:,}" in dom.stdout
+    shot = tmp_path / "report.png"
+    subprocess.run(
+        [*flags, "--window-size=1280,16000", f"--screenshot={shot}", url], capture_output=True, timeout=120
+    )
+    counts = {k: on_screen(shot, COLORS[k]) for k in ("sma_short", "sma_long", BUY, SELL)}
+    assert all(n > 300 for n in counts.values()), counts
 
 
 @pytest.fixture(scope="module")
