@@ -171,13 +171,15 @@ class Workbook:
     runs: list[NotebookRun] = field(default_factory=list)
     failed: bool = False
     _stack_was_running: bool = False
+    _saved_environment: dict[str, str | None] = field(default_factory=dict)
 
     def start(self) -> None:
         s = self.settings
         self.folder.mkdir(parents=True, exist_ok=True)
-        os.environ.update(s.to_environment())  # every kernel resolves exactly these settings
-        os.environ[REPORTS_ENV] = str(self.folder)
-        os.environ.setdefault("MPLBACKEND", "Agg")  # charts are displayed as PNG outputs, not by a GUI
+        changes = {**s.to_environment(), REPORTS_ENV: str(self.folder)}  # every kernel resolves these
+        changes.setdefault("MPLBACKEND", os.environ.get("MPLBACKEND", "Agg"))  # PNG outputs, not a GUI
+        self._saved_environment = {k: os.environ.get(k) for k in changes}  # finish() puts them back
+        os.environ.update(changes)
         started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         run = {"id": self.folder.name, "status": "running"}
         write_summary({"target": s.target, "started_at": started, "run": run}, self.folder)
@@ -309,6 +311,11 @@ class Workbook:
                 from deploy.local import down
 
                 down(s)
+            for name, value in self._saved_environment.items():  # the runner's process as it was
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
         return status
 
 

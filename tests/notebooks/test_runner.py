@@ -182,6 +182,17 @@ def test_a_finished_run_records_its_status_and_writes_the_report(tmp_path) -> No
     assert "00_record_value" in page and "07_teardown" in page and "<script" not in page
 
 
+def test_a_run_leaves_the_runner_environment_as_it_was(tmp_path, monkeypatch) -> None:
+    """Kernels get the run's settings through the environment; the runner's process gets its own
+    back afterwards (an aws run left ``STP_TARGET=aws`` behind for whatever ran next)."""
+    monkeypatch.delenv("STP_TARGET", raising=False)
+    monkeypatch.setenv("STP_REGION", "us-east-1")
+    before = dict(os.environ)
+    run_workbook(aws_settings(), only=["00", "07"], output_dir=tmp_path, notebooks_dir=FIXTURES)
+    assert dict(os.environ) == before
+    assert json.loads((tmp_path / "summary.json").read_text())["target_seen"] == "aws"
+
+
 # ---------------------------------------------------------------- the CLI: run folder, latest, JUnit
 
 
