@@ -509,12 +509,54 @@ def _reader(
         thread.join(timeout=1.0)
 
 
-def _progress(total: int | None) -> Any:
-    """tqdm's notebook bar with ipywidgets, its text bar otherwise (tqdm is locked, via papermill)."""
-    import importlib.util
+class LineProgress:
+    """Progress as a few plain lines on stdout: at each quarter of ``total`` (or every
+    ``every_seconds`` when the total is unknown) and a last line with the rate."""
 
-    if importlib.util.find_spec("ipywidgets") is not None:
+    def __init__(
+        self,
+        total: int | None,
+        desc: str = "PutRecords",
+        *,
+        every_seconds: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+        write: Callable[[str], Any] = print,
+    ) -> None:
+        self.total, self.desc, self.every, self.clock, self.write = total, desc, every_seconds, clock, write
+        self.n, self.started = 0, clock()
+        self._next_quarter, self._last_line = 1, self.started
+
+    def update(self, n: int) -> None:
+        self.n += n
+        now = self.clock()
+        if self.total:
+            if self.n >= self.total:
+                return  # close() says it, with the rate
+            quarter = 4 * self.n // self.total
+            if quarter >= self._next_quarter:
+                self._next_quarter = quarter + 1
+                share = 100 * self.n // self.total
+                self.write(f"{self.desc}: {self.n:,} of {self.total:,} records ({share} %)")
+        elif now - self._last_line >= self.every:
+            self._last_line = now
+            self.write(f"{self.desc}: {self.n:,} records in {now - self.started:.0f} s")
+
+    def close(self) -> None:
+        seconds = max(self.clock() - self.started, 1e-9)
+        of = f" of {self.total:,}" if self.total else ""
+        self.write(f"{self.desc}: {self.n:,}{of} records in {seconds:.1f} s ({self.n / seconds:,.0f} rec/s)")
+
+
+def _progress(total: int | None) -> Any:
+    """tqdm's notebook widget in JupyterLab when ipywidgets is installed; plain lines otherwise
+    and in headless runs (the workbook runner sets ``STP_REPORTS_DIR``), never a text bar on stderr."""
+    import importlib.util
+    import os
+
+    from helpers.notebook.report import REPORTS_ENV
+
+    if importlib.util.find_spec("ipywidgets") is not None and not os.environ.get(REPORTS_ENV):
         from tqdm.auto import tqdm
-    else:
-        from tqdm import tqdm
-    return tqdm(total=total, unit="rec", desc="PutRecords")
+
+        return tqdm(total=total, unit="rec", desc="PutRecords")
+    return LineProgress(total)

@@ -275,3 +275,35 @@ def test_stamp_sets_produced_at_when_the_quote_is_sent() -> None:
     produce([old], SETTINGS, kinesis=kinesis, linger=None)
     sent = parse_record(kinesis.calls[0][0]["Data"])
     assert isinstance(sent, Quote) and sent.produced_at is not None and sent.produced_at > "2026"
+
+
+def test_progress_is_a_few_plain_lines_with_the_rate() -> None:
+    """Headless and without ipywidgets, progress is lines on stdout, not a tqdm bar on stderr."""
+    from helpers.notebook.producer import LineProgress
+
+    now = [0.0]
+    lines: list[str] = []
+    bar = LineProgress(2382, clock=lambda: now[0], write=lines.append)
+    for _ in range(2382 // 100):
+        now[0] += 0.01
+        bar.update(100)
+    bar.update(82)
+    bar.close()
+    assert lines == [
+        "PutRecords: 600 of 2,382 records (25 %)",
+        "PutRecords: 1,200 of 2,382 records (50 %)",
+        "PutRecords: 1,800 of 2,382 records (75 %)",
+        "PutRecords: 2,382 of 2,382 records in 0.2 s (10,357 rec/s)",
+    ]
+    live: list[str] = []
+    now[0] = 0.0
+    unknown = LineProgress(None, clock=lambda: now[0], write=live.append, every_seconds=10)
+    for _ in range(25):
+        now[0] += 1.0
+        unknown.update(3)
+    unknown.close()
+    assert live == [
+        "PutRecords: 30 records in 10 s",
+        "PutRecords: 60 records in 20 s",
+        "PutRecords: 75 records in 25.0 s (3 rec/s)",
+    ]
