@@ -8,6 +8,7 @@ One WSGI server on 127.0.0.1 serves every AWS API the pipeline uses:
   (so they can read moto's in-memory state) and may claim requests, e.g. the Athena
   endpoint claims ``X-Amz-Target: AmazonAthena.*``; the Lambda runtime polls event
   source mappings in background threads;
+* every request is counted by caller and operation (:mod:`deploy.local.usage`, ``/_stp/usage``);
 * the fault injector (:mod:`deploy.local.faults`) sits in front of all of them, off unless a
   plan is set (``--faults`` or ``PUT /_stp/faults``); off, it costs one attribute test.
 
@@ -34,6 +35,7 @@ from deploy.local import aws_rules, moto_speed
 from deploy.local import persist as persist_module
 from deploy.local.faults import ADMIN_PATH, FaultInjector, load_spec, parse_plan
 from deploy.local.persist import Persistence, changes_state
+from deploy.local.usage import USAGE_PATH, Usage
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +81,7 @@ class Dispatcher:
         self.health = health
         self.faults = faults if faults is not None else FaultInjector()
         self.persistence = persistence
+        self.usage = Usage()
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
@@ -98,6 +101,9 @@ class Dispatcher:
                     "200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
                 )
                 return [body]
+            if path == USAGE_PATH:
+                return self.usage.answer(start_response)
+        self.usage.count(environ)
         if self.faults.plan is not None:
             return self.faults(environ, start_response, self.route)
         return self.route(environ, start_response)

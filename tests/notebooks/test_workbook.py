@@ -79,6 +79,17 @@ def test_summary_counts_are_consistent_and_measured_from_the_stores(workbook) ->
     assert [n["name"] for n in summary["notebooks"]] == EXPECTED
 
 
+def test_07_prices_a_month_from_the_calls_the_functions_made(workbook) -> None:
+    _, _, reports = workbook
+    priced = json.loads((reports / "summary.json").read_text())["cost"]
+    assert priced["records_per_month"] == 16_380  # the seed's cadence: one symbol every 30 s, 6.5 h, 21 days
+    # the stack counted the processor's own PutObject calls (raw object, manifest, checkpoint)
+    assert priced["processor_s3_puts_per_invocation"] >= 2
+    # nearly all of it the on-demand stream's 730 hours (29.20 USD)
+    assert 29.2 < priced["this_design_usd"] < 31 and 29.2 < priced["per_record_usd"] < 31
+    assert priced["busy_per_record_usd"] > 5 * priced["busy_this_design_usd"]
+
+
 def test_reports_hold_executed_notebooks_and_charts_without_credentials(workbook) -> None:
     _, _, reports = workbook
     for name in EXPECTED:

@@ -165,6 +165,7 @@ def worker_environment(
             "AWS_DEFAULT_REGION": snap.region,
             "AWS_EXECUTION_ENV": f"AWS_Lambda_{snap.runtime}",
             "AWS_LAMBDA_FUNCTION_NAME": snap.name,
+            "AWS_SDK_UA_APP_ID": snap.name,  # the stack's usage counts name the function (deploy.local.usage)
             "AWS_LAMBDA_FUNCTION_VERSION": LATEST,
             "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(snap.memory_mb),
             "AWS_LAMBDA_LOG_GROUP_NAME": snap.log_group,
