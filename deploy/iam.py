@@ -316,7 +316,7 @@ _RUNNER_ACTIONS: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
     ("Athena", (
         "athena:CreateWorkGroup", "athena:DeleteWorkGroup", "athena:GetWorkGroup",
         "athena:StartQueryExecution", "athena:GetQueryExecution", "athena:GetQueryResults",
-        "athena:StopQueryExecution",
+        "athena:StopQueryExecution", "athena:ListQueryExecutions", "athena:BatchGetQueryExecution",
     ), ("athena_workgroup",)),
     ("LambdaRoles", (
         "iam:CreateRole", "iam:DeleteRole", "iam:GetRole", "iam:PutRolePolicy", "iam:DeleteRolePolicy",
