@@ -11,6 +11,7 @@ from deploy import iam
 from deploy.provision import CREATORS, DELETERS, provision, teardown, tls_only_policy
 from helpers.notebook import doctor
 from helpers.pipeline import aws, resources
+from helpers.pipeline.resources import LOG_RETENTION_DAYS
 
 pytestmark = pytest.mark.integration
 
@@ -160,8 +161,19 @@ def test_resources_are_configured_securely(own_names) -> None:
             assert all(r.startswith("arn:aws:") and r != "*" for r in resources)
             trust = client.get_role(RoleName=role)["Role"]["AssumeRolePolicyDocument"]
             assert trust["Statement"][0]["Principal"] == {"Service": "lambda.amazonaws.com"}
+
+        logs = aws.client("logs", s)  # the functions' logs expire (CloudWatch's default keeps them forever)
+        groups = logs.describe_log_groups(logGroupNamePrefix="/aws/lambda/")["logGroups"]
+        retention = {g["logGroupName"]: g.get("retentionInDays") for g in groups}
+        for function in (s.processor_function, s.trend_function):
+            assert retention[f"/aws/lambda/{function}"] == LOG_RETENTION_DAYS == 14
     finally:
         teardown(s)
+    groups = aws.client("logs", s).describe_log_groups(logGroupNamePrefix="/aws/lambda/")["logGroups"]
+    assert not {g["logGroupName"] for g in groups} & {
+        f"/aws/lambda/{s.processor_function}",
+        f"/aws/lambda/{s.trend_function}",
+    }
 
 
 def test_policies_name_only_this_pipelines_resources() -> None:
