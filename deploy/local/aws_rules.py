@@ -7,6 +7,11 @@
   on AWS) and GetQueueUrl still finds the dying queue for :data:`QUEUE_DYING_ENV` seconds
   (default 2), so provisioning right after a teardown meets both, as it would on AWS.
 
+* **A just-deleted bucket's name is busy for a moment.** S3 answers CreateBucket with 409
+  ``OperationAborted`` ("A conflicting conditional operation is currently in progress against
+  this resource") while a bucket of that name is still being deleted. Here that lasts
+  :data:`BUCKET_DELETION_ENV` seconds after DeleteBucket (default 2).
+
 * **A Kinesis shard takes 1,000 records and 1 MiB per second** (data plus partition key). Over
   that, PutRecords fails the entries with ``ProvisionedThroughputExceededException`` (the others
   are stored) and PutRecord fails; :data:`SHARD_LIMITS_ENV` ``=0`` turns it off. The limits and
@@ -29,13 +34,15 @@ __all__ = ["QUEUE_DELETED_RECENTLY", "QUEUE_DELETION_ENV", "QUEUE_DYING_ENV", "i
 SHARD_LIMITS_ENV = "STP_LOCAL_SHARD_LIMITS"
 QUEUE_DELETION_ENV = "STP_LOCAL_QUEUE_DELETION_SECONDS"
 QUEUE_DYING_ENV = "STP_LOCAL_QUEUE_DYING_SECONDS"
+BUCKET_DELETION_ENV = "STP_LOCAL_BUCKET_DELETION_SECONDS"
+DEFAULT_BUCKET_DELETION_SECONDS = 2.0
 DEFAULT_QUEUE_DELETION_SECONDS = 60.0
 DEFAULT_QUEUE_DYING_SECONDS = 2.0
 
 _installed = False
 _lock = threading.Lock()
 _rules: dict[str, float] = {}  # the windows and switches in force (install)
-_counters = {"queue_deleted_recently": 0, "dying_queue_answers": 0, "throttled_records": 0}
+_counters = {"queue_deleted_recently": 0, "dying_queue_answers": 0, "throttled_records": 0, "bucket_busy": 0}
 
 
 def counters() -> dict[str, int]:
@@ -69,6 +76,7 @@ def windows(environ: dict[str, str] | None = None) -> dict[str, float]:
     return {
         "queue_deletion_seconds": seconds(QUEUE_DELETION_ENV, DEFAULT_QUEUE_DELETION_SECONDS),
         "queue_dying_seconds": seconds(QUEUE_DYING_ENV, DEFAULT_QUEUE_DYING_SECONDS),
+        "bucket_deletion_seconds": seconds(BUCKET_DELETION_ENV, DEFAULT_BUCKET_DELETION_SECONDS),
         "shard_limits": float(limits in ("1", "true", "on")),
     }
 
@@ -145,6 +153,7 @@ def install(environ: dict[str, str] | None = None) -> dict[str, float]:
         SQSBackend.delete_queue = delete_queue  # type: ignore[method-assign]
         SQSBackend.get_queue = get_queue  # type: ignore[method-assign]
         _install_shard_limits()
+        _install_bucket_deletion()
         _installed = True
     return rules
 
@@ -221,3 +230,52 @@ def _install_shard_limits() -> None:
 
     KinesisBackend.put_records = put_records  # type: ignore[method-assign]
     KinesisBackend.put_record = put_record  # type: ignore[method-assign]
+
+
+OPERATION_ABORTED = "OperationAborted"
+
+
+def _operation_aborted(bucket: str) -> Exception:
+    """S3's 409 as a werkzeug HTTPException (moto gives error codes its S3 model lacks a 400)."""
+    from werkzeug.exceptions import Conflict
+
+    body = (
+        '<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>OperationAborted</Code>'
+        "<Message>A conflicting conditional operation is currently in progress against this "
+        f"resource. Please try again.</Message><BucketName>{bucket}</BucketName></Error>"
+    )
+
+    class OperationAborted(Conflict):
+        def get_body(self, environ: Any = None, scope: Any = None) -> str:
+            return body
+
+        def get_headers(self, environ: Any = None, scope: Any = None) -> list[tuple[str, str]]:
+            return [("Content-Type", "application/xml")]
+
+    return OperationAborted(body)
+
+
+def _install_bucket_deletion() -> None:
+    """CreateBucket answers 409 OperationAborted for a name deleted in the last few seconds."""
+    from moto.s3.models import S3Backend
+
+    original_create, original_delete = S3Backend.create_bucket, S3Backend.delete_bucket
+    deleted: dict[str, float] = {}
+
+    def create_bucket(self: Any, bucket_name: str, region_name: str, *args: Any, **kwargs: Any) -> Any:
+        gone = deleted.get(bucket_name)
+        if gone is not None:
+            if time.monotonic() - gone < _rules["bucket_deletion_seconds"]:
+                _count("bucket_busy")
+                raise _operation_aborted(bucket_name)
+            deleted.pop(bucket_name, None)
+        return original_create(self, bucket_name, region_name, *args, **kwargs)
+
+    def delete_bucket(self: Any, bucket_name: str) -> Any:
+        bucket = original_delete(self, bucket_name)
+        if bucket is not None and _rules["bucket_deletion_seconds"] > 0:
+            deleted[bucket_name] = time.monotonic()
+        return bucket
+
+    S3Backend.create_bucket = create_bucket  # type: ignore[method-assign]
+    S3Backend.delete_bucket = delete_bucket  # type: ignore[method-assign]

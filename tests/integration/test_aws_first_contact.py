@@ -35,17 +35,21 @@ def test_aws_bucket_names_follow_the_credentials_account(local_stack: Settings) 
 
 @pytest.fixture(scope="module")
 def aws_like_stack(tmp_path_factory: pytest.TempPathFactory):
-    """A stack of its own whose SQS keeps deleted queue names for 6 s, dying queues visible 3 s."""
+    """A stack of its own whose SQS keeps deleted queue names for 12 s, dying queues visible 3 s,
+    and whose S3 keeps a deleted bucket's name busy for 4 s (so provisioning right after a
+    teardown meets both: the buckets are deleted after the queues, and created before them)."""
     from deploy.local import aws_rules, down, up
     from tests.conftest import free_loopback_port
 
     s = load(local_port=free_loopback_port(), state_dir=str(tmp_path_factory.mktemp("aws-like")))
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv(aws_rules.QUEUE_DELETION_ENV, "6")
+        mp.setenv(aws_rules.QUEUE_DELETION_ENV, "12")
         mp.setenv(aws_rules.QUEUE_DYING_ENV, "3")
+        mp.setenv(aws_rules.BUCKET_DELETION_ENV, "4")
         stack = up(s)
     rules = (stack.health or {})["aws_rules"]
-    assert (rules["queue_deletion_seconds"], rules["queue_dying_seconds"], rules["shard_limits"]) == (6, 3, 1)
+    assert (rules["queue_deletion_seconds"], rules["queue_dying_seconds"], rules["shard_limits"]) == (12, 3, 1)
+    assert rules["bucket_deletion_seconds"] == 4
     try:
         yield s
     finally:
@@ -72,9 +76,29 @@ def test_a_deleted_queue_name_behaves_as_on_aws(aws_like_stack: Settings) -> Non
     with pytest.raises(ClientError) as gone:
         sqs.get_queue_url(QueueName="dying-queue")
     assert aws.is_missing(gone.value, *aws.QUEUE_MISSING_CODES)
-    while time.monotonic() - deleted < 6.2:
+    while time.monotonic() - deleted < 12.2:
         time.sleep(0.2)
     assert sqs.create_queue(QueueName="dying-queue")["QueueUrl"] == url
+
+
+def test_a_deleted_bucket_name_is_busy_for_a_moment_as_on_aws(aws_like_stack: Settings) -> None:
+    from botocore.exceptions import ClientError
+
+    from helpers.pipeline import aws
+
+    s3 = aws.client("s3", aws_like_stack)
+    s3.create_bucket(Bucket="busy-bucket")
+    s3.delete_bucket(Bucket="busy-bucket")
+    deleted = time.monotonic()
+    with pytest.raises(ClientError) as info:
+        s3.create_bucket(Bucket="busy-bucket")
+    assert aws.error_code(info.value) == "OperationAborted"
+    assert info.value.response["ResponseMetadata"]["HTTPStatusCode"] == 409
+    assert "conflicting conditional operation" in info.value.response["Error"]["Message"]
+    while time.monotonic() - deleted < 4.2:
+        time.sleep(0.2)
+    s3.create_bucket(Bucket="busy-bucket")  # the name is free again
+    s3.delete_bucket(Bucket="busy-bucket")
 
 
 def test_teardown_then_immediate_provision_succeeds(aws_like_stack: Settings, caplog) -> None:
@@ -92,10 +116,13 @@ def test_teardown_then_immediate_provision_succeeds(aws_like_stack: Settings, ca
     assert teardown_seconds >= 3.0  # it waited for the dying queues to stop answering
 
     with caplog.at_level("WARNING", logger="deploy.provision"):
-        again = provision(s)  # within the 6 s: CreateQueue answers QueueDeletedRecently first
+        again = provision(s)  # within the 4 s and 12 s: OperationAborted, QueueDeletedRecently first
     queue_actions = {r.name: r.action for r in again.results if r.kind == "sqs queue"}
     assert queue_actions == {s.failure_queue_name: "created", s.alert_queue_name: "created"}
     assert any("still deleting a queue of that name" in m for m in caplog.messages)
+    assert any("S3 is still deleting a bucket of that name" in m for m in caplog.messages)
+    buckets = {r.name: r.action for r in again.results if r.kind == "s3 bucket"}
+    assert buckets == {s.raw_bucket: "created", s.results_bucket: "created"}
     assert again.count("exists") == 0
     teardown(s)
 
