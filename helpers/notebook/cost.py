@@ -240,122 +240,65 @@ def _measure(settings: Settings, summary: dict[str, Any], records: int) -> Measu
     )
 
 
-def _line(
-    rows: list[dict[str, Any]], service: str, item: str, unit: str, quantity: float, price: float
-) -> None:
-    rows.append(
-        {"service": service, "item": item, "unit": unit, "quantity": quantity, "usd": quantity * price}
-    )
-
-
 def _design(
     m: Measured, cadence: Cadence, p: PriceTable, settings: Settings, *, per_record: bool, athena_runs: float
 ) -> list[dict[str, Any]]:
     from deploy.function_specs import MAPPING_SPECS
 
     records = cadence.records_per_month
-    rows: list[dict[str, Any]] = []
-    kinesis_kb = math.ceil(max(m.raw_bytes_per_record, 1) / KB)
-    _line(
-        rows,
-        "Kinesis",
-        "on-demand stream",
-        "stream-hours",
-        HOURS_PER_MONTH,
-        p["kinesis_on_demand_stream_hour"],
-    )
-    _line(rows, "Kinesis", "data in", "GB", records * kinesis_kb * KB / GB, p["kinesis_on_demand_gb_in"])
-    _line(
-        rows,
-        "Kinesis",
-        "data out (processor)",
-        "GB",
-        records * m.raw_bytes_per_record / GB,
-        p["kinesis_on_demand_gb_out"],
-    )
     run_batch = m.records / m.processor.invocations if m.processor.invocations else 1.0
-    if per_record:
-        batch, s3_puts_per_call, queries_per_call = 1.0, 1.0, 1.0
-    else:
+    calls = {"s3 PutObject": 1.0, "s3 GetObject": 0.0, "dynamodb Query": 1.0}  # per invocation, per record
+    batch = 1.0
+    if not per_record:  # the calls per invocation the run measured
         batch = cadence.records_per_batch(MAPPING_SPECS["processor"].batch_size)
-        s3_puts_per_call = (
-            m.per_invocation(settings.processor_function, "s3", "PutObject", m.processor) or 1.0
-        )
-        queries_per_call = m.per_invocation(settings.trend_function, "dynamodb", "Query", m.trend) or 1.0
+        measured = {
+            "s3 PutObject": (settings.processor_function, m.processor),
+            "s3 GetObject": (settings.processor_function, m.processor),
+            "dynamodb Query": (settings.trend_function, m.trend),
+        }
+        for call, (function, run) in measured.items():
+            service, operation = call.split()
+            calls[call] = m.per_invocation(function, service, operation, run) or calls[call]
     processor_calls = records / batch
     # the trend function: per record, or per mark (one per symbol and processor batch; a symbol is
     # one shard, so at most one mark per processor invocation)
     trend_calls = records if per_record else processor_calls
-    s3_puts = processor_calls * s3_puts_per_call
-    queries = trend_calls * queries_per_call
-    invocations = processor_calls + trend_calls
     gb_s = processor_calls * m.processor.gb_seconds(batch, run_batch) + trend_calls * m.trend.gb_seconds(1, 1)
-    _line(rows, "Lambda", "invocations", "million", invocations / 1e6, p["lambda_requests_million"])
-    _line(rows, "Lambda", "duration", "GB-seconds", gb_s, p["lambda_gb_second"])
-    wru = math.ceil(max(m.item_bytes, 1) / KB)
     alerts = records * (m.alerts / m.records if m.records else 0.0)
-    _line(
-        rows,
-        "DynamoDB",
-        "writes (items + alerts sent)",
-        "million WRU",
-        (records * wru + alerts) / 1e6,
-        p["dynamodb_write_request_units_million"],
-    )
-    _line(
-        rows,
-        "DynamoDB",
-        "reads (price history)",
-        "million RRU",
-        queries / 1e6,
-        p["dynamodb_read_request_units_million"],
-    )
-    _line(
-        rows,
-        "DynamoDB",
-        "storage at month end",
-        "GB",
-        records * m.item_bytes / GB,
-        p["dynamodb_storage_gb_month"],
-    )
-    _line(rows, "S3", "PUT requests", "thousand", s3_puts / 1e3, p["s3_put_thousand"])
-    gets = (
-        0.0 if per_record else m.per_invocation(settings.processor_function, "s3", "GetObject", m.processor)
-    )
-    _line(
-        rows,
-        "S3",
-        "GET requests (checkpoints)",
-        "thousand",
-        processor_calls * gets / 1e3,
-        p["s3_get_thousand"],
-    )
-    _line(
-        rows,
-        "S3",
-        "storage at month end",
-        "GB",
-        records * m.raw_bytes_per_record / GB,
-        p["s3_storage_gb_month"],
-    )
-    _line(rows, "SNS", "alerts published", "million", alerts / 1e6, p["sns_publish_million"])
     log_bytes = (
         processor_calls * m.processor.log_bytes_per_invocation
         + trend_calls * m.trend.log_bytes_per_invocation
     )
-    _line(rows, "CloudWatch Logs", "function logs", "GB", log_bytes / GB, p["logs_gb_ingested"])
+    kinesis_kb = math.ceil(max(m.raw_bytes_per_record, 1) / KB)
+    wru = math.ceil(max(m.item_bytes, 1) / KB)
+    raw_gb, invocations = records * m.raw_bytes_per_record / GB, processor_calls + trend_calls
+    lines: list[tuple[str, str, str, float, str]] = [
+        ("Kinesis", "on-demand stream", "stream-hours", HOURS_PER_MONTH, "kinesis_on_demand_stream_hour"),
+        ("Kinesis", "data in", "GB", records * kinesis_kb * KB / GB, "kinesis_on_demand_gb_in"),
+        ("Kinesis", "data out (processor)", "GB", raw_gb, "kinesis_on_demand_gb_out"),
+        ("Lambda", "invocations", "million", invocations / 1e6, "lambda_requests_million"),
+        ("Lambda", "duration", "GB-seconds", gb_s, "lambda_gb_second"),
+        ("DynamoDB", "writes (items + alerts sent)", "million WRU", (records * wru + alerts) / 1e6,
+         "dynamodb_write_request_units_million"),
+        ("DynamoDB", "reads (price history)", "million RRU", trend_calls * calls["dynamodb Query"] / 1e6,
+         "dynamodb_read_request_units_million"),
+        ("DynamoDB", "storage at month end", "GB", records * m.item_bytes / GB, "dynamodb_storage_gb_month"),
+        ("S3", "PUT requests", "thousand", processor_calls * calls["s3 PutObject"] / 1e3, "s3_put_thousand"),
+        ("S3", "GET requests (checkpoints)", "thousand", processor_calls * calls["s3 GetObject"] / 1e3,
+         "s3_get_thousand"),
+        ("S3", "storage at month end", "GB", raw_gb, "s3_storage_gb_month"),
+        ("SNS", "alerts published", "million", alerts / 1e6, "sns_publish_million"),
+        ("CloudWatch Logs", "function logs", "GB", log_bytes / GB, "logs_gb_ingested"),
+    ]  # fmt: skip
     if m.athena_queries:
         per_query = m.athena_bytes_scanned / m.athena_queries * (records / m.records if m.records else 1.0)
         scanned = athena_runs * m.athena_queries * max(per_query, ATHENA_MINIMUM_BYTES)
-        _line(
-            rows,
-            "Athena",
-            f"05's {m.athena_queries} queries x {athena_runs:g} runs",
-            "TB scanned",
-            scanned / TB,
-            p["athena_tb_scanned"],
-        )
-    return rows
+        item = f"05's {m.athena_queries} queries x {athena_runs:g} runs"
+        lines.append(("Athena", item, "TB scanned", scanned / TB, "athena_tb_scanned"))
+    return [
+        {"service": service, "item": item, "unit": unit, "quantity": quantity, "usd": quantity * p[price]}
+        for service, item, unit, quantity, price in lines
+    ]
 
 
 def monthly(
