@@ -29,6 +29,7 @@ __all__ = ["REPORT_FILE", "SIGNALS_SHOWN", "TABLE_ROWS_SHOWN", "write_report"]
 log = logging.getLogger(__name__)
 
 REPORT_FILE = "report.html"
+COST_CSV = "07_cost.csv"  # notebook 07's month, line by line
 SIGNALS_SHOWN = 25  # signal rows in the page (the latest); every one is in 06_alerts.csv next to it
 TABLE_ROWS_SHOWN = 20  # rows of an Athena result in the page (the latest); the CSV next to it has all
 ATHENA_TABLES = (
@@ -183,6 +184,22 @@ def _signals_section(folder: Path, summary: Mapping[str, Any]) -> str:
     return ("<h2>Signals</h2>" + "".join(parts)) if parts else ""
 
 
+def _cost_section(folder: Path, summary: Mapping[str, Any]) -> str:
+    priced = summary.get("cost")
+    if not isinstance(priced, dict):
+        return ""
+    usd = {k: float(priced.get(k) or 0) for k in priced if k.endswith("_usd")}
+    text = (
+        f"At {priced.get('records_per_month', 0):,} quotes a month: <b>{usd.get('this_design_usd', 0):,.2f}"
+        f" USD</b> with this design, {usd.get('per_record_usd', 0):,.2f} USD with one call per record;"
+        f" at 1,000 quotes a second {usd.get('busy_this_design_usd', 0):,.0f} USD against"
+        f" {usd.get('busy_per_record_usd', 0):,.0f} USD. Priced by 07 from this run's measurements"
+        f" (us-east-1 list prices of {_e(priced.get('prices_as_of', '?'))}, free tiers left out)."
+    )
+    table = _csv(folder, COST_CSV)
+    return f"<h2>Cost a month on AWS</h2><p>{text}</p>" + (_frame_table(table) if table is not None else "")
+
+
 def _charts_section(folder: Path) -> str:
     captions_file = folder / CAPTIONS_FILE
     captions: dict[str, str] = {}
@@ -223,6 +240,7 @@ def write_report(path: str | Path | None = None) -> Path:
             _run_section(summary),
             _athena_section(folder, summary),
             _signals_section(folder, summary),
+            _cost_section(folder, summary),
             _charts_section(folder),
         ]
     )

@@ -145,6 +145,8 @@ def test_report_html_shows_the_run(workbook) -> None:
         p.read_bytes() for p in reports.glob("*.png")
     )
     assert "Signals per symbol" in page and "<script" not in page
+    assert "Cost a month on AWS" in page and f"<b>{summary['cost']['this_design_usd']:,.2f} USD</b>" in page
+    assert "<td>on-demand stream</td>" in page  # 07's month, line by line
     assert not re.search(r'(src|href)="(https?:|//|file:)', page)  # nothing to fetch
     alerts = pd.read_csv(reports / "06_alerts.csv")
     assert len(alerts) == summary["alerts_published"] and not alerts.isna().all().any()  # no empty column
@@ -188,7 +190,7 @@ def test_report_html_renders_in_a_headless_browser(workbook, tmp_path) -> None:
     flags = [browser, *BROWSER_FLAGS, f"--user-data-dir={tmp_path / 'profile'}"]
     dom = subprocess.run([*flags, "--dump-dom", url], capture_output=True, text=True, timeout=120)
     summary = json.loads((reports / "summary.json").read_text())
-    for heading in ("Summary", "Athena results", "Signals per symbol", "Charts"):
+    for heading in ("Summary", "Athena results", "Signals per symbol", "Cost a month on AWS", "Charts"):
         assert heading in dom.stdout, heading
     assert f"{summary['alerts_published']:,}" in dom.stdout
     shot = tmp_path / "report.png"
