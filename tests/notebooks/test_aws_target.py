@@ -71,4 +71,4 @@ def test_a_notebook_without_its_local_stack_stops_at_once_with_the_next_step(
     ]
     assert len(failed) == 1 and "doctor.preflight" in failed[0].source
     assert doctor.PREFLIGHT_TIMEOUT_SECONDS < 2
-    assert failed[0].metadata.papermill.duration < 2  # a refused connection (0.14 s measured); was a 39 s hang
+    assert failed[0].metadata.papermill.duration < 2  # refused at once (0.14 s); was a 39 s hang
