@@ -278,9 +278,10 @@ IAM_ACTION_OF = {
 }
 
 # What each service's calls may touch: ARN templates over the registry (Arns.of) and "*" where
-# the action has no resource-level permission (STS identity, creating/listing mappings).
+# the action has no resource-level permission (STS identity, prices, creating/listing mappings).
 _RUNNER_ACTIONS: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
     ("Identity", ("sts:GetCallerIdentity",), ("*",)),
+    ("Prices", ("pricing:GetProducts",), ("*",)),  # 07's cost section on AWS
     ("QuoteStream", (
         "kinesis:CreateStream", "kinesis:DeleteStream", "kinesis:DescribeStream",
         "kinesis:DescribeStreamSummary", "kinesis:ListShards", "kinesis:PutRecords",

@@ -23,6 +23,7 @@ Free tiers are left out; storage is the archive and table size at the end of the
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
 import urllib.request
@@ -36,7 +37,9 @@ import pandas as pd
 from helpers.pipeline import aws
 from helpers.pipeline.config import Settings
 
-__all__ = ["Cadence", "Measured", "PriceTable", "measure", "monthly", "prices"]
+__all__ = ["Cadence", "Measured", "PriceTable", "measure", "monthly", "price_list", "prices", "prices_for"]
+
+log = logging.getLogger(__name__)
 
 PRICES_FILE = Path(__file__).with_name("prices_us_east_1.json")
 KB, GB, TB = 1024, 1024**3, 1024**4
@@ -48,19 +51,84 @@ _REPORT = re.compile(r"Billed Duration: (\d+) ms\s+Memory Size: (\d+) MB")
 
 @dataclass(frozen=True)
 class PriceTable:
-    """USD per unit by name (see ``prices_us_east_1.json``), with the table's date and note."""
+    """USD per unit by name (see ``prices_us_east_1.json``), with the table's date and note;
+    ``live`` names the prices the AWS Price List API gave (target aws)."""
 
     usd: dict[str, float]
     as_of: str
     note: str
+    live: frozenset[str] = frozenset()
 
     def __getitem__(self, name: str) -> float:
         return self.usd[name]
 
 
 def prices(path: Path = PRICES_FILE) -> PriceTable:
+    """The dated table shipped beside this module."""
     doc = json.loads(path.read_text(encoding="utf-8"))
     return PriceTable({k: float(v["usd"]) for k, v in doc["prices"].items()}, doc["as_of"], doc["note"])
+
+
+# Where the AWS Price List API has each price of the table: (service code, usage type, factor from
+# the API's unit to the table's). us-east-1 usage types carry no region prefix.
+PRICE_LIST: dict[str, tuple[str, str, float]] = {
+    "lambda_requests_million": ("AWSLambda", "Request", 1e6),
+    "lambda_gb_second": ("AWSLambda", "Lambda-GB-Second", 1.0),
+    "dynamodb_write_request_units_million": ("AmazonDynamoDB", "WriteRequestUnits", 1e6),
+    "dynamodb_read_request_units_million": ("AmazonDynamoDB", "ReadRequestUnits", 1e6),
+    "dynamodb_storage_gb_month": ("AmazonDynamoDB", "TimedStorage-ByteHrs", 1.0),
+    "s3_put_thousand": ("AmazonS3", "Requests-Tier1", 1e3),
+    "s3_get_thousand": ("AmazonS3", "Requests-Tier2", 1e3),
+    "s3_storage_gb_month": ("AmazonS3", "TimedStorage-ByteHrs", 1.0),
+    "sns_publish_million": ("AmazonSNS", "Requests-Tier1", 1e6),
+    "athena_tb_scanned": ("AmazonAthena", "DataScannedInTB", 1.0),
+}
+PLAUSIBLE = (0.2, 5.0)  # an API price this far from the table's is taken for a wrong match: not used
+
+
+def first_tier_usd(price_list: list[str]) -> float | None:
+    """The on-demand USD price of the first tier (beginRange 0) in a GetProducts ``PriceList``."""
+    for text in price_list:
+        product = json.loads(text)
+        for term in product.get("terms", {}).get("OnDemand", {}).values():
+            for dimension in term.get("priceDimensions", {}).values():
+                usd = dimension.get("pricePerUnit", {}).get("USD")
+                if usd is not None and str(dimension.get("beginRange", "0")) == "0" and float(usd) > 0:
+                    return float(usd)
+    return None
+
+
+def price_list(pricing: Any, table: PriceTable | None = None, region: str = "us-east-1") -> PriceTable:
+    """``table`` with the prices the AWS Price List API gives for ``region`` (``pricing``: a boto3
+    ``pricing`` client); a price it lacks, or gives implausibly far from the table's, stays."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    base = table or prices()
+    usd, live = dict(base.usd), set()
+    for name, (service, usage_type, factor) in PRICE_LIST.items():
+        filters = [
+            {"Type": "TERM_MATCH", "Field": "regionCode", "Value": region},
+            {"Type": "TERM_MATCH", "Field": "usagetype", "Value": usage_type},
+        ]
+        try:
+            found = first_tier_usd(
+                pricing.get_products(ServiceCode=service, Filters=filters, MaxResults=10)["PriceList"]
+            )
+        except (BotoCoreError, ClientError, KeyError, ValueError) as err:  # the table's price stays
+            log.info("Price List API: %s %s: %s (the table's price stays)", service, usage_type, err)
+            continue
+        if found is not None and PLAUSIBLE[0] <= found * factor / base[name] <= PLAUSIBLE[1]:
+            usd[name] = found * factor
+            live.add(name)
+    when = f"{base.as_of}; {len(live)} of {len(PRICE_LIST)} from the Price List API" if live else base.as_of
+    return PriceTable(usd, when, base.note, frozenset(live))
+
+
+def prices_for(settings: Settings) -> PriceTable:
+    """The table; on target aws, updated from the AWS Price List API (us-east-1 prices)."""
+    if settings.is_local:
+        return prices()
+    return price_list(aws.session(settings).client("pricing", region_name="us-east-1"))
 
 
 @dataclass(frozen=True)

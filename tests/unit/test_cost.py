@@ -135,3 +135,74 @@ def test_the_stack_counts_calls_by_function_from_the_user_agent() -> None:
         ("stack", "dynamodb", "Query"): (1, 0),
     }
     assert caller_of({"HTTP_USER_AGENT": ""}) == "client"
+
+
+def product(usage_type: str, *dimensions: tuple[str, str]) -> str:
+    """One GetProducts ``PriceList`` entry in the API's documented shape (a JSON string)."""
+    return json.dumps(
+        {
+            "product": {"attributes": {"usagetype": usage_type, "regionCode": "us-east-1"}, "sku": "SKU1"},
+            "terms": {
+                "OnDemand": {
+                    "SKU1.TERM": {
+                        "priceDimensions": {
+                            f"SKU1.TERM.{i}": {"beginRange": begin, "pricePerUnit": {"USD": usd}, "unit": "x"}
+                            for i, (begin, usd) in enumerate(dimensions)
+                        }
+                    }
+                }
+            },
+        }
+    )
+
+
+class FakePricing:
+    """Answers GetProducts from ``answers`` by (service code, usage type), as the API would."""
+
+    def __init__(self, answers: dict[tuple[str, str], list[str]]) -> None:
+        self.answers, self.asked = answers, []
+
+    def get_products(self, ServiceCode: str, Filters: list[dict[str, str]], MaxResults: int) -> dict:
+        fields = {f["Field"]: f["Value"] for f in Filters}
+        self.asked.append((ServiceCode, fields["usagetype"], fields["regionCode"]))
+        return {"PriceList": self.answers.get((ServiceCode, fields["usagetype"]), [])}
+
+
+def test_the_price_list_api_updates_the_table_where_it_answers_plausibly() -> None:
+    pricing = FakePricing(
+        {
+            ("AWSLambda", "Request"): [product("Request", ("0", "0.0000002000"))],
+            ("AWSLambda", "Lambda-GB-Second"): [product("Lambda-GB-Second", ("0", "0.0000150000"))],
+            # S3 storage is tiered: the first tier (beginRange 0) is the one that applies here
+            ("AmazonS3", "TimedStorage-ByteHrs"): [
+                product("TimedStorage-ByteHrs", ("51200", "0.0220000000"), ("0", "0.0230000000"))
+            ],
+            ("AmazonSNS", "Requests-Tier1"): [
+                product("Requests-Tier1", ("0", "0.0050000000"))
+            ],  # 10 000x: a wrong match
+        }
+    )
+    table = cost.price_list(pricing)
+    base = cost.prices()
+    assert table["lambda_requests_million"] == pytest.approx(0.20)
+    assert table["lambda_gb_second"] == pytest.approx(
+        0.000015
+    )  # the API's price, not the table's 0.0000166667
+    assert table["s3_storage_gb_month"] == pytest.approx(0.023)
+    assert table["sns_publish_million"] == base["sns_publish_million"]  # implausible: the table's stays
+    assert table["athena_tb_scanned"] == base["athena_tb_scanned"]  # no answer: the table's stays
+    assert table.live == {"lambda_requests_million", "lambda_gb_second", "s3_storage_gb_month"}
+    assert table.as_of == f"{base.as_of}; 3 of {len(cost.PRICE_LIST)} from the Price List API"
+    assert len(pricing.asked) == len(cost.PRICE_LIST) and {r for _, _, r in pricing.asked} == {"us-east-1"}
+
+
+def test_a_price_list_api_that_fails_leaves_the_table() -> None:
+    from botocore.exceptions import ClientError
+
+    class Denied:
+        def get_products(self, **kwargs: object) -> dict:
+            raise ClientError({"Error": {"Code": "AccessDeniedException", "Message": "no"}}, "GetProducts")
+
+    table = cost.price_list(Denied())
+    assert table.usd == cost.prices().usd and not table.live and table.as_of == cost.prices().as_of
+    assert cost.prices_for(SETTINGS).usd == cost.prices().usd  # target local: the shipped table

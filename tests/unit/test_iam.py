@@ -19,12 +19,13 @@ def test_the_shipped_runner_policy_is_the_generated_one() -> None:
 def test_the_runner_policy_grants_exact_actions_on_this_pipelines_resources() -> None:
     policy = iam.runner_policy_template()
     actions = iam.runner_actions(policy)
-    assert len(actions) == 92  # 07 reads the workgroup's query history for its cost section
+    assert len(actions) == 93  # 07's cost section reads the query history and, on AWS, the Price List
     assert not [a for a in actions if a.endswith("*")]
     wildcard = {a for st in policy["Statement"] if st["Resource"] == ["*"] for a in st["Action"]}
     assert wildcard == {
-        "sts:GetCallerIdentity", "lambda:CreateEventSourceMapping", "lambda:DeleteEventSourceMapping",
-        "lambda:GetEventSourceMapping", "lambda:ListEventSourceMappings", "lambda:UpdateEventSourceMapping",
+        "sts:GetCallerIdentity", "pricing:GetProducts", "lambda:CreateEventSourceMapping",
+        "lambda:DeleteEventSourceMapping", "lambda:GetEventSourceMapping", "lambda:ListEventSourceMappings",
+        "lambda:UpdateEventSourceMapping",
     }  # fmt: skip
     [passrole] = [st for st in policy["Statement"] if st["Action"] == ["iam:PassRole"]]
     assert passrole["Resource"] == [
