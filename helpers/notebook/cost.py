@@ -197,6 +197,7 @@ class Measured:
     trend: FunctionRun
     athena_queries: int = 0
     athena_bytes_scanned: int = 0
+    processor_batch_size: int = 500  # the deployed mapping's BatchSize
     calls: Counter[tuple[str, str, str]] = field(default_factory=Counter)  # (caller, service, operation)
 
     def per_invocation(self, function: str, service: str, operation: str, run: FunctionRun) -> float:
@@ -268,6 +269,11 @@ def _athena(settings: Settings, athena: Any) -> tuple[int, int]:
     return queries, scanned
 
 
+def _batch_size(settings: Settings, lam: Any) -> int:
+    mappings = lam.list_event_source_mappings(FunctionName=settings.processor_function)["EventSourceMappings"]
+    return max((int(m["BatchSize"]) for m in mappings), default=Measured.processor_batch_size)
+
+
 def local_calls(settings: Settings) -> Counter[tuple[str, str, str]]:
     """The local stack's request counts (``GET /_stp/usage``); empty on AWS."""
     if not settings.is_local:
@@ -305,20 +311,19 @@ def _measure(settings: Settings, summary: dict[str, Any], records: int) -> Measu
         athena_queries=(athena := _athena(settings, aws.client("athena", settings)))[0],
         athena_bytes_scanned=athena[1],
         calls=local_calls(settings),
+        processor_batch_size=_batch_size(settings, aws.client("lambda", settings)),
     )
 
 
 def _design(
     m: Measured, cadence: Cadence, p: PriceTable, settings: Settings, *, per_record: bool, athena_runs: float
 ) -> list[dict[str, Any]]:
-    from deploy.function_specs import MAPPING_SPECS
-
     records = cadence.records_per_month
     run_batch = m.records / m.processor.invocations if m.processor.invocations else 1.0
     calls = {"s3 PutObject": 1.0, "s3 GetObject": 0.0, "dynamodb Query": 1.0}  # per invocation, per record
     batch = 1.0
     if not per_record:  # the calls per invocation the run measured
-        batch = cadence.records_per_batch(MAPPING_SPECS["processor"].batch_size)
+        batch = cadence.records_per_batch(m.processor_batch_size)
         measured = {
             "s3 PutObject": (settings.processor_function, m.processor),
             "s3 GetObject": (settings.processor_function, m.processor),

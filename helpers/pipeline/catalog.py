@@ -28,7 +28,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from helpers.core.errors import PipelineError
+from helpers.core.errors import PipelineError, ResourceMissingError
 from helpers.core.layout import DATA_COLUMNS, PARTITION_KEYS, Partition, partition_dir, partitions_from_keys
 from helpers.pipeline import aws
 from helpers.pipeline.config import Settings, load_settings
@@ -228,10 +228,19 @@ def discover_partitions(settings: Settings | None = None, s3: Any = None) -> set
     s3 = s3 or aws.client("s3", s)
     paginator = s3.get_paginator("list_objects_v2")
     found: set[Partition] = set()
-    for page in paginator.paginate(Bucket=s.raw_bucket, Prefix=s.raw_prefix, Delimiter="/"):
-        for symbol_prefix in page.get("CommonPrefixes", []):
-            for sub in paginator.paginate(Bucket=s.raw_bucket, Prefix=symbol_prefix["Prefix"], Delimiter="/"):
-                found |= partitions_from_keys(p["Prefix"] for p in sub.get("CommonPrefixes", []))
+    try:
+        for page in paginator.paginate(Bucket=s.raw_bucket, Prefix=s.raw_prefix, Delimiter="/"):
+            for symbol_prefix in page.get("CommonPrefixes", []):
+                for sub in paginator.paginate(
+                    Bucket=s.raw_bucket, Prefix=symbol_prefix["Prefix"], Delimiter="/"
+                ):
+                    found |= partitions_from_keys(p["Prefix"] for p in sub.get("CommonPrefixes", []))
+    except ClientError as err:
+        if aws.is_missing(err, "NoSuchBucket"):
+            raise ResourceMissingError(
+                f"S3 bucket {s.raw_bucket} does not exist: run 01_provision first"
+            ) from err
+        raise
     return found
 
 

@@ -58,3 +58,23 @@ def test_a_refused_partition_raises_a_pipeline_error_naming_the_table_and_the_ne
         "['AAPL', '2026-07-29']" in message and f"{SETTINGS.glue_database}.{SETTINGS.glue_table}" in message
     )
     assert "AccessDeniedException: no" in message and "run 01_provision first" in message
+
+
+def test_partitions_of_a_missing_bucket_name_the_notebook_that_creates_it() -> None:
+    """05 before 01: the archive's bucket does not exist yet (was a bare NoSuchBucket)."""
+    from botocore.exceptions import ClientError
+
+    from helpers.core.errors import ResourceMissingError
+
+    class NoBucket:
+        def get_paginator(self, name: str) -> NoBucket:
+            return self
+
+        def paginate(self, **kwargs: Any) -> Any:
+            raise ClientError({"Error": {"Code": "NoSuchBucket", "Message": "none"}}, "ListObjectsV2")
+
+    s = load_settings(environ={})
+    with pytest.raises(
+        ResourceMissingError, match=f"S3 bucket {s.raw_bucket} does not exist: run 01_provision"
+    ):
+        catalog.discover_partitions(s, NoBucket())
