@@ -38,11 +38,20 @@ def workbook(tmp_path_factory, free_port):
     settings = load_settings(environ={}, local_port=free_port(), state_dir=str(state))
     calls = state / "api-calls.txt"  # every AWS call of the runner and the kernels (aws.record_calls)
     os.environ[aws.CALLS_ENV] = str(calls)
+    os.environ["STP_LOCAL_IAM"] = "1"  # as make demo: the runner policy and the roles' enforced
     try:
         runs = run_workbook(settings, output_dir=reports)
     finally:
         del os.environ[aws.CALLS_ENV]
+        os.environ["STP_LOCAL_IAM"] = "0"
     return settings, runs, reports
+
+
+def test_the_workbook_ran_as_the_runner_with_iam_enforced(workbook) -> None:
+    settings, runs, _ = workbook
+    keys = json.loads((Path(settings.state_dir) / aws.RUNNER_CREDENTIALS_FILE).read_text())
+    assert keys["user_arn"].endswith(":user/stp-runner")
+    assert [r.status for r in runs] == ["ok"] * len(EXPECTED)
 
 
 def test_the_runner_policy_allows_every_call_the_workbook_makes(workbook) -> None:
