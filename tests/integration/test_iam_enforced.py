@@ -256,3 +256,46 @@ def test_a_trend_role_without_publish_fails_with_access_denied(enforced: Setting
         iam.put_role_policy(
             RoleName=role, PolicyName=POLICY_NAME, PolicyDocument=json.dumps(trend_policy(arns))
         )
+
+
+def _shard_errors(settings: Settings, function: str) -> list[str]:
+    from deploy.local import status
+
+    mappings = (status(settings).health or {})["components"]["lambda"]["mappings"]
+    return [
+        str(shard.get("last_error"))
+        for mapping in mappings.values()
+        if mapping["function_arn"].endswith(f":function:{function}")
+        for shard in mapping["shards"].values()
+    ]
+
+
+def test_a_processor_role_that_may_not_read_the_stream_gets_no_records(
+    enforced: Settings, arns: Arns
+) -> None:
+    """Lambda polls the stream with the function's role: without kinesis:GetRecords nothing arrives,
+    the mapping says why, and the records come through once the permission is back."""
+    from helpers.notebook.producer import produce
+
+    iam = aws.client("iam", enforced)
+    role = enforced.processor_role
+    iam.put_role_policy(
+        RoleName=role, PolicyName=POLICY_NAME,
+        PolicyDocument=json.dumps(_without(processor_policy(arns), "kinesis:GetRecords")),
+    )  # fmt: skip
+    try:
+        problem = (
+            "PROBLEM: The provided execution role does not have permissions to call GetRecords on Kinesis"
+        )
+        _wait(
+            lambda: any(e.startswith(problem) for e in _shard_errors(enforced, enforced.processor_function)),
+            "the mapping's problem",
+        )
+        assert produce(synthetic(["IAMK"], 10), enforced).failed == 0
+        time.sleep(3)  # a few polls
+        assert history.processed_items(enforced, "IAMK") == []
+    finally:
+        iam.put_role_policy(
+            RoleName=role, PolicyName=POLICY_NAME, PolicyDocument=json.dumps(processor_policy(arns))
+        )
+    _wait(lambda: len(history.processed_items(enforced, "IAMK")) == 10, "the records after the fix")

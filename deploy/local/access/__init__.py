@@ -14,8 +14,13 @@ AWS request as AWS does for an identity with only its own policies:
   ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``/``AWS_SESSION_TOKEN`` variables; a role that
   does not exist, or whose trust policy does not let ``lambda.amazonaws.com`` assume it, fails
   the invocation. Policies are read at each request, so ``PutRolePolicy`` applies at once.
-* **The stack's own plumbing** (on-failure destinations, the Athena engine's reads) signs with
-  a key that exists only in the stack's memory and passes; so do ``/_stp/`` admin paths.
+* **Lambda's own calls with the role.** The runtime reads a mapping's stream only while the
+  function's role may (:func:`source_read_problem`: otherwise the shard reports Lambda's
+  ``PROBLEM: The provided execution role does not have permissions to call GetRecords on
+  Kinesis`` and tries again each second), and signs on-failure records with the role.
+* **The stack's own plumbing** (the queue URL look-up of a destination, the Athena engine's
+  reads) signs with a key that exists only in the stack's memory and passes; so do ``/_stp/``
+  and ``/moto-api/`` admin paths.
 
 The decision (:mod:`.policies`) is IAM's for identity policies: explicit deny wins, else some
 statement must allow the action (:mod:`.calls` names it as IAM does) on *every* resource the
@@ -29,11 +34,11 @@ action". An unknown key is ``UnrecognizedClientException``/``InvalidClientTokenI
 
 Not evaluated (AWS would): resource-based policies (bucket, queue and topic policies, Lambda
 permissions), permission boundaries, SCPs and session policies; condition operators other
-than ``String*``, ``Arn*``, ``Bool`` and ``Null`` (an unknown one never grants); the checks
-AWS makes *for* a call on other resources (CreateEventSourceMapping reading the role's access
-to the source). moto's own check (``INITIAL_NO_AUTH_ACTION_COUNT``) stays off: it passes ``*``
-as the resource for most services, so a policy scoped to ARNs (all of this pipeline's) would
-allow nothing there.
+than ``String*``, ``Arn*``, ``Bool`` and ``Null`` (an unknown one never grants);
+CreateEventSourceMapping's own check of the role's access to the source (the mapping is created
+and reports the problem when it polls). moto's own check (``INITIAL_NO_AUTH_ACTION_COUNT``)
+stays off: it passes ``*`` as the resource for most services, so a policy scoped to ARNs (all of
+this pipeline's) would allow nothing there.
 """
 
 from __future__ import annotations
@@ -69,6 +74,7 @@ __all__ = [
     "gate",
     "install",
     "internal_credentials",
+    "source_read_problem",
 ]
 
 ENV = "STP_LOCAL_IAM"
@@ -415,6 +421,35 @@ def function_credentials(role_arn: str, function: str, region: str) -> dict[str,
         "AWS_SECRET_ACCESS_KEY": session.secret_access_key,
         "AWS_SESSION_TOKEN": session.session_token,
     }
+
+
+# What Lambda's poller calls on a mapping's source with the function's role (AWS's documented
+# minimum for Kinesis and DynamoDB Streams event sources)
+SOURCE_READ_ACTIONS = {
+    "kinesis": ("kinesis:DescribeStream", "kinesis:DescribeStreamSummary", "kinesis:GetShardIterator",
+                "kinesis:GetRecords", "kinesis:ListShards"),
+    "dynamodb": ("dynamodb:DescribeStream", "dynamodb:GetShardIterator", "dynamodb:GetRecords"),
+}  # fmt: skip
+_SOURCE_NAME = {"kinesis": "Kinesis", "dynamodb": "DynamoDB"}
+
+
+def source_read_problem(role_arn: str, kind: str, source_arn: str) -> str | None:
+    """Why the function's role may not read its mapping's source (Lambda's message), or None.
+
+    Lambda polls the stream with the execution role, so a role without these actions gets no
+    records at all: the mapping reports the problem and retries, as on AWS."""
+    if not _gate.enabled or kind not in SOURCE_READ_ACTIONS:
+        return None
+    account = role_arn.split(":")[4] if role_arn.count(":") >= 5 else ACCOUNT
+    role = principals.Principal(role_arn, "assumed-role", role_arn.split("/")[-1], account, "")
+    documents = role.documents()
+    for action in SOURCE_READ_ACTIONS[kind]:
+        if not evaluate(documents, action, [source_arn]).allowed:
+            return (
+                f"PROBLEM: The provided execution role does not have permissions to call "
+                f"{action.split(':')[1]} on {_SOURCE_NAME[kind]} ({role_arn})"
+            )
+    return None
 
 
 def _trusts_lambda(document: str) -> bool:
