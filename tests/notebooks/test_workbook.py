@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import re
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from deploy.local import status
+from deploy.local.access import ENV as IAM_ENV
 from deploy.workbook import discover, run_workbook
 from helpers.pipeline import aws
 from helpers.pipeline.config import load_settings
@@ -38,13 +41,22 @@ def workbook(tmp_path_factory, free_port):
     settings = load_settings(environ={}, local_port=free_port(), state_dir=str(state))
     calls = state / "api-calls.txt"  # every AWS call of the runner and the kernels (aws.record_calls)
     os.environ[aws.CALLS_ENV] = str(calls)
-    os.environ["STP_LOCAL_IAM"] = "1"  # as make demo: the runner policy and the roles' enforced
     try:
-        runs = run_workbook(settings, output_dir=reports)
+        with _iam_enforced():
+            runs = run_workbook(settings, output_dir=reports)
     finally:
         del os.environ[aws.CALLS_ENV]
-        os.environ["STP_LOCAL_IAM"] = "0"
     return settings, runs, reports
+
+
+@contextlib.contextmanager
+def _iam_enforced() -> Iterator[None]:
+    """As make demo: the stack enforces the runner policy and the roles' (tests' stacks do not)."""
+    os.environ[IAM_ENV] = "1"
+    try:
+        yield
+    finally:
+        os.environ[IAM_ENV] = "0"
 
 
 def test_the_workbook_ran_as_the_runner_with_iam_enforced(workbook) -> None:
@@ -153,12 +165,13 @@ def workbook_10_30(tmp_path_factory, free_port):
     state = tmp_path_factory.mktemp("workbook-1030-state")
     reports = tmp_path_factory.mktemp("workbook-1030-reports")
     settings = load_settings(environ={}, local_port=free_port(), state_dir=str(state))
-    runs = run_workbook(
-        settings,
-        parameters={"SHORT_WINDOW": 10, "LONG_WINDOW": 30},
-        output_dir=reports,
-        restart_stack_after="03",
-    )
+    with _iam_enforced():  # the runner's key and the roles' sessions across a restart
+        runs = run_workbook(
+            settings,
+            parameters={"SHORT_WINDOW": 10, "LONG_WINDOW": 30},
+            output_dir=reports,
+            restart_stack_after="03",
+        )
     return runs, json.loads((reports / "summary.json").read_text())
 
 
