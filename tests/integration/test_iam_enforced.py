@@ -299,3 +299,30 @@ def test_a_processor_role_that_may_not_read_the_stream_gets_no_records(
             RoleName=role, PolicyName=POLICY_NAME, PolicyDocument=json.dumps(processor_policy(arns))
         )
     _wait(lambda: len(history.processed_items(enforced, "IAMK")) == 10, "the records after the fix")
+
+
+def test_a_trend_role_that_may_not_read_the_table_stream_gets_no_records(
+    enforced: Settings, arns: Arns
+) -> None:
+    iam = aws.client("iam", enforced)
+    role = enforced.trend_role
+    iam.put_role_policy(
+        RoleName=role, PolicyName=POLICY_NAME,
+        PolicyDocument=json.dumps(_without(trend_policy(arns), "dynamodb:GetRecords")),
+    )  # fmt: skip
+    try:
+        problem = (
+            "PROBLEM: The provided execution role does not have permissions to call GetRecords on DynamoDB"
+        )
+        _wait(
+            lambda: any(e.startswith(problem) for e in _shard_errors(enforced, enforced.trend_function)),
+            "the mapping's problem",
+        )
+    finally:
+        iam.put_role_policy(
+            RoleName=role, PolicyName=POLICY_NAME, PolicyDocument=json.dumps(trend_policy(arns))
+        )
+    _wait(
+        lambda: not any(e.startswith(problem) for e in _shard_errors(enforced, enforced.trend_function)),
+        "the mapping to read again",
+    )

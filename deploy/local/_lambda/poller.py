@@ -235,6 +235,8 @@ class ShardPoller(threading.Thread):
             problem = access.source_read_problem(function.role, cfg.source_kind, cfg.source_arn)
         if problem is not None and problem != self._read_denied:
             log.warning("mapping %s: %s", self.uuid, problem)
+        if problem is None and self._read_denied is not None and self.state.last_error == self._read_denied:
+            self.state.last_error = None  # fixed: the mapping reads again
         self._read_denied, self._read_checked_until = problem, now + READ_CHECK_SECONDS
         return problem
 
