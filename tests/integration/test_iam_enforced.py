@@ -301,6 +301,28 @@ def test_a_processor_role_that_may_not_read_the_stream_gets_no_records(
     _wait(lambda: len(history.processed_items(enforced, "IAMK")) == 10, "the records after the fix")
 
 
+def test_a_mapping_for_a_role_that_may_not_read_its_source_is_refused(enforced: Settings, arns: Arns) -> None:
+    iam = aws.client("iam", enforced)
+    lam = aws.client("lambda", enforced)
+    role = enforced.processor_role
+    stream = arns.of("stream_name")
+    iam.put_role_policy(
+        RoleName=role, PolicyName=POLICY_NAME,
+        PolicyDocument=json.dumps(_without(processor_policy(arns), "kinesis:GetShardIterator")),
+    )  # fmt: skip
+    try:
+        with pytest.raises(ClientError) as refused:
+            lam.create_event_source_mapping(
+                FunctionName=enforced.processor_function, EventSourceArn=stream, StartingPosition="LATEST"
+            )
+        assert aws.error_code(refused.value) == "InvalidParameterValueException"
+        assert "does not have permissions to call GetShardIterator on Kinesis" in str(refused.value)
+    finally:
+        iam.put_role_policy(
+            RoleName=role, PolicyName=POLICY_NAME, PolicyDocument=json.dumps(processor_policy(arns))
+        )
+
+
 def test_a_trend_role_that_may_not_read_the_table_stream_gets_no_records(
     enforced: Settings, arns: Arns
 ) -> None:

@@ -232,7 +232,8 @@ class ShardPoller(threading.Thread):
         function = self.ctx.function(cfg.function_arn)
         problem = None
         if function is not None:
-            problem = access.source_read_problem(function.role, cfg.source_kind, cfg.source_arn)
+            why = access.source_read_problem(function.role, cfg.source_kind, cfg.source_arn)
+            problem = f"PROBLEM: {why} ({function.role})" if why else None
         if problem is not None and problem != self._read_denied:
             log.warning("mapping %s: %s", self.uuid, problem)
         if problem is None and self._read_denied is not None and self.state.last_error == self._read_denied:

@@ -32,13 +32,15 @@ perform: <action> on resource: <arn> because no identity-based policy allows the
 action". An unknown key is ``UnrecognizedClientException``/``InvalidClientTokenId``/
 ``InvalidAccessKeyId``, a wrong secret ``InvalidSignatureException``/``SignatureDoesNotMatch``.
 
+``CreateEventSourceMapping`` checks the function's role may read the source, as Lambda does
+(``InvalidParameterValueException``: "The provided execution role does not have permissions to
+call GetRecords on Kinesis").
+
 Not evaluated (AWS would): resource-based policies (bucket, queue and topic policies, Lambda
 permissions), permission boundaries, SCPs and session policies; condition operators other
-than ``String*``, ``Arn*``, ``Bool`` and ``Null`` (an unknown one never grants);
-CreateEventSourceMapping's own check of the role's access to the source (the mapping is created
-and reports the problem when it polls). moto's own check (``INITIAL_NO_AUTH_ACTION_COUNT``)
-stays off: it passes ``*`` as the resource for most services, so a policy scoped to ARNs (all of
-this pipeline's) would allow nothing there.
+than ``String*``, ``Arn*``, ``Bool`` and ``Null`` (an unknown one never grants). moto's own
+check (``INITIAL_NO_AUTH_ACTION_COUNT``) stays off: it passes ``*`` as the resource for most
+services, so a policy scoped to ARNs (all of this pipeline's) would allow nothing there.
 """
 
 from __future__ import annotations
@@ -256,6 +258,12 @@ class AccessGate:
             if not decision.allowed:
                 return self._deny(environ, call, principal.arn, action, decision.resource, decision.outcome)
         self._count_allowed()
+        if call.service == "lambda" and call.operation == "CreateEventSourceMapping":
+            problem = _mapping_problem(environ, call)
+            if problem is not None:
+                return _answer(
+                    "lambda", call.operation, "rest-json", "InvalidParameterValueException", 400, problem
+                )
         return None
 
     def _count_allowed(self) -> None:
@@ -446,10 +454,26 @@ def source_read_problem(role_arn: str, kind: str, source_arn: str) -> str | None
     for action in SOURCE_READ_ACTIONS[kind]:
         if not evaluate(documents, action, [source_arn]).allowed:
             return (
-                f"PROBLEM: The provided execution role does not have permissions to call "
-                f"{action.split(':')[1]} on {_SOURCE_NAME[kind]} ({role_arn})"
+                f"The provided execution role does not have permissions to call "
+                f"{action.split(':')[1]} on {_SOURCE_NAME[kind]}"
             )
     return None
+
+
+def _mapping_problem(environ: dict[str, Any], call: Call) -> str | None:
+    """CreateEventSourceMapping's check of the function's role against the source (as Lambda's)."""
+    try:
+        doc = json.loads(wire.read_body(environ) or b"{}")
+        name = str(doc.get("FunctionName", ""))
+        source = str(doc.get("EventSourceArn", ""))
+        from moto.backends import get_backend
+
+        name = name.split(":")[6] if name.startswith("arn:") else name.split(":")[0]
+        function = get_backend("lambda")[call.account][call.region].get_function(name)  # type: ignore[index]
+        role = str(function.role)
+    except Exception:  # no such function, a bad body: Lambda's own answer follows
+        return None
+    return source_read_problem(role, source.split(":")[2] if source.count(":") >= 5 else "", source)
 
 
 def _trusts_lambda(document: str) -> bool:
