@@ -275,6 +275,11 @@ IAM_ACTION_OF = {
     "s3:PutBucketEncryption": "s3:PutEncryptionConfiguration",
     "s3:PutBucketLifecycleConfiguration": "s3:PutLifecycleConfiguration",
     "s3:PutPublicAccessBlock": "s3:PutBucketPublicAccessBlock",
+    # batch APIs are authorised by their single-entry actions
+    "sns:PublishBatch": "sns:Publish",
+    "sqs:SendMessageBatch": "sqs:SendMessage",
+    "sqs:DeleteMessageBatch": "sqs:DeleteMessage",
+    "sqs:ChangeMessageVisibilityBatch": "sqs:ChangeMessageVisibility",
 }
 
 # What each service's calls may touch: ARN templates over the registry (Arns.of) and "*" where

@@ -42,6 +42,10 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 # stacks keep a deleted queue's name 3 s, not AWS's 60 s (tests/integration/test_aws_first_contact.py
 # runs the AWS-length behaviour on a stack of its own).
 os.environ["STP_LOCAL_QUEUE_DELETION_SECONDS"] = "3"
+# The session's stack holds many pipelines under names of their own, which the runner policy
+# (scoped to the default names) would refuse: test stacks enforce no IAM unless a test asks
+# (tests/integration/test_iam_enforced.py, tests/notebooks/test_workbook.py).
+os.environ["STP_LOCAL_IAM"] = "0"
 # The session's stack holds every test's state: a snapshot every 5 s, not 2, costs it less CPU
 # (a test that needs one now asks for it: POST /_stp/snapshot).
 os.environ.setdefault("STP_LOCAL_SNAPSHOT_SECONDS", "5")

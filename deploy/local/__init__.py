@@ -273,13 +273,15 @@ def up(
     timeout: float = START_TIMEOUT_SECONDS,
     faults: Spec | None = None,
     owner_pid: int | None = None,
+    iam: bool | None = None,
 ) -> StackStatus:
     """Start the stack in the background unless it is already running; wait until healthy.
 
     ``faults`` (a spec, JSON text or file) is the fault plan to start with; given to a stack that
     is already running, it replaces that stack's plan. ``owner_pid``: a stack this call starts
     stops once that process has ended, however it ended (a runner passes ``os.getpid()``); a
-    stack that is already running keeps its own lifetime. Refuses (:class:`LocalStackError`) a
+    stack that is already running keeps its own lifetime. ``iam``: enforce IAM policies (None:
+    ``STP_LOCAL_IAM``, on when unset; a running stack keeps its own). Refuses (:class:`LocalStackError`) a
     port where another state folder's stack answers, naming that folder.
     """
     from deploy.local import faults as fault_plans
@@ -313,6 +315,8 @@ def up(
         sys.executable, "-m", _SERVER_MODULE,
         "--port", str(s.local_port), "--state-dir", str(state), "--region", s.region,
     ]  # fmt: skip
+    if iam is not None:
+        cmd.append("--iam" if iam else "--no-iam")
     if owner_pid is not None:
         cmd += ["--owner-pid", str(owner_pid)]
         # Linux's parent-death signal follows the forking *thread*: only the main thread lives as

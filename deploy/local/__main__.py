@@ -8,6 +8,10 @@ State is saved under the state folder and comes back with the next ``up`` (see
 FILE_OR_JSON`` and ``faults clear`` read, replace and switch off the running stack's plan (see
 :mod:`deploy.local.faults` for the spec). A stack started here has no owner: it stays up until
 ``down``. ``status`` of a port where another checkout's stack answers exits 3 with a ``note``.
+
+IAM is enforced unless ``up --no-iam`` (or ``STP_LOCAL_IAM=0``): the notebooks sign as the
+runner user with the shipped runner policy, functions as their execution roles (see
+:mod:`deploy.local.access`).
 """
 
 from __future__ import annotations
@@ -28,6 +32,10 @@ def main(argv: list[str] | None = None) -> int:
     start = commands.add_parser("up", help="start the stack in the background (idempotent)")
     start.add_argument("--faults", metavar="FILE_OR_JSON", help="a fault plan to start with")
     start.add_argument("--fresh", action="store_true", help="forget the saved state first (as reset)")
+    start.add_argument(
+        "--iam", action=argparse.BooleanOptionalAction, default=None,
+        help="enforce IAM policies (default on; STP_LOCAL_IAM=0 turns it off)",
+    )  # fmt: skip
     commands.add_parser("reset", help="forget the saved state of the stopped stack: the next up starts empty")
     commands.add_parser("down", help="stop this checkout's stack and its workers (never another's)")
     commands.add_parser(
@@ -43,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
             forgot = reset(settings)
             print(f"saved state of {settings.state_dir} {'removed' if forgot else 'was empty'}")
         if args.command == "up":
-            result = up(settings, faults=args.faults)
+            result = up(settings, faults=args.faults, iam=args.iam)
             print(f"local stack running at {result.endpoint} (pid {result.pid}); log: {result.log_file}")
         elif args.command == "down":
             print(down_report(settings).message)

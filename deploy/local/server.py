@@ -8,7 +8,10 @@ One WSGI server on 127.0.0.1 serves every AWS API the pipeline uses:
   (so they can read moto's in-memory state) and may claim requests, e.g. the Athena
   endpoint claims ``X-Amz-Target: AmazonAthena.*``; the Lambda runtime polls event
   source mappings in background threads;
-* every request is counted by caller and operation (:mod:`deploy.local.usage`, ``/_stp/usage``);
+* IAM (:mod:`deploy.local.access`) checks every AWS request first: the signer's key, the
+  signature and the signer's policies (on unless ``--no-iam`` / ``STP_LOCAL_IAM=0``);
+* every request it lets through is counted by caller and operation (:mod:`deploy.local.usage`,
+  ``/_stp/usage``);
 * the fault injector (:mod:`deploy.local.faults`) sits in front of all of them, off unless a
   plan is set (``--faults`` or ``PUT /_stp/faults``); off, it costs one attribute test.
 
@@ -31,7 +34,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Protocol
 
-from deploy.local import aws_rules, moto_speed
+from deploy.local import access, aws_rules, moto_speed
 from deploy.local import persist as persist_module
 from deploy.local.faults import ADMIN_PATH, FaultInjector, load_spec, parse_plan
 from deploy.local.persist import Persistence, changes_state
@@ -75,12 +78,14 @@ class Dispatcher:
         health: Callable[[], dict[str, Any]],
         faults: FaultInjector | None = None,
         persistence: Persistence | None = None,
+        gate: access.AccessGate | None = None,
     ):
         self.moto_app = moto_app
         self.components = components
         self.health = health
         self.faults = faults if faults is not None else FaultInjector()
         self.persistence = persistence
+        self.gate = gate if gate is not None else access.AccessGate(enabled=False)
         self.usage = Usage()
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
@@ -94,6 +99,8 @@ class Dispatcher:
                 return [body]
             if path == ADMIN_PATH:
                 return self.faults.admin(environ, start_response)
+            if path == access.ADMIN_PATH:
+                return self.gate.admin(environ, start_response)
             if path == SNAPSHOT_PATH and environ.get("REQUEST_METHOD") == "POST" and self.persistence:
                 written = self.persistence.snapshot(fork=True, wait=True)
                 body = json.dumps({"written": written, **self.persistence.describe()}).encode()
@@ -103,6 +110,12 @@ class Dispatcher:
                 return [body]
             if path == USAGE_PATH:
                 return self.usage.answer(start_response)
+        if self.gate.enabled:
+            refused = self.gate.check(environ)
+            if refused is not None:
+                status, headers, body = refused
+                start_response(status, headers)
+                return [body]
         self.usage.count(environ)
         if self.faults.plan is not None:
             return self.faults(environ, start_response, self.route)
@@ -160,6 +173,7 @@ class LocalStack:
         faults: dict[str, Any] | None = None,
         persist: bool = False,
         snapshot_seconds: float = persist_module.SNAPSHOT_SECONDS,
+        iam: bool = False,
     ) -> None:
         if not ipaddress.ip_address(host).is_loopback:
             raise ValueError(f"the local stack binds to loopback only, not {host!r}")
@@ -174,6 +188,8 @@ class LocalStack:
         self._thread: threading.Thread | None = None
         self.faults = FaultInjector(parse_plan(faults) if faults else None)
         self.rules: dict[str, float] = {}  # deploy.local.aws_rules windows, set at start
+        self.iam = iam
+        self.gate: access.AccessGate | None = None
         # moto's state is the process's: only one stack in a process may keep it (the server's)
         self.persistence = Persistence(self.state_dir, snapshot_seconds=snapshot_seconds) if persist else None
 
@@ -190,6 +206,8 @@ class LocalStack:
         if self.persistence is not None:  # before the stack's own limits wrap Kinesis's puts
             self.persistence.restore_moto()
         self.rules = aws_rules.install()
+        self.gate = access.install(self.iam)  # after the restore: the runner may exist already
+        self.gate.start(self.state_dir, self.region)
         moto_app = DomainDispatcherApplication(create_backend_app)
         self.components = self._components_factory(self)
         if self.persistence is not None:
@@ -198,7 +216,7 @@ class LocalStack:
                 if persisted is not None:
                     self.persistence.register(*persisted())
             self.persistence.restore_parts()
-        app = Dispatcher(moto_app, self.components, self.health, self.faults, self.persistence)
+        app = Dispatcher(moto_app, self.components, self.health, self.faults, self.persistence, self.gate)
         self._server = make_server(self.host, self.port, app, threaded=True)
         self.port = self._server.server_address[1]  # resolves port 0 to the chosen one
         self._thread = threading.Thread(
@@ -240,6 +258,7 @@ class LocalStack:
             "uptime_seconds": round(time.time() - self.started_at, 1),
             "components": {c.name: c.health() for c in self.components},
             "faults": self.faults.describe(),
+            "iam": self.gate.describe() if self.gate else {"enabled": False},
             "aws_rules": {**self.rules, "answered": aws_rules.counters()},
             "persistence": self.persistence.describe() if self.persistence else {"enabled": False},
         }
@@ -261,6 +280,10 @@ def main(argv: list[str] | None = None) -> int:
         help=f"seconds between snapshots while state changes ({SNAPSHOT_ENV})",
     )  # fmt: skip
     parser.add_argument(
+        "--iam", action=argparse.BooleanOptionalAction, default=access.enabled_by_default(),
+        help=f"enforce IAM: the runner's and the functions' policies (default on; {access.ENV}=0: off)",
+    )  # fmt: skip
+    parser.add_argument(
         "--owner-pid", type=int, metavar="PID", help="stop (as on SIGTERM) when this process has ended"
     )
     parser.add_argument(
@@ -274,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
     faults = load_spec(args.faults) if args.faults else None
     stack = LocalStack(
         args.port, args.state_dir, region=args.region, faults=faults,
-        persist=not args.no_persist, snapshot_seconds=args.snapshot_seconds,
+        persist=not args.no_persist, snapshot_seconds=args.snapshot_seconds, iam=args.iam,
     )  # fmt: skip
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

@@ -86,7 +86,7 @@ def _session(s: Settings) -> Any:
     core.set_config_variable("config_file", str(_config_file(s, endpoint)))
     if s.is_local:
         return aws.record_calls(
-            boto3.session.Session(botocore_session=core, region_name=s.region, **aws.LOCAL_CREDENTIALS)
+            boto3.session.Session(botocore_session=core, region_name=s.region, **aws.local_credentials(s))
         )
     return aws.record_calls(
         boto3.session.Session(botocore_session=core, region_name=s.region, profile_name=s.profile)

@@ -440,6 +440,8 @@ def _put_records(kinesis: Any, stream: str, entries: list[Entry]) -> Any:
         return kinesis.put_records(StreamName=stream, Records=request)
     except ClientError as err:
         hint = "run 01_provision first" if aws.is_missing(err) else "check the stream"
+        if aws.error_code(err) in ("AccessDeniedException", "AccessDenied"):
+            hint = "the credentials' policy must allow kinesis:PutRecords on it (deploy/runner-policy.json)"
         raise ProducerError(
             f"PutRecords on stream {stream} failed: {aws.error_code(err)}: {err}; {hint}"
         ) from err

@@ -8,6 +8,7 @@ settings come from :func:`helpers.pipeline.config.load_settings`. Clients use bo
 from __future__ import annotations
 
 import functools
+import json
 import os
 import random
 import threading
@@ -22,6 +23,7 @@ __all__ = [
     "CALLS_ENV",
     "LOCAL_CREDENTIALS",
     "QUEUE_MISSING_CODES",
+    "RUNNER_CREDENTIALS_FILE",
     "account_id",
     "backoff_seconds",
     "client",
@@ -29,14 +31,18 @@ __all__ = [
     "function_call_budget_seconds",
     "in_function",
     "is_missing",
+    "local_credentials",
     "record_calls",
     "resource",
     "session",
     "wait_until",
 ]
 
-# The local stack accepts any credentials; these well-known dummies keep real keys out of it.
+# A local stack without IAM enforcement accepts any credentials; these well-known dummies keep
+# real keys out of it. With enforcement (deploy.local.access) the stack writes its runner's key
+# to this file under its state folder, and local clients sign with it.
 LOCAL_CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+RUNNER_CREDENTIALS_FILE = "iam/runner-credentials.json"
 RETRY_CONFIG = {"mode": "standard", "max_attempts": 8}
 CONNECT_TIMEOUT_SECONDS = 5
 READ_TIMEOUT_SECONDS = 60
@@ -71,13 +77,42 @@ BUCKET_MISSING_CODES = ("404", "NoSuchBucket", "NotFound")
 _lock = threading.Lock()
 
 
+_credentials_cache: dict[str, tuple[int, dict[str, str]]] = {}
+
+
+def local_credentials(settings: Settings | None = None) -> dict[str, str]:
+    """The keys local clients sign with: the runner's, when the stack enforces IAM (its key file
+    under ``state_dir``), else :data:`LOCAL_CREDENTIALS`. Re-read when the file changes."""
+    s = settings or load_settings()
+    path = os.path.join(s.state_dir, RUNNER_CREDENTIALS_FILE)
+    try:
+        stamp = os.stat(path).st_mtime_ns
+    except OSError:
+        return dict(LOCAL_CREDENTIALS)
+    cached = _credentials_cache.get(path)
+    if cached is not None and cached[0] == stamp:
+        return dict(cached[1])
+    try:
+        with open(path, encoding="utf-8") as fh:
+            saved = json.load(fh)
+        keys = {name: str(saved[name]) for name in ("aws_access_key_id", "aws_secret_access_key")}
+    except (OSError, ValueError, KeyError, TypeError):
+        return dict(LOCAL_CREDENTIALS)
+    _credentials_cache[path] = (stamp, keys)
+    return dict(keys)
+
+
 def session(settings: Settings | None = None) -> Any:
-    """A boto3 session for the target: dummy keys locally, profile/default chain on AWS."""
+    """A boto3 session for the target. Local: the runner's key (or dummies, see
+    :func:`local_credentials`); inside a local function, its role's keys from the environment,
+    as on AWS. AWS: the profile / default chain."""
     import boto3
 
     s = settings or load_settings()
     if s.is_local:
-        return record_calls(boto3.session.Session(region_name=s.region, **LOCAL_CREDENTIALS))
+        if in_function() and os.environ.get("AWS_ACCESS_KEY_ID"):
+            return record_calls(boto3.session.Session(region_name=s.region))
+        return record_calls(boto3.session.Session(region_name=s.region, **local_credentials(s)))
     return record_calls(boto3.session.Session(region_name=s.region, profile_name=s.profile))
 
 
@@ -107,8 +142,8 @@ def record_calls(session: Any) -> Any:
 
 
 @functools.lru_cache(maxsize=64)
-def _cached_client(settings: Settings, service: str) -> Any:
-    return _new_client(settings, service)
+def _cached_client(settings: Settings, service: str, key: str | None = None) -> Any:
+    return _new_client(settings, service)  # ``key``: a client per local key (a restarted stack's)
 
 
 def _new_client(settings: Settings, service: str) -> Any:
@@ -129,7 +164,10 @@ def _new_client(settings: Settings, service: str) -> Any:
 def client(service: str, settings: Settings | None = None, *, cached: bool = True) -> Any:
     """A boto3 client for ``service`` bound to the settings' region and endpoint."""
     s = settings or load_settings()
-    return _cached_client(s, service) if cached else _new_client(s, service)
+    if not cached:
+        return _new_client(s, service)
+    key = local_credentials(s)["aws_access_key_id"] if s.is_local and not in_function() else None
+    return _cached_client(s, service, key)
 
 
 def resource(service: str, settings: Settings | None = None) -> Any:

@@ -309,7 +309,7 @@ def run(records: int, symbols: int, endpoint: str | None, e2e_rate: float, out: 
     else:
         state = tempfile.TemporaryDirectory(prefix="stp-bench-")
         base = load_settings(environ={}, local_port=_free_port(), state_dir=state.name)
-        up(base)
+        up(base, iam=False)  # stores named per path, which the runner policy (the default names) refuses
         own_stack = True
     try:
         provision(base)

@@ -92,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     for key in [k for k in os.environ if k.startswith(("STP_", "AWS_"))]:
         del os.environ[key]  # the runner's stack, never a developer's settings or real AWS
+    # each case's pipeline has names of its own, which the runner policy (the default names) refuses
+    os.environ["STP_LOCAL_IAM"] = "0"
     names = args.only or list(CASES)
 
     from deploy.local import down, up

@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import re
 import shutil
 import subprocess
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from deploy.local import status
+from deploy.local.access import ENV as IAM_ENV
 from deploy.workbook import discover, run_workbook
 from helpers.pipeline import aws
 from helpers.pipeline.config import load_settings
@@ -41,10 +44,28 @@ def workbook(tmp_path_factory, free_port):
     calls = state / "api-calls.txt"  # every AWS call of the runner and the kernels (aws.record_calls)
     os.environ[aws.CALLS_ENV] = str(calls)
     try:
-        runs = run_workbook(settings, output_dir=reports)
+        with _iam_enforced():
+            runs = run_workbook(settings, output_dir=reports)
     finally:
         del os.environ[aws.CALLS_ENV]
     return settings, runs, reports
+
+
+@contextlib.contextmanager
+def _iam_enforced() -> Iterator[None]:
+    """As make demo: the stack enforces the runner policy and the roles' (tests' stacks do not)."""
+    os.environ[IAM_ENV] = "1"
+    try:
+        yield
+    finally:
+        os.environ[IAM_ENV] = "0"
+
+
+def test_the_workbook_ran_as_the_runner_with_iam_enforced(workbook) -> None:
+    settings, runs, _ = workbook
+    keys = json.loads((Path(settings.state_dir) / aws.RUNNER_CREDENTIALS_FILE).read_text())
+    assert keys["user_arn"].endswith(":user/stp-runner")
+    assert [r.status for r in runs] == ["ok"] * len(EXPECTED)
 
 
 def test_the_runner_policy_allows_every_call_the_workbook_makes(workbook) -> None:
@@ -208,12 +229,13 @@ def workbook_10_30(tmp_path_factory, free_port):
     state = tmp_path_factory.mktemp("workbook-1030-state")
     reports = tmp_path_factory.mktemp("workbook-1030-reports")
     settings = load_settings(environ={}, local_port=free_port(), state_dir=str(state))
-    runs = run_workbook(
-        settings,
-        parameters={"SHORT_WINDOW": 10, "LONG_WINDOW": 30},
-        output_dir=reports,
-        restart_stack_after="03",
-    )
+    with _iam_enforced():  # the runner's key and the roles' sessions across a restart
+        runs = run_workbook(
+            settings,
+            parameters={"SHORT_WINDOW": 10, "LONG_WINDOW": 30},
+            output_dir=reports,
+            restart_stack_after="03",
+        )
     return runs, json.loads((reports / "summary.json").read_text())
 
 

@@ -5,7 +5,10 @@ Lambda sends metadata about it (not the records) to ``DestinationConfig.OnFailur
 queue, an SNS topic or (Kinesis) an S3 bucket. The document has ``requestContext``,
 ``responseContext``, ``version``, ``timestamp`` and ``KinesisBatchInfo`` / ``DDBStreamBatchInfo``.
 Sending goes through the stack's own endpoint with boto3, like any client, marked as the stack's
-own request so a fault plan leaves it alone unless the plan says ``"internal": true``.
+own request so a fault plan leaves it alone unless the plan says ``"internal": true``. With IAM
+enforced it is signed, as on AWS, with the function's execution role (``sqs:SendMessage``,
+``sns:Publish`` or ``s3:PutObject`` on the destination), so a role without it loses the record
+(logged); finding the queue's URL is the stack's own look-up.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import threading
 import uuid
 from typing import Any
 
-from deploy.local._lambda.models import LATEST, MappingConfig, Outcome
+from deploy.local._lambda.models import LATEST, MappingConfig, Outcome, lambda_backends
 from deploy.local._lambda.sources import SourceRecord
 from deploy.local.faults import INTERNAL_AGENT
 
@@ -79,19 +82,44 @@ class Destinations:
 
     def __init__(self, endpoint: str) -> None:
         self.endpoint = endpoint
-        self._clients: dict[tuple[str, str], Any] = {}
+        self._clients: dict[tuple[str, str, str], Any] = {}
+        self._roles: dict[str, dict[str, str]] = {}  # function ARN -> its role's boto3 keys
         self._lock = threading.Lock()
 
-    def _client(self, service: str, region: str) -> Any:
+    def _role_keys(self, function_arn: str, region: str) -> dict[str, str] | None:
+        """The function's execution role session (IAM enforced), else None (the stack's own keys)."""
+        from deploy.local import access
+
+        if not access.gate().enabled or not function_arn:
+            return None
         with self._lock:
-            key = (service, region)
+            if function_arn in self._roles:
+                return self._roles[function_arn]
+        try:
+            parts = function_arn.split(":")
+            fn = lambda_backends()[parts[4]][parts[3]].get_function(parts[6])
+            env = access.function_credentials(str(fn.role), parts[6], region)
+        except Exception as err:  # the function or its role is gone: the send fails as on AWS
+            log.error("no credentials of %s's execution role: %s", function_arn, err)
+            env = {"AWS_ACCESS_KEY_ID": "none", "AWS_SECRET_ACCESS_KEY": "none", "AWS_SESSION_TOKEN": "none"}
+        keys = {
+            "aws_access_key_id": env["AWS_ACCESS_KEY_ID"],
+            "aws_secret_access_key": env["AWS_SECRET_ACCESS_KEY"],
+            "aws_session_token": env["AWS_SESSION_TOKEN"],
+        }
+        with self._lock:
+            return self._roles.setdefault(function_arn, keys)
+
+    def _client(self, service: str, region: str, keys: dict[str, str] | None = None) -> Any:
+        with self._lock:
+            key = (service, region, (keys or {}).get("aws_access_key_id", ""))
             if key not in self._clients:
                 import boto3
                 from botocore.config import Config
 
-                session = boto3.session.Session(
-                    aws_access_key_id="testing", aws_secret_access_key="testing", region_name=region
-                )
+                from deploy.local.access import internal_credentials
+
+                session = boto3.session.Session(region_name=region, **(keys or internal_credentials()))
                 config = Config(
                     retries={"mode": "standard", "max_attempts": 3},
                     connect_timeout=5,
@@ -106,18 +134,19 @@ class Destinations:
         parts = destination.split(":")
         service, region, account, resource = parts[2], parts[3], parts[4], ":".join(parts[5:])
         body = json.dumps(document)
+        keys = self._role_keys(str(document.get("requestContext", {}).get("functionArn", "")), region)
         try:
             if service == "sqs":
                 sqs = self._client("sqs", region)
                 url = sqs.get_queue_url(QueueName=resource, QueueOwnerAWSAccountId=account)["QueueUrl"]
-                sqs.send_message(QueueUrl=url, MessageBody=body)
+                self._client("sqs", region, keys).send_message(QueueUrl=url, MessageBody=body)
             elif service == "sns":
-                self._client("sns", region).publish(TopicArn=destination, Message=body)
+                self._client("sns", region, keys).publish(TopicArn=destination, Message=body)
             elif service == "s3":
                 info: dict[str, Any] = next((v for k, v in document.items() if k.endswith("BatchInfo")), {})
                 stamp = dt.datetime.now(dt.UTC).strftime("%Y/%m/%d/%Y-%m-%dT%H.%M.%S")
                 key = f"aws/lambda/{mapping_uuid}/{info.get('shardId', 'shard')}/{stamp}-{uuid.uuid4()}"
-                self._client("s3", region or "us-east-1").put_object(
+                self._client("s3", region or "us-east-1", keys).put_object(
                     Bucket=resource, Key=key, Body=body.encode()
                 )
             else:

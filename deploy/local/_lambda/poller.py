@@ -14,7 +14,10 @@ The rules are Lambda's for Kinesis and DynamoDB Streams:
   batch in two halves, processed in order; splitting does not use up the retry quota;
 * otherwise each retry counts against ``MaximumRetryAttempts`` (-1: no limit); once exceeded, or
   once records are older than ``MaximumRecordAgeInSeconds``, the batch's metadata goes to
-  ``DestinationConfig.OnFailure`` (if any) and the checkpoint moves past it.
+  ``DestinationConfig.OnFailure`` (if any) and the checkpoint moves past it;
+* with IAM enforced the shard is read only while the function's role may read the source
+  (:func:`deploy.local.access.source_read_problem`); otherwise the mapping reports Lambda's
+  ``PROBLEM: The provided execution role does not have permissions ...`` and tries again.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from deploy.local import access
 from deploy.local._lambda.destinations import RECORD_AGE_EXCEEDED, RETRIES_EXHAUSTED, failure_record
 from deploy.local._lambda.filters import FilterError, compile_filters
 from deploy.local._lambda.models import FunctionSnapshot, MappingConfig, Outcome
@@ -43,6 +47,7 @@ MAX_PAYLOAD_BYTES = 6_291_456  # synchronous invocation payload limit
 RETRY_BACKOFF_SECONDS = 0.2
 MAX_RETRY_BACKOFF_SECONDS = 5.0
 UNAVAILABLE_BACKOFF_SECONDS = 1.0
+READ_CHECK_SECONDS = 1.0  # how often a poller asks IAM whether the function's role may read the source
 
 
 @dataclass
@@ -115,6 +120,8 @@ class ShardPoller(threading.Thread):
         self.generation = source.generation()
         self._filter_key = ""
         self._filter: Callable[[dict[str, Any]], bool] | None = None
+        self._read_denied: str | None = None
+        self._read_checked_until = 0.0
 
     def stop(self) -> None:
         self.stop_event.set()
@@ -141,6 +148,11 @@ class ShardPoller(threading.Thread):
         self.state.last_poll = time.time()
         self._check_generation()
         if not self.pending:
+            problem = self._read_problem(cfg)
+            if problem is not None:  # the role may not read the source: no records at all
+                self.state.last_error = problem
+                self.stop_event.wait(UNAVAILABLE_BACKOFF_SECONDS)
+                return False
             records = self._gather(cfg)
             if not records:
                 self.state.iterator_age_ms = 0
@@ -212,6 +224,23 @@ class ShardPoller(threading.Thread):
         self.stop_event.wait(backoff)
 
     # --- helpers ----------------------------------------------------------------------------
+    def _read_problem(self, cfg: MappingConfig) -> str | None:
+        """With IAM enforced, why the function's role may not read the source (checked each second)."""
+        now = time.monotonic()
+        if now < self._read_checked_until:
+            return self._read_denied
+        function = self.ctx.function(cfg.function_arn)
+        problem = None
+        if function is not None:
+            why = access.source_read_problem(function.role, cfg.source_kind, cfg.source_arn)
+            problem = f"PROBLEM: {why} ({function.role})" if why else None
+        if problem is not None and problem != self._read_denied:
+            log.warning("mapping %s: %s", self.uuid, problem)
+        if problem is None and self._read_denied is not None and self.state.last_error == self._read_denied:
+            self.state.last_error = None  # fixed: the mapping reads again
+        self._read_denied, self._read_checked_until = problem, now + READ_CHECK_SECONDS
+        return problem
+
     def _check_generation(self) -> None:
         """A stream deleted and re-created under the same ARN starts over from its beginning."""
         generation = self.source.generation()

@@ -33,6 +33,7 @@ from typing import Any, Protocol
 from deploy.local._lambda import logs
 from deploy.local._lambda.models import FunctionSnapshot, Outcome
 from deploy.local._lambda.workers import Worker, build_runtime_packages
+from deploy.local.access import RoleNotAssumable
 
 log = logging.getLogger(__name__)
 
@@ -228,6 +229,9 @@ class WorkerPool:
                 self.prune_code(snap.name, snap.code_digest)
             worker = Worker(snap, code_dir, self.endpoint, self.sink, self.exclude, self.runtime_packages)
             error = worker.start()
+        except RoleNotAssumable as err:  # IAM enforced: AWS's answer to the invocation
+            log.error("starting a worker for %s failed: %s", snap.name, err)
+            error = {"errorType": "InvalidParameterValueException", "errorMessage": str(err)}
         except Exception as err:  # bad zip, cannot spawn...
             log.exception("starting a worker for %s failed", snap.name)
             error = {"errorType": "Runtime.InvalidEntrypoint", "errorMessage": f"{type(err).__name__}: {err}"}

@@ -36,6 +36,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from deploy.local import access
 from deploy.local._lambda import logs
 from deploy.local._lambda.models import LATEST, FunctionSnapshot, Outcome
 from deploy.package import LAMBDA_RUNTIME_PACKAGES
@@ -47,11 +48,6 @@ END_MARKER = "\x00STP-END\x00"
 INIT_TIMEOUT_SECONDS = 10.0  # Lambda's init phase limit
 MARKER_WAIT_SECONDS = 2.0
 KILL_WAIT_SECONDS = 5.0
-LOCAL_CREDENTIALS = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_SESSION_TOKEN": "testing",
-}
 _REQUIREMENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
@@ -158,7 +154,8 @@ def worker_environment(
         "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
     }
     env.update(dict(snap.environment))
-    env.update(LOCAL_CREDENTIALS)  # reserved on AWS: the execution role's credentials
+    # reserved on AWS: the execution role's credentials (dummies when the stack enforces no IAM)
+    env.update(access.function_credentials(snap.role, snap.name, snap.region))
     env.update(
         {
             "AWS_REGION": snap.region,

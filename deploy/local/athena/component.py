@@ -62,8 +62,16 @@ class AthenaComponent:
         if self._saved is not None:
             self.backend.restore(self._saved)
         self.responses = AthenaResponses(self.backend)
+        from deploy.local import access
+
+        access.gate().lookups["athena_workgroup_of_query"] = self._workgroup_of  # IAM: a query's workgroup
         threading.Thread(target=self._warm, name="athena-warm", daemon=True).start()
         log.info("Athena endpoint ready (DuckDB engine, %d workers)", self.workers)
+
+    def _workgroup_of(self, query_id: str) -> str | None:
+        backend = self.backend
+        execution = backend.executions.get(query_id) if backend is not None else None
+        return execution.workgroup if execution is not None else None
 
     def _warm(self) -> None:
         """Pay the engine's one-time costs (DuckDB, sqlglot, the Glue client) before the first query."""

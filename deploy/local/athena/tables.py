@@ -26,7 +26,6 @@ log = logging.getLogger(__name__)
 DEFAULT_CATALOG = "awsdatacatalog"
 JSON_SERDES = ("org.openx.data.jsonserde.JsonSerDe", "org.apache.hive.hcatalog.data.JsonSerDe")
 PARQUET_SERDES = ("org.apache.hadoop.hive.ql.io.parquet.serde.ParquetHiveSerDe",)
-LOCAL_CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
 
 
 @dataclass(frozen=True)
@@ -159,7 +158,9 @@ class Warehouse:
                 import boto3
                 from botocore.config import Config
 
-                session = boto3.session.Session(region_name=self.region, **LOCAL_CREDENTIALS)
+                from deploy.local.access import internal_credentials
+
+                session = boto3.session.Session(region_name=self.region, **internal_credentials())
                 self._glue = session.client(
                     "glue",
                     endpoint_url=self.endpoint,
@@ -173,9 +174,12 @@ class Warehouse:
             if self._fs is None:
                 import s3fs
 
+                from deploy.local.access import internal_credentials
+
+                keys = internal_credentials()  # the stack's own reads
                 self._fs = s3fs.S3FileSystem(
-                    key=LOCAL_CREDENTIALS["aws_access_key_id"],
-                    secret=LOCAL_CREDENTIALS["aws_secret_access_key"],
+                    key=keys["aws_access_key_id"],
+                    secret=keys["aws_secret_access_key"],
                     endpoint_url=self.endpoint,
                     client_kwargs={"region_name": self.region},
                     config_kwargs={"user_agent_extra": INTERNAL_AGENT},  # not hit by fault plans
