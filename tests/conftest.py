@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck
@@ -49,6 +51,17 @@ os.environ["STP_LOCAL_IAM"] = "0"
 # The session's stack holds every test's state: a snapshot every 5 s, not 2, costs it less CPU
 # (a test that needs one now asks for it: POST /_stp/snapshot).
 os.environ.setdefault("STP_LOCAL_SNAPSHOT_SECONDS", "5")
+
+
+def wait_until(check: Callable[[], Any], what: str, timeout: float) -> Any:
+    """The first truthy ``check()``, polled every 0.5 s; AssertionError naming ``what`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 def free_loopback_port() -> int:

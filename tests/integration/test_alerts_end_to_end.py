@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from helpers.notebook import alerts, history
 from helpers.notebook.sources import replay
 from helpers.pipeline import aws, trend
 from helpers.pipeline.config import FIFO_SUFFIX, Settings, load_settings
+from tests.conftest import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -33,13 +33,7 @@ WAIT_SECONDS = 180.0
 
 
 def _wait(check: Callable[[], Any], what: str, timeout: float = WAIT_SECONDS) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+    return wait_until(check, what, timeout)
 
 
 @pytest.fixture(scope="module")

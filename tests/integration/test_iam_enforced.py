@@ -8,6 +8,7 @@ fail with AccessDenied, and puts it back.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
@@ -28,6 +29,7 @@ from helpers.notebook import alerts, history
 from helpers.notebook.sources import replay, synthetic
 from helpers.pipeline import aws
 from helpers.pipeline.config import Settings, load_settings
+from tests.conftest import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -37,13 +39,7 @@ EMPTY_ZIP = b"PK\x05\x06" + bytes(18)
 
 
 def _wait(check: Callable[[], Any], what: str, timeout: float = WAIT_SECONDS) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+    return wait_until(check, what, timeout)
 
 
 def _without(policy: dict[str, Any], action: str) -> dict[str, Any]:
@@ -53,6 +49,18 @@ def _without(policy: dict[str, Any], action: str) -> dict[str, Any]:
         statement["Action"] = [a for a in statement["Action"] if a != action]
     doc["Statement"] = [st for st in doc["Statement"] if st["Action"]]
     return doc
+
+
+@contextlib.contextmanager
+def _role_without(settings: Settings, role: str, policy: dict[str, Any], action: str) -> Iterator[None]:
+    """``role``'s inline policy without ``action`` inside the block, the whole ``policy`` again after."""
+    iam = aws.client("iam", settings)
+    reduced = json.dumps(_without(policy, action))
+    iam.put_role_policy(RoleName=role, PolicyName=POLICY_NAME, PolicyDocument=reduced)
+    try:
+        yield
+    finally:
+        iam.put_role_policy(RoleName=role, PolicyName=POLICY_NAME, PolicyDocument=json.dumps(policy))
 
 
 def _iam_admin(settings: Settings, document: dict[str, Any] | None) -> dict[str, Any]:
@@ -206,13 +214,8 @@ def test_a_processor_role_without_batch_write_fails_with_access_denied(
 ) -> None:
     from helpers.notebook.producer import produce
 
-    iam = aws.client("iam", enforced)
     role = enforced.processor_role
-    iam.put_role_policy(
-        RoleName=role, PolicyName=POLICY_NAME,
-        PolicyDocument=json.dumps(_without(processor_policy(arns), "dynamodb:BatchWriteItem")),
-    )  # fmt: skip
-    try:
+    with _role_without(enforced, role, processor_policy(arns), "dynamodb:BatchWriteItem"):
         assert produce(synthetic(["IAMP"], 30), enforced).failed == 0
         denial = f"assumed-role/{role}/{enforced.processor_function} is not authorized to perform: "
         denial += "dynamodb:BatchWriteItem"
@@ -222,23 +225,13 @@ def test_a_processor_role_without_batch_write_fails_with_access_denied(
         )
         assert history.processed_items(enforced, "IAMP") == []
         assert any(d["action"] == "dynamodb:BatchWriteItem" for d in _health(enforced)["recent_denials"])
-    finally:
-        iam.put_role_policy(
-            RoleName=role, PolicyName=POLICY_NAME, PolicyDocument=json.dumps(processor_policy(arns))
-        )
 
 
 def test_a_trend_role_without_publish_fails_with_access_denied(enforced: Settings, arns: Arns) -> None:
     from helpers.notebook.producer import produce
 
-    iam = aws.client("iam", enforced)
     role = enforced.trend_role
-    iam.put_role_policy(
-        RoleName=role,
-        PolicyName=POLICY_NAME,
-        PolicyDocument=json.dumps(_without(trend_policy(arns), "sns:Publish")),
-    )
-    try:
+    with _role_without(enforced, role, trend_policy(arns), "sns:Publish"):
         quotes = list(synthetic(["IAMT"], 300, seed=11))
         assert produce(quotes, enforced).failed == 0
         processed = _wait(
@@ -252,10 +245,6 @@ def test_a_trend_role_without_publish_fails_with_access_denied(enforced: Setting
             "the trend function's AccessDenied in its log",
         )
         assert [a for a in alerts.receive_alerts(enforced, wait_seconds=1) if a.get("symbol") == "IAMT"] == []
-    finally:
-        iam.put_role_policy(
-            RoleName=role, PolicyName=POLICY_NAME, PolicyDocument=json.dumps(trend_policy(arns))
-        )
 
 
 def _shard_errors(settings: Settings, function: str) -> list[str]:
@@ -270,6 +259,10 @@ def _shard_errors(settings: Settings, function: str) -> list[str]:
     ]
 
 
+def _every_shard_says(problem: str, errors: list[str]) -> bool:
+    return bool(errors) and all(e.startswith(problem) for e in errors)
+
+
 def test_a_processor_role_that_may_not_read_the_stream_gets_no_records(
     enforced: Settings, arns: Arns
 ) -> None:
@@ -277,72 +270,44 @@ def test_a_processor_role_that_may_not_read_the_stream_gets_no_records(
     the mapping says why, and the records come through once the permission is back."""
     from helpers.notebook.producer import produce
 
-    iam = aws.client("iam", enforced)
     role = enforced.processor_role
-    iam.put_role_policy(
-        RoleName=role, PolicyName=POLICY_NAME,
-        PolicyDocument=json.dumps(_without(processor_policy(arns), "kinesis:GetRecords")),
-    )  # fmt: skip
-    try:
+    with _role_without(enforced, role, processor_policy(arns), "kinesis:GetRecords"):
         problem = (
             "PROBLEM: The provided execution role does not have permissions to call GetRecords on Kinesis"
         )
         _wait(
-            lambda: any(e.startswith(problem) for e in _shard_errors(enforced, enforced.processor_function)),
-            "the mapping's problem",
+            lambda: _every_shard_says(problem, _shard_errors(enforced, enforced.processor_function)),
+            "the mapping's problem on every shard (each shard's poller checks the role once a second)",
         )
         assert produce(synthetic(["IAMK"], 10), enforced).failed == 0
         time.sleep(3)  # a few polls
         assert history.processed_items(enforced, "IAMK") == []
-    finally:
-        iam.put_role_policy(
-            RoleName=role, PolicyName=POLICY_NAME, PolicyDocument=json.dumps(processor_policy(arns))
-        )
     _wait(lambda: len(history.processed_items(enforced, "IAMK")) == 10, "the records after the fix")
 
 
 def test_a_mapping_for_a_role_that_may_not_read_its_source_is_refused(enforced: Settings, arns: Arns) -> None:
-    iam = aws.client("iam", enforced)
     lam = aws.client("lambda", enforced)
-    role = enforced.processor_role
     stream = arns.of("stream_name")
-    iam.put_role_policy(
-        RoleName=role, PolicyName=POLICY_NAME,
-        PolicyDocument=json.dumps(_without(processor_policy(arns), "kinesis:GetShardIterator")),
-    )  # fmt: skip
-    try:
+    with _role_without(enforced, enforced.processor_role, processor_policy(arns), "kinesis:GetShardIterator"):
         with pytest.raises(ClientError) as refused:
             lam.create_event_source_mapping(
                 FunctionName=enforced.processor_function, EventSourceArn=stream, StartingPosition="LATEST"
             )
         assert aws.error_code(refused.value) == "InvalidParameterValueException"
         assert "does not have permissions to call GetShardIterator on Kinesis" in str(refused.value)
-    finally:
-        iam.put_role_policy(
-            RoleName=role, PolicyName=POLICY_NAME, PolicyDocument=json.dumps(processor_policy(arns))
-        )
 
 
 def test_a_trend_role_that_may_not_read_the_table_stream_gets_no_records(
     enforced: Settings, arns: Arns
 ) -> None:
-    iam = aws.client("iam", enforced)
     role = enforced.trend_role
-    iam.put_role_policy(
-        RoleName=role, PolicyName=POLICY_NAME,
-        PolicyDocument=json.dumps(_without(trend_policy(arns), "dynamodb:GetRecords")),
-    )  # fmt: skip
-    try:
+    with _role_without(enforced, role, trend_policy(arns), "dynamodb:GetRecords"):
         problem = (
             "PROBLEM: The provided execution role does not have permissions to call GetRecords on DynamoDB"
         )
         _wait(
-            lambda: any(e.startswith(problem) for e in _shard_errors(enforced, enforced.trend_function)),
-            "the mapping's problem",
-        )
-    finally:
-        iam.put_role_policy(
-            RoleName=role, PolicyName=POLICY_NAME, PolicyDocument=json.dumps(trend_policy(arns))
+            lambda: _every_shard_says(problem, _shard_errors(enforced, enforced.trend_function)),
+            "the mapping's problem on every shard",
         )
     _wait(
         lambda: not any(e.startswith(problem) for e in _shard_errors(enforced, enforced.trend_function)),
