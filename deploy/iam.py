@@ -405,6 +405,16 @@ def runner_policy_template() -> dict[str, Any]:
     return dict(json.loads(text))
 
 
+def runner_policy_markdown(policy: dict[str, Any] | None = None) -> str:
+    """The runner policy as a Markdown table, one row per statement (what the README shows)."""
+    rows = ["| statement | actions | resources |", "|---|---|---|"]
+    for st in (policy or runner_policy_template())["Statement"]:
+        resources = "<br>".join(f"`{r.removeprefix('arn:aws:')}`" for r in st["Resource"])
+        condition = f" (when {json.dumps(st['Condition'])})" if "Condition" in st else ""
+        rows.append(f"| {st['Sid']} | {', '.join(st['Action'])} | {resources}{condition} |")
+    return "\n".join(rows) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m deploy.iam runner-policy``: the runner policy for the resolved settings;
     ``runner-policy-template`` rewrites ``deploy/runner-policy.json``."""
@@ -417,8 +427,12 @@ def main(argv: list[str] | None = None) -> int:
     if args == ["runner-policy-template"]:  # rewrite deploy/runner-policy.json
         RUNNER_POLICY_FILE.write_text(json.dumps(runner_policy_template(), indent=2) + "\n")
         return 0
+    if args == ["runner-policy-markdown"]:  # the README's table
+        print(runner_policy_markdown(), end="")
+        return 0
     if args != ["runner-policy"]:
-        print("usage: python -m deploy.iam runner-policy | runner-policy-template", file=sys.stderr)
+        usage = "usage: python -m deploy.iam runner-policy | runner-policy-template | runner-policy-markdown"
+        print(usage, file=sys.stderr)
         return 2
     s = load_settings()
     print(json.dumps(runner_policy(Arns.for_account(s, s.account_id or aws.account_id(s))), indent=2))

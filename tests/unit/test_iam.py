@@ -57,3 +57,10 @@ def test_the_cli_prints_the_policy_for_the_resolved_settings(project_root) -> No
     text = json.dumps(policy)
     assert "arn:aws:kinesis:eu-west-1:210987654321:stream/stock-trend-quotes" in text
     assert "stock-trend-raw-210987654321-eu-west-1" in text and "ACCOUNT_ID" not in text
+
+
+def test_the_readme_shows_the_runner_policy_as_generated(project_root) -> None:
+    readme = (project_root / "README.md").read_text(encoding="utf-8")
+    shown = readme.split("<!-- runner-policy -->\n", 1)[1].split("<!-- /runner-policy -->", 1)[0]
+    assert shown == iam.runner_policy_markdown(), "paste: python -m deploy.iam runner-policy-markdown"
+    assert shown.count("\n") == len(iam.runner_policy_template()["Statement"]) + 2
