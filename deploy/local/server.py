@@ -44,6 +44,10 @@ log = logging.getLogger(__name__)
 
 HEALTH_PATH = "/_stp/health"
 SHUTDOWN_POLL_SECONDS = 0.05  # how soon the HTTP loop notices a stop
+MOTO_SERVICES = (  # what the pipeline calls: imported before the server answers (LocalStack.start)
+    "iam", "sts", "awslambda", "kinesis", "dynamodb", "dynamodbstreams", "s3", "sns", "sqs", "glue",
+    "logs", "events",
+)  # fmt: skip
 SNAPSHOT_PATH = "/_stp/snapshot"  # POST: take a snapshot now (persistence on)
 PERSIST_ENV = "STP_LOCAL_PERSIST"
 SNAPSHOT_ENV = "STP_LOCAL_SNAPSHOT_SECONDS"
@@ -198,9 +202,18 @@ class LocalStack:
         return f"http://{self.host}:{self.port}"
 
     def start(self) -> None:
+        import importlib
+
         from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
         from werkzeug.serving import make_server
 
+        # moto's modules import each other in cycles: imported for the first time by two threads at
+        # once (a request's service in a server thread, a component's start here), one thread can
+        # see the other's half-initialised module ("cannot import name 'iam_backends'"), which
+        # killed a stack at start. Import them here, before any request is served.
+        for service in MOTO_SERVICES:
+            importlib.import_module(f"moto.{service}.models")
+            importlib.import_module(f"moto.{service}.urls")
         self.state_dir.mkdir(parents=True, exist_ok=True)
         moto_speed.install()
         if self.persistence is not None:  # before the stack's own limits wrap Kinesis's puts
