@@ -19,7 +19,7 @@ from collections import Counter
 from typing import Any
 
 from deploy.local.faults.injector import INTERNAL_AGENT
-from deploy.local.faults.wire import _s3_call, identify, service_of
+from deploy.local.faults.wire import identify, service_of
 
 __all__ = ["USAGE_PATH", "Usage"]
 
@@ -38,11 +38,9 @@ def caller_of(environ: dict[str, Any]) -> str:
 
 def operation_of(environ: dict[str, Any], service: str) -> str:
     target = environ.get("HTTP_X_AMZ_TARGET")
-    if target:
+    if target:  # the JSON protocols name it in a header: no body to read
         return target.partition(".")[2]
-    if service == "s3":
-        return _s3_call(environ).operation
-    return identify(environ, service).operation or "?"
+    return identify(environ, service).operation or "?"  # S3 from the path, the query protocol's form
 
 
 class Usage:

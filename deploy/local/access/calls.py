@@ -26,7 +26,7 @@ from typing import Any
 from urllib.parse import parse_qs, unquote
 
 from deploy.iam import IAM_ACTION_OF
-from deploy.local.faults.wire import read_body
+from deploy.local.faults.wire import read_body, s3_location
 
 __all__ = ["ACTION_OF", "Call", "identify"]
 
@@ -326,23 +326,12 @@ _S3_DELETE_KEY = re.compile(rb"<Key>(.*?)</Key>", re.DOTALL)
 _METHOD_INDEX = {"GET": 0, "HEAD": 0, "PUT": 1, "DELETE": 2}
 
 
-def _s3_location(environ: dict[str, Any]) -> tuple[str, str | None]:
-    path = unquote(environ.get("PATH_INFO", "/"))
-    host = environ.get("HTTP_HOST", "").rsplit(":", 1)[0]
-    label = host.split(".")[0]
-    virtual = host.count(".") >= 1 and not re.fullmatch(r"[\d.]+", host) and label not in ("s3", "localhost")
-    if virtual:
-        return label, path.lstrip("/") or None
-    bucket, _, rest = path.lstrip("/").partition("/")
-    return bucket, rest or None
-
-
 def _s3(
     environ: dict[str, Any], region: str, account: str
 ) -> tuple[str, list[str], list[tuple[str, list[str], dict[str, str]]]]:
     method = environ.get("REQUEST_METHOD", "GET")
     query = parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True)
-    bucket, key = _s3_location(environ)
+    bucket, key = s3_location(environ)
     if not bucket:
         return "ListBuckets", ["*"], []
     bucket_arn = f"arn:aws:s3:::{bucket}"

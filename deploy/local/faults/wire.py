@@ -217,18 +217,22 @@ def _json_resources(service: str, doc: dict[str, Any]) -> tuple[str, ...]:
     return tuple(_last(n) for n in names if isinstance(n, str))[:1]
 
 
-def _s3_call(environ: dict[str, Any]) -> Call:
-    method = environ.get("REQUEST_METHOD", "GET")
+def s3_location(environ: dict[str, Any]) -> tuple[str, str | None]:
+    """The bucket and key of an S3 request, virtual-hosted (``bucket.host``) or path-style."""
     path = unquote(environ.get("PATH_INFO", "/"))
-    query = parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True)
     host = environ.get("HTTP_HOST", "").rsplit(":", 1)[0]
     label = host.split(".")[0]
     virtual = host.count(".") >= 1 and not re.fullmatch(r"[\d.]+", host) and label not in ("s3", "localhost")
     if virtual:
-        bucket, key = label, path.lstrip("/") or None
-    else:
-        bucket, _, rest = path.lstrip("/").partition("/")
-        key = rest or None
+        return label, path.lstrip("/") or None
+    bucket, _, rest = path.lstrip("/").partition("/")
+    return bucket, rest or None
+
+
+def _s3_call(environ: dict[str, Any]) -> Call:
+    method = environ.get("REQUEST_METHOD", "GET")
+    query = parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True)
+    bucket, key = s3_location(environ)
     if not bucket:
         return Call("s3", "ListBuckets", "rest-xml")
     return Call("s3", _s3_operation(method, key is not None, query, environ), "rest-xml", (bucket,), key)
